@@ -1,0 +1,1 @@
+"""Hydra configuration (YAML only); a package so that installed copies find it (pkg://conf)."""

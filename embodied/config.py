@@ -1,0 +1,179 @@
+"""Typed schemas of the Hydra configuration, and the run-folder resolver.
+
+``conf/config.yaml`` starts from :class:`RootConfig`, so a typo in an override or a value of
+the wrong type fails at composition, and fields marked ``???`` must be given. Validation of
+values happens when a section is turned into its dataclass (``OmegaConf.to_object``), which
+runs ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+
+@dataclass
+class TaskConfig:
+    """A task: how to build its env, its behaviour policies, and what to report."""
+
+    name: str = MISSING
+    """Short name, used in run-folder names (``pointmass``, ``dressing``)."""
+    env: Any = MISSING
+    """Node instantiated to a gymnasium env, e.g. ``{_target_: envs.make, id: ...}``."""
+    policies: dict[str, Any] = MISSING
+    """Behaviour policies by name, each instantiated with ``action_space=env.action_space``."""
+    info_keys: list[str] = field(default_factory=lambda: ["success"])
+    """``info`` entries recorded per step; must include ``success``."""
+    metrics: list[str] = field(default_factory=list)
+    """``info`` entries whose value at the end of the episode is reported (task metrics)."""
+
+
+@dataclass
+class AlgoConfig:
+    """A learner: its registered name and its config node (``_target_`` a config dataclass)."""
+
+    name: str = MISSING
+    learner: Any = MISSING
+
+
+@dataclass
+class DatasetConfig:
+    """Offline data for training: collected with the task's behaviour policies unless ``path``."""
+
+    episodes: int = 60
+    """Episodes to collect. Default 60."""
+    mixture: dict[str, float] = field(default_factory=lambda: {"expert": 0.3, "noisy": 0.5, "random": 0.2})
+    """Share of episodes per behaviour policy of the task (normalised)."""
+    path: Optional[str] = None
+    """An episode file to train on instead of collecting. Default: collect into the run folder."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"dataset.episodes={self.episodes}; expected >= 1")
+
+
+@dataclass
+class TrainerConfig:
+    """The policy-training loop."""
+
+    steps: int = 3000
+    """Gradient updates. Default 3000."""
+    batch_size: int = 256
+    """Transitions per update. Default 256."""
+    log_every: int = 100
+    """Updates between ``train/`` log lines. Default 100."""
+    checkpoint_every: int = 1000
+    """Updates between checkpoints (one is always written at the end). Default 1000."""
+    keep_checkpoints: int = 3
+    """Newest checkpoints kept on disk. Default 3."""
+    progress: bool = True
+    """Show a progress bar with rate and ETA. Default True."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"trainer.{name}={getattr(self, name)}; expected >= 1")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation in simulation."""
+
+    episodes: int = 20
+    """Episodes per evaluation. Default 20."""
+    seed: int = 1_000_000
+    """Seed of the first evaluation episode (episode i uses seed + i), apart from training data."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"eval.episodes={self.episodes}; expected >= 1")
+
+
+@dataclass
+class RootConfig:
+    """Every entry point's configuration (train, collect, evaluate)."""
+
+    task: TaskConfig = MISSING
+    algo: AlgoConfig = MISSING
+    logger: Any = MISSING
+    seed: int = 0
+    """Seeds python, numpy, torch and the environments. Default 0."""
+    device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
+    resume: str = "auto"
+    """``auto``: continue when the run folder has a checkpoint; ``true``: continue the newest run
+    of the same task and algo under ``output_root``; ``false``: refuse a folder with checkpoints."""
+    output_root: str = "outputs"
+    """Where run folders are made: ``<output_root>/<date>/<time>_<task>_<algo>``."""
+    policy: str = "expert"
+    """evaluate: the task's behaviour policy to run, unless ``checkpoint`` is given."""
+    checkpoint: Optional[str] = None
+    """evaluate: a checkpoint (step, checkpoints or run folder) whose policy to run."""
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+RESUME_CHOICES = ("auto", "true", "false")
+
+
+def normalize_resume(value: Any) -> str:
+    """``resume`` as one of ``auto``, ``true``, ``false`` (booleans accepted).
+
+    Raises:
+        ValueError: any other value.
+    """
+    text = str(value).strip().lower()
+    if text not in RESUME_CHOICES:
+        raise ValueError(f"resume={value!r}; expected one of {RESUME_CHOICES}")
+    return text
+
+
+def run_label(job: str, task: str, algo: str) -> str:
+    """Suffix of a run-folder name: ``<task>_<algo>`` for train, ``<task>_<job>`` otherwise."""
+    return f"{task}_{algo}" if job == "train" else f"{task}_{job}"
+
+
+def find_latest_run(output_root: str | Path, label: str) -> Path | None:
+    """The newest ``<output_root>/<date>/<time>_<label>`` folder holding a checkpoint, if any."""
+    root = Path(output_root)
+    candidates = [p for p in root.glob(f"*/*_{label}") if (p / "checkpoints").is_dir()]
+    return max(candidates, key=lambda p: (p.parent.name, p.name)) if candidates else None
+
+
+def _run_dir(job: str, output_root: str, task: str, algo: str, resume: Any) -> str:
+    label = run_label(job, task, algo)
+    if normalize_resume(resume) == "true":
+        latest = find_latest_run(output_root, label)
+        if latest is None:
+            raise ValueError(
+                f"resume=true but no earlier run folder '*_{label}' with checkpoints under "
+                f"{output_root}/; run without resume=true, or pass hydra.run.dir=<run folder>"
+            )
+        return str(latest)
+    now = _dt.datetime.now()
+    return str(Path(output_root) / now.strftime("%Y-%m-%d") / f"{now.strftime('%H-%M-%S')}_{label}")
+
+
+def available_tasks() -> list[str]:
+    """Names of the task configs shipped in ``conf/task/``, sorted."""
+    folder = resources.files("conf") / "task"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def register_configs() -> None:
+    """Register the schemas with Hydra's ConfigStore and the ``embodied_run_dir`` resolver."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=RootConfig)
+    if not OmegaConf.has_resolver("embodied_run_dir"):
+        # Cached: Hydra resolves hydra.run.dir more than once; the time must not move.
+        OmegaConf.register_new_resolver("embodied_run_dir", _run_dir, use_cache=True)
+
+
+register_configs()

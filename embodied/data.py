@@ -1,0 +1,251 @@
+"""Episodes, rollouts and the tensor-resident transition store that learners sample from.
+
+An episode of T steps holds ``observations (T+1, D) float32`` (Minari's convention: the last row
+is the observation after the final action), ``actions (T, A) float32``, ``rewards (T,) float32``
+(the environment's ground-truth reward: learners see it only when asked), ``terminations`` and
+``truncations (T,) bool``, and selected ``infos`` as ``(T,)`` arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from envs.policies import Policy
+
+
+@dataclass
+class Episode:
+    """One episode; shapes in the module docstring."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    infos: dict[str, np.ndarray] = field(default_factory=dict)
+    policy: str = ""
+    seed: int = -1
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    @property
+    def success(self) -> bool:
+        """Whether ``info["success"]`` was ever true (Meta-World's convention)."""
+        return bool(np.any(self.infos.get("success", False)))
+
+
+def rollout(env: gym.Env, policy: Policy, seed: int, info_keys: Sequence[str] = ("success",), policy_name: str = "") -> Episode:
+    """Run one episode of ``policy`` in ``env`` from ``env.reset(seed=seed)``.
+
+    Args:
+        env: a gymnasium env with a flat ``Box`` observation (a ``TimeLimit`` ends the episode).
+        policy: anything with ``reset(seed)`` and ``act(observation)``.
+        seed: seeds both the env reset and the policy.
+        info_keys: ``info`` entries to record per step (missing ones raise).
+
+    Raises:
+        KeyError: an ``info_keys`` entry missing from the env's ``info``.
+        ValueError: the env returned a non-finite observation or reward.
+    """
+    observation, _ = env.reset(seed=int(seed))
+    policy.reset(int(seed))
+    observations = [np.asarray(observation, dtype=np.float32)]
+    actions, rewards, terminations, truncations = [], [], [], []
+    infos: dict[str, list] = {k: [] for k in info_keys}
+    while True:
+        action = np.asarray(policy.act(observations[-1]), dtype=np.float32)
+        observation, reward, terminated, truncated, info = env.step(action)
+        observation = np.asarray(observation, dtype=np.float32)
+        if not np.all(np.isfinite(observation)) or not np.isfinite(reward):
+            raise ValueError(f"env returned a non-finite observation or reward at step {len(actions)} (seed {seed})")
+        observations.append(observation)
+        actions.append(action)
+        rewards.append(reward)
+        terminations.append(terminated)
+        truncations.append(truncated)
+        for key in info_keys:
+            if key not in info:
+                raise KeyError(f"info has no {key!r}; the env reports {sorted(info)}")
+            infos[key].append(info[key])
+        if terminated or truncated:
+            break
+    return Episode(
+        observations=np.stack(observations),
+        actions=np.stack(actions),
+        rewards=np.asarray(rewards, dtype=np.float32),
+        terminations=np.asarray(terminations, dtype=bool),
+        truncations=np.asarray(truncations, dtype=bool),
+        infos={k: np.asarray(v) for k, v in infos.items()},
+        policy=policy_name,
+        seed=int(seed),
+    )
+
+
+def mixture_assignment(mixture: Mapping[str, float], episodes: int, seed: int) -> list[str]:
+    """Which behaviour policy collects each episode, in proportion to ``mixture``.
+
+    Counts are the largest-remainder rounding of ``weight / sum * episodes``; the order is
+    shuffled with ``seed``, so any prefix of the list is a fair sample of the mixture.
+
+    Raises:
+        ValueError: empty mixture, a negative weight, or weights summing to 0.
+    """
+    names = list(mixture)
+    weights = np.asarray([float(mixture[n]) for n in names])
+    if not names or np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError(f"mixture={dict(mixture)}; expected non-negative weights with a positive sum")
+    exact = weights / weights.sum() * episodes
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: episodes - counts.sum()]:
+        counts[i] += 1
+    order = [n for n, c in zip(names, counts) for _ in range(c)]
+    np.random.default_rng(seed).shuffle(order)
+    return order
+
+
+def collect_episodes(
+    env: gym.Env,
+    policies: Mapping[str, Policy],
+    mixture: Mapping[str, float],
+    episodes: int,
+    seed: int,
+    info_keys: Sequence[str] = ("success",),
+    progress: bool = True,
+) -> list[Episode]:
+    """Collect ``episodes`` episodes with a mixture of behaviour policies.
+
+    Episode ``i`` is reset with seed ``seed + i`` and collected by ``mixture_assignment(...)[i]``.
+
+    Raises:
+        KeyError: the mixture names a policy not in ``policies``.
+    """
+    assignment = mixture_assignment(mixture, episodes, seed)
+    missing = sorted(set(assignment) - set(policies))
+    if missing:
+        raise KeyError(f"mixture names policies {missing}; the task has {sorted(policies)}")
+    out = []
+    for i, name in enumerate(tqdm(assignment, desc="collect", unit="episode", disable=not progress)):
+        out.append(rollout(env, policies[name], seed + i, info_keys, policy_name=name))
+    return out
+
+
+def save_episodes(path: str | Path, episodes: Sequence[Episode]) -> Path:
+    """Write episodes to one ``.npz`` file atomically (temp file + rename).
+
+    Raises:
+        ValueError: no episodes.
+    """
+    if not episodes:
+        raise ValueError("no episodes to save")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {"format_version": np.asarray(1)}
+    for i, ep in enumerate(episodes):
+        p = f"episode_{i:06d}/"
+        arrays.update({
+            p + "observations": ep.observations, p + "actions": ep.actions, p + "rewards": ep.rewards,
+            p + "terminations": ep.terminations, p + "truncations": ep.truncations,
+            p + "policy": np.asarray(ep.policy), p + "seed": np.asarray(ep.seed),
+        })
+        arrays.update({p + "infos/" + k: v for k, v in ep.infos.items()})
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_episodes(path: str | Path) -> list[Episode]:
+    """Read what :func:`save_episodes` wrote.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not an episode archive or an episode is inconsistent (names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no episode file at {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+        arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{path} is not a readable episode archive: {error}") from error
+    if "format_version" not in arrays:
+        raise ValueError(f"{path} has no format_version: not written by save_episodes")
+    grouped: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        if key.startswith("episode_"):
+            name, field_name = key.split("/", 1)
+            grouped.setdefault(name, {})[field_name] = value
+    episodes = []
+    for name in sorted(grouped):
+        g = grouped[name]
+        ep = Episode(
+            observations=g["observations"], actions=g["actions"], rewards=g["rewards"],
+            terminations=g["terminations"], truncations=g["truncations"],
+            infos={k[len("infos/"):]: v for k, v in g.items() if k.startswith("infos/")},
+            policy=str(g["policy"]), seed=int(g["seed"]),
+        )
+        if len(ep.observations) != len(ep.actions) + 1 or len(ep.actions) == 0:
+            raise ValueError(
+                f"{path} {name}: {len(ep.observations)} observations for {len(ep.actions)} actions; "
+                "expected T+1 observations for T >= 1 actions"
+            )
+        episodes.append(ep)
+    return episodes
+
+
+class TransitionStore:
+    """Flat transitions as tensors on one device, sampled uniformly.
+
+    Tensors: ``observation (N, D) float32``, ``action (N, A) float32``, ``reward (N,) float32``,
+    ``next_observation (N, D) float32``, ``terminal (N,) float32`` (1 where the episode
+    terminated: no bootstrapping), ``timeout (N,) float32`` (truncated: bootstrap).
+
+    Raises:
+        ValueError: no episodes, inconsistent shapes, or non-finite values.
+    """
+
+    def __init__(self, episodes: Sequence[Episode], device: str | torch.device = "cpu"):
+        if not episodes:
+            raise ValueError("TransitionStore needs at least one episode")
+        cat = np.concatenate
+        data = {
+            "observation": cat([ep.observations[:-1] for ep in episodes]),
+            "action": cat([ep.actions for ep in episodes]),
+            "reward": cat([ep.rewards for ep in episodes]),
+            "next_observation": cat([ep.observations[1:] for ep in episodes]),
+            "terminal": cat([ep.terminations for ep in episodes]),
+            "timeout": cat([ep.truncations for ep in episodes]),
+        }
+        for key, value in data.items():
+            if not np.all(np.isfinite(value.astype(np.float64))):
+                raise ValueError(f"transition field {key!r} has non-finite values")
+        self.device = torch.device(device)
+        self.tensors = {k: torch.as_tensor(v, dtype=torch.float32).to(self.device) for k, v in data.items()}
+        self.size = len(data["action"])
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """A uniform batch (with replacement) of ``batch_size`` transitions.
+
+        Indices are drawn on the CPU with ``generator`` (reproducible and checkpointable), then
+        moved to the store's device without a host sync.
+        """
+        index = torch.randint(self.size, (batch_size,), generator=generator).to(self.device, non_blocking=True)
+        return {k: v.index_select(0, index) for k, v in self.tensors.items()}

@@ -1,0 +1,49 @@
+"""Evaluate a policy in simulation: ``python -m embodied.evaluate +task=NAME policy=expert``.
+
+``policy=`` names one of the task's behaviour policies (``expert``, ``noisy``, ``random``, ...);
+``checkpoint=PATH`` (a step, checkpoints or run folder) evaluates a trained policy instead.
+Prints the success rate and task metrics and writes them to ``metrics.json`` in the run folder.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from embodied.cli import require_task, run_dir
+from embodied.io import write_json_atomic
+from embodied.learners import LearnerPolicy, load_learner
+from embodied.pipeline import evaluate_stage, print_json
+from embodied.runtime import resolve_device, seed_everything
+from embodied.tasks import make_env, make_policies
+
+
+@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
+def _main(cfg: DictConfig) -> None:
+    folder = run_dir()
+    seed_everything(int(cfg.seed))
+    if cfg.checkpoint:
+        device = resolve_device(cfg.device)
+        learner, checkpoint = load_learner(cfg.checkpoint, device)
+        policy, source = LearnerPolicy(learner, device), f"checkpoint {checkpoint.path}"
+    else:
+        env = make_env(cfg.task)
+        try:
+            policy = make_policies(cfg.task, env.action_space, names=[cfg.policy])[cfg.policy]
+        finally:
+            env.close()
+        source = f"policy {cfg.policy}"
+    metrics = evaluate_stage(cfg, policy)
+    write_json_atomic(folder / "metrics.json", {"task": cfg.task.name, "policy": source, "eval": metrics})
+    print_json(f"{cfg.task.name}, {source}:", metrics)
+    print(f"metrics: {folder / 'metrics.json'}")
+
+
+def main() -> None:
+    """Console entry point; exits 2 when no task is selected."""
+    require_task("evaluate")
+    _main()
+
+
+if __name__ == "__main__":
+    main()

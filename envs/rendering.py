@@ -1,0 +1,84 @@
+"""Headless OpenGL backend selection for MuJoCo rendering.
+
+MuJoCo reads ``MUJOCO_GL`` once, when ``mujoco`` is first imported, so the choice has to be made
+before that import. :func:`select_mujoco_gl` is called from ``envs/__init__.py``, which every
+entry point imports before any simulator.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+
+#: Backends MuJoCo's Python bindings accept for ``MUJOCO_GL``.
+SUPPORTED_GL_BACKENDS = ("egl", "osmesa", "glfw", "disabled")
+
+
+def nvidia_gpu_visible() -> bool:
+    """Whether an NVIDIA GPU is visible to this process.
+
+    True when the NVIDIA kernel driver lists at least one GPU (``/proc/driver/nvidia/gpus``) or a
+    ``/dev/nvidia0`` device node exists, unless ``CUDA_VISIBLE_DEVICES`` hides every device
+    (set to ``""`` or ``"-1"``).
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    if gpus.is_dir() and any(gpus.iterdir()):
+        return True
+    return Path("/dev/nvidia0").exists()
+
+
+def select_mujoco_gl() -> str:
+    """Pick the MuJoCo OpenGL backend and export it, before ``mujoco`` is imported.
+
+    Order: keep ``MUJOCO_GL`` when the user set it; else ``egl`` when an NVIDIA GPU is visible;
+    else ``osmesa`` (software rendering, needs the system package ``libosmesa6``).
+    ``PYOPENGL_PLATFORM`` is set to match unless already set.
+
+    Returns:
+        The backend name now in ``os.environ["MUJOCO_GL"]``.
+
+    Raises:
+        ValueError: ``MUJOCO_GL`` is set to a backend MuJoCo does not know.
+    """
+    backend = os.environ.get("MUJOCO_GL", "").strip().lower()
+    if backend:
+        if backend not in SUPPORTED_GL_BACKENDS:
+            raise ValueError(
+                f"MUJOCO_GL={backend!r} is not a MuJoCo rendering backend; "
+                f"expected one of {SUPPORTED_GL_BACKENDS}"
+            )
+    else:
+        backend = "egl" if nvidia_gpu_visible() else "osmesa"
+        if "mujoco" in sys.modules:
+            # Too late to change what mujoco chose; do not pretend otherwise.
+            return os.environ.get("MUJOCO_GL", "glfw")
+        os.environ["MUJOCO_GL"] = backend
+    if backend in ("egl", "osmesa"):
+        os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+    if backend == "osmesa":
+        _load_triton_before_osmesa()
+    return backend
+
+
+def _load_triton_before_osmesa() -> None:
+    """Import triton (if installed) before OSMesa's LLVM is loaded.
+
+    PyOpenGL loads ``libOSMesa`` with ``RTLD_GLOBAL``, which brings Debian's ``libLLVM-15`` into
+    the global symbol namespace when ``mujoco`` is imported. torch imports triton lazily (its
+    optimisers touch ``torch._dynamo``); triton's own LLVM then binds to LLVM-15's symbols and
+    the process dies with a segmentation fault. Loading triton first avoids it (0.3 s).
+    """
+    if "mujoco" in sys.modules or "triton" in sys.modules:
+        return
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
+
+
+# PyOpenGL logs at INFO that its optional C accelerator is missing; not worth a line per run.
+logging.getLogger("OpenGL").setLevel(logging.WARNING)

@@ -1,0 +1,69 @@
+"""Networks shared by the learners: MLPs and observation normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def mlp(
+    input_dim: int,
+    output_dim: int,
+    hidden_dims: Sequence[int] = (256, 256),
+    activation: type[nn.Module] = nn.ReLU,
+    output_activation: type[nn.Module] | None = None,
+) -> nn.Sequential:
+    """A multi-layer perceptron ``(B, input_dim) -> (B, output_dim)``, float32.
+
+    Raises:
+        ValueError: a dimension is not a positive integer.
+    """
+    dims = [input_dim, *hidden_dims, output_dim]
+    if any(int(d) != d or d <= 0 for d in dims):
+        raise ValueError(f"MLP dimensions must be positive integers, got {dims}")
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(int(d_in), int(d_out)))
+        if i < len(dims) - 2:
+            layers.append(activation())
+    if output_activation is not None:
+        layers.append(output_activation())
+    return nn.Sequential(*layers)
+
+
+class ObservationNormalizer(nn.Module):
+    """Standardises observations: ``(o - mean) / (std + eps)``.
+
+    The statistics are buffers, so they travel with the weights in checkpoints.
+
+    Args:
+        dim: observation size D.
+        eps: added to the standard deviation, in observation units.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-3):
+        super().__init__()
+        self.eps = float(eps)
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, observations: torch.Tensor) -> None:
+        """Set the statistics from ``observations (N, D) float32``.
+
+        Raises:
+            ValueError: wrong shape, no rows, or non-finite values.
+        """
+        if observations.ndim != 2 or observations.shape[1] != self.mean.shape[0]:
+            raise ValueError(
+                f"observations must be (N, {self.mean.shape[0]}), got {tuple(observations.shape)}"
+            )
+        if observations.shape[0] == 0 or not torch.isfinite(observations).all():
+            raise ValueError("observations for normalisation must be non-empty and finite")
+        self.mean.copy_(observations.mean(0))
+        self.std.copy_(observations.std(0, unbiased=False))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return (observations - self.mean) / (self.std + self.eps)
