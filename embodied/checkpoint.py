@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 #: Version of the folder layout above; bumped when it changes incompatibly.
@@ -238,7 +239,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             meta = json.load(f)
         weights = load_file(str(step_dir / "weights.safetensors"), device=str(map_location))
         state_tensors = load_file(str(step_dir / "state.safetensors"), device=str(map_location))
-    except (OSError, ValueError, RuntimeError) as error:  # safetensors raises on a truncated file
+    except (OSError, ValueError, SafetensorError) as error:  # e.g. a truncated file
         raise CheckpointError(f"checkpoint {step_dir} cannot be read: {error}") from error
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:

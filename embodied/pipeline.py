@@ -106,6 +106,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             "folder, or drop resume=false to continue it"
         )
 
+    report_path = run_dir / "metrics.json"
+    if latest is not None and report_path.exists():
+        done = json.loads(report_path.read_text())
+        if done.get("step") == trainer.steps and Path(done.get("checkpoint", "")) == latest:
+            print(f"{run_dir} is finished (step {trainer.steps}); nothing to do")
+            return done
+
     started = time.time()
     episodes, _ = dataset_stage(cfg, run_dir)
     store = TransitionStore(episodes, device)
@@ -157,7 +164,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "eval": metrics,
         "dataset": dataset_summary(episodes),
     }
-    write_json_atomic(run_dir / "metrics.json", report)
+    write_json_atomic(report_path, report)
     write_text_atomic(run_dir / "report.md", render_report(report))
     return report
 

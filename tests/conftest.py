@@ -1,0 +1,54 @@
+"""Shared fixtures: composed configs and small helpers for subprocess runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+
+import embodied  # noqa: F401  (selects MUJOCO_GL before mujoco is imported)
+import embodied.config  # noqa: F401  (registers schemas and resolvers)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def compose_config():
+    """``compose_config(overrides) -> DictConfig`` through Hydra's compose API (no run folder)."""
+
+    def _compose(overrides: list[str]):
+        GlobalHydra.instance().clear()
+        with initialize_config_module(config_module="conf", version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def small_train_overrides(run_root: Path) -> list[str]:
+    """Overrides for a quick PointMass run: few episodes, few steps, no progress bars."""
+    return [
+        "+task=pointmass",
+        "dataset.episodes=6",
+        "trainer.steps=40",
+        "trainer.batch_size=32",
+        "trainer.log_every=10",
+        "trainer.checkpoint_every=20",
+        "trainer.progress=false",
+        "eval.episodes=2",
+        "device=cpu",
+        f"output_root={run_root}",
+    ]
+
+
+def run_module(module: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` as a user would, capturing output."""
+    env = dict(os.environ, HYDRA_FULL_ERROR="1", PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
