@@ -1,0 +1,120 @@
+"""Every YAML under conf/ composes and instantiates; entry points refuse a missing task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from hydra.errors import ConfigCompositionException
+
+from embodied.cli import require_task, task_given
+from embodied.config import DatasetConfig, TrainerConfig, available_tasks, normalize_resume
+from embodied.loggers import Logger
+from embodied.tasks import make_env, make_policies
+from envs.policies import Policy
+from policies import make_learner
+from tests.conftest import REPO, run_module
+
+CONF = REPO / "conf"
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_every_yaml_is_covered_by_a_group_test():
+    groups = {"algo", "logger", "task"}
+    found = {p.relative_to(CONF).parts[0] for p in CONF.rglob("*.yaml") if p.parent != CONF}
+    assert found == groups, f"a new config group needs a test here: {found - groups}"
+    assert [p.name for p in CONF.glob("*.yaml")] == ["config.yaml"]
+
+
+@pytest.mark.parametrize("task", _options("task"))
+def test_task_configs_instantiate_env_and_every_policy(compose_config, task):
+    cfg = compose_config([f"+task={task}"])
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    env = make_env(cfg.task)
+    try:
+        policies = make_policies(cfg.task, env.action_space)
+        assert {"expert", "noisy", "random"} <= set(policies), "the default mixture needs these"
+        observation, info = env.reset(seed=0)
+        for name, policy in policies.items():
+            assert isinstance(policy, Policy), name
+            policy.reset(0)
+            action = policy.act(observation)
+            assert env.action_space.contains(action), (name, action)
+        _, _, _, _, info = env.step(action)
+        for key in [*cfg.task.info_keys, *cfg.task.metrics]:
+            assert key in info
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("algo", _options("algo"))
+def test_algo_configs_instantiate_a_learner(compose_config, algo):
+    cfg = compose_config(["+task=pointmass", f"algo={algo}"])
+    config = instantiate(cfg.algo.learner)
+    assert config.name == cfg.algo.name
+    learner = make_learner(config, observation_dim=6, action_dim=2)
+    assert learner.act(torch.zeros(3, 6)).shape == (3, 2)
+
+
+@pytest.mark.parametrize("logger", _options("logger"))
+def test_logger_configs_instantiate(compose_config, tmp_path, logger):
+    cfg = compose_config(["+task=pointmass", f"logger={logger}"])
+    built = instantiate(cfg.logger)(run_dir=tmp_path)
+    assert isinstance(built, Logger)
+    built.log({"train/x": 1.0}, step=1)
+    built.close()
+
+
+def test_root_config_validates_types_and_values(compose_config):
+    with pytest.raises(ConfigCompositionException):
+        compose_config(["+task=pointmass", "trainer.steps=many"])
+    with pytest.raises(ConfigCompositionException):
+        compose_config(["+task=pointmass", "trainer.not_a_field=1"])
+    cfg = compose_config(["+task=pointmass", "trainer.steps=0"])
+    with pytest.raises(ValueError, match="trainer.steps=0"):
+        OmegaConf.to_object(cfg.trainer)
+    cfg = compose_config(["+task=pointmass", "dataset.episodes=-1"])
+    with pytest.raises(ValueError, match="dataset.episodes"):
+        OmegaConf.to_object(cfg.dataset)
+    assert isinstance(OmegaConf.to_object(compose_config(["+task=pointmass"]).trainer), TrainerConfig)
+    assert isinstance(OmegaConf.to_object(compose_config(["+task=pointmass"]).dataset), DatasetConfig)
+
+
+def test_unknown_task_is_refused_with_the_options(compose_config):
+    with pytest.raises(ConfigCompositionException, match="pointmass"):
+        compose_config(["+task=nope"])
+
+
+def test_resume_values():
+    assert normalize_resume(True) == "true" and normalize_resume("AUTO") == "auto"
+    with pytest.raises(ValueError, match="resume"):
+        normalize_resume("maybe")
+
+
+def test_task_detection_and_message(capsys):
+    assert task_given(["+task=pointmass"]) and task_given(["task=pointmass", "seed=1"])
+    assert not task_given(["seed=1"]) and not task_given(["+task"])
+    require_task("train", ["--help"])  # help passes through to Hydra
+    with pytest.raises(SystemExit) as exit_info:
+        require_task("train", ["seed=3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "+task=" in err and all(t in err for t in available_tasks())
+
+
+@pytest.mark.parametrize("module", ["embodied.train", "embodied.collect", "embodied.evaluate"])
+def test_entry_points_without_a_task_exit_nonzero_naming_task_and_tasks(tmp_path, module):
+    result = run_module(module, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "+task=" in result.stderr and "pointmass" in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_available_tasks_match_conf_folder():
+    assert available_tasks() == _options("task")

@@ -1,0 +1,103 @@
+"""The main job end to end on PointMass: run folder contents, resume, evaluate, collect."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from embodied.checkpoint import latest_checkpoint, load_checkpoint
+from embodied.learners import LearnerPolicy, load_learner
+from embodied.pipeline import RunFolderError, train
+from tests.conftest import run_module, small_train_overrides
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / "checkpoints").weights
+
+
+def test_train_writes_a_complete_run_folder(compose_config, tmp_path):
+    cfg = compose_config(small_train_overrides(tmp_path))
+    run_dir = tmp_path / "run"
+    report = train(cfg, run_dir)
+    assert (run_dir / "dataset" / "episodes.npz").is_file()
+    assert latest_checkpoint(run_dir / "checkpoints").name == "00000040"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["eval"] == report["eval"] and 0.0 <= metrics["eval"]["success_rate"] <= 1.0
+    assert "success_rate" in (run_dir / "report.md").read_text()
+    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines if "train/actor_loss" in l] == [10, 20, 30, 40]
+    assert any("eval/success_rate" in l for l in lines) and any("dataset/episodes" in l for l in lines)
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    learner, ckpt = load_learner(run_dir / "checkpoints")
+    assert ckpt.state["extra"]["task"] == "pointmass"
+    action = LearnerPolicy(learner).act(torch.zeros(6).numpy())
+    assert action.shape == (2,) and abs(action).max() <= 1
+
+
+def test_resumed_training_matches_an_uninterrupted_run(compose_config, tmp_path):
+    straight = tmp_path / "straight"
+    train(compose_config(small_train_overrides(tmp_path)), straight)
+
+    split = tmp_path / "split"
+    first = train(compose_config(small_train_overrides(tmp_path) + ["trainer.steps=20"]), split)
+    assert latest_checkpoint(split / "checkpoints").name == "00000020" and first["step"] == 20
+    train(compose_config(small_train_overrides(tmp_path)), split)  # rerun into the same folder
+
+    a, b = _weights(straight), _weights(split)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    steps = [json.loads(l)["step"] for l in (split / "metrics.jsonl").read_text().splitlines()
+             if "train/actor_loss" in l]
+    assert steps == [10, 20, 30, 40], "a resumed run logs each step once"
+
+
+def test_resume_false_refuses_a_folder_with_checkpoints(compose_config, tmp_path):
+    run_dir = tmp_path / "run"
+    train(compose_config(small_train_overrides(tmp_path) + ["trainer.steps=20"]), run_dir)
+    with pytest.raises(RunFolderError, match="resume=false"):
+        train(compose_config(small_train_overrides(tmp_path) + ["resume=false"]), run_dir)
+
+
+def test_cli_train_resume_true_and_evaluate_checkpoint(tmp_path):
+    args = small_train_overrides(tmp_path / "outputs")
+    first = run_module("embodied.train", *args, "trainer.steps=20", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    run_dirs = list((tmp_path / "outputs").glob("*/*_pointmass_bc"))
+    assert len(run_dirs) == 1
+    run_dir = run_dirs[0]
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert f"report: {run_dir.resolve()}" in first.stdout or f"report: {run_dir}" in first.stdout
+
+    second = run_module("embodied.train", *args, "resume=true", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "resuming from" in second.stdout and "00000020" in second.stdout
+    assert list((tmp_path / "outputs").glob("*/*_pointmass_bc")) == run_dirs
+    assert latest_checkpoint(run_dir / "checkpoints").name == "00000040"
+
+    evaluated = run_module("embodied.evaluate", *args, f"checkpoint={run_dir}", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    eval_dir = next((tmp_path / "outputs").glob("*/*_pointmass_evaluate"))
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert "00000040" in metrics["policy"] and metrics["eval"]["episodes"] == 2
+
+
+def test_cli_resume_true_without_an_earlier_run_fails_clearly(tmp_path):
+    result = run_module("embodied.train", *small_train_overrides(tmp_path / "outputs"), "resume=true", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "resume=true but no earlier run" in result.stderr
+
+
+def test_cli_evaluate_expert_and_collect(tmp_path):
+    args = small_train_overrides(tmp_path / "outputs")
+    expert = run_module("embodied.evaluate", *args, "policy=expert", "eval.episodes=5", cwd=tmp_path)
+    assert expert.returncode == 0, expert.stderr
+    eval_dir = next((tmp_path / "outputs").glob("*/*_pointmass_evaluate"))
+    assert json.loads((eval_dir / "metrics.json").read_text())["eval"]["success_rate"] == 1.0
+
+    collected = run_module("embodied.collect", *args, cwd=tmp_path)
+    assert collected.returncode == 0, collected.stderr
+    assert next((tmp_path / "outputs").glob("*/*_pointmass_collect/dataset/episodes.npz")).is_file()
