@@ -1,0 +1,75 @@
+"""Episodes on disk, behaviour mixtures and the transition store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from embodied.data import Episode, TransitionStore, collect_episodes, load_episodes, mixture_assignment, save_episodes
+from envs.pointmass import PointMassExpert
+from envs.policies import RandomPolicy
+
+
+def _episodes(n: int = 4) -> list[Episode]:
+    env = envs.make("embodied/PointMass-v0")
+    policies = {"expert": PointMassExpert(), "random": RandomPolicy(env.action_space)}
+    return collect_episodes(env, policies, {"expert": 1, "random": 1}, n, seed=0,
+                            info_keys=["success", "distance"], progress=False)
+
+
+def test_mixture_counts_follow_weights_and_seed():
+    order = mixture_assignment({"expert": 0.2, "noisy": 0.5, "random": 0.3}, 10, seed=1)
+    assert sorted(order) == sorted(["expert"] * 2 + ["noisy"] * 5 + ["random"] * 3)
+    assert order == mixture_assignment({"expert": 0.2, "noisy": 0.5, "random": 0.3}, 10, seed=1)
+    assert len(mixture_assignment({"a": 1, "b": 1, "c": 1}, 7, seed=0)) == 7
+    with pytest.raises(ValueError, match="mixture"):
+        mixture_assignment({"a": -1.0}, 3, seed=0)
+
+
+def test_collect_refuses_unknown_policy_names():
+    env = envs.make("embodied/PointMass-v0")
+    with pytest.raises(KeyError, match="ghost"):
+        collect_episodes(env, {"expert": PointMassExpert()}, {"ghost": 1.0}, 2, seed=0, progress=False)
+
+
+def test_episodes_round_trip_through_disk(tmp_path):
+    episodes = _episodes()
+    path = save_episodes(tmp_path / "d" / "episodes.npz", episodes)
+    loaded = load_episodes(path)
+    assert len(loaded) == 4 and [e.policy for e in loaded] == [e.policy for e in episodes]
+    for a, b in zip(episodes, loaded):
+        assert np.array_equal(a.observations, b.observations) and np.array_equal(a.infos["distance"], b.infos["distance"])
+    assert not list((tmp_path / "d").glob(".*tmp"))
+
+
+def test_bad_episode_files_raise_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no episode file"):
+        load_episodes(tmp_path / "missing.npz")
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable episode archive"):
+        load_episodes(junk)
+    episode = _episodes(1)[0]
+    episode.observations = episode.observations[:-1]
+    save_episodes(tmp_path / "short.npz", [episode])
+    with pytest.raises(ValueError, match="episode_000000.*T\\+1"):
+        load_episodes(tmp_path / "short.npz")
+
+
+def test_transition_store_pairs_observations_and_samples_reproducibly():
+    episodes = _episodes()
+    store = TransitionStore(episodes)
+    assert store.size == sum(len(e) for e in episodes)
+    t = store.tensors
+    assert torch.equal(t["next_observation"][0], torch.as_tensor(episodes[0].observations[1]))
+    assert torch.equal(t["observation"][100], torch.as_tensor(episodes[1].observations[0]))
+    assert t["timeout"].sum() == len(episodes) and t["terminal"].sum() == 0
+    a = store.sample(8, torch.Generator().manual_seed(0))
+    b = store.sample(8, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a[k], b[k]) for k in a) and a["observation"].shape == (8, 6)
+    bad = _episodes(1)
+    bad[0].rewards[3] = np.nan
+    with pytest.raises(ValueError, match="reward"):
+        TransitionStore(bad)
