@@ -9,6 +9,7 @@ import gymnasium as gym
 #: gymnasium id -> (entry point, max_episode_steps)
 _ENVIRONMENTS: dict[str, tuple[str, int]] = {
     "embodied/PointMass-v0": ("envs.pointmass:PointMassEnv", 100),
+    "embodied/Dressing-v0": ("envs.dressing.env:DressingEnv", 150),
 }
 
 
