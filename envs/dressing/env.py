@@ -11,7 +11,7 @@ Spaces:
         m per step, rescaled to at most 0.02 m in norm; the gripper keeps its orientation.
     observation: ``(26,) float32`` (m, unit vectors, N), see :data:`OBSERVATION_LAYOUT`.
 
-Timing: 10 Hz control; each step runs ``round(0.1 / physics_timestep)`` physics steps while the
+Timing: 10 Hz control; each step runs ``substeps`` physics steps (default 3) while the
 gripper moves along the straight line to its new position. Episodes last at most 150 steps (15
 s); they terminate on success or when the force on the person exceeds ``unsafe_force``.
 
@@ -119,8 +119,8 @@ class DressingEnv(gym.Env):
         render_mode: ``None`` or ``"rgb_array"``.
         width, height: frame size in px (at most 512).
         camera: ``"side"``, ``"front"`` or ``"top"``.
-        physics_timestep: s; 0.1 must be a whole multiple of it. Default 0.025 (4 substeps).
-        sleeve_resolution: (vertices around, vertices along) the tube. Default (10, 6).
+        substeps: physics steps per 0.1 s control step (physics timestep ``0.1 / substeps`` s).
+        sleeve_resolution: (vertices around, vertices along) the tube. Default (10, 5).
         unsafe_force: N; a step whose contact force on the person exceeds it ends the episode.
         comfort_force: N; force above it is penalised in the reward.
 
@@ -136,8 +136,8 @@ class DressingEnv(gym.Env):
         width: int = 128,
         height: int = 128,
         camera: str = "side",
-        physics_timestep: float = 0.025,
-        sleeve_resolution: tuple[int, int] = (10, 6),
+        substeps: int = 3,
+        sleeve_resolution: tuple[int, int] = (10, 5),
         unsafe_force: float = 20.0,
         comfort_force: float = 5.0,
     ):
@@ -145,25 +145,26 @@ class DressingEnv(gym.Env):
             raise ValueError(f"render_mode={render_mode!r}; expected None or 'rgb_array'")
         if not (0 < width <= 512 and 0 < height <= 512):
             raise ValueError(f"frame size {width}x{height} px; expected 1..512 on each side")
-        substeps = CONTROL_PERIOD / physics_timestep
-        if physics_timestep <= 0 or abs(substeps - round(substeps)) > 1e-6:
-            raise ValueError(f"physics_timestep={physics_timestep} s must divide the 0.1 s control period")
+        if int(substeps) != substeps or not 1 <= substeps <= 50:
+            raise ValueError(f"substeps={substeps}; expected an integer in 1..50")
         n_around, n_along = (int(v) for v in sleeve_resolution)
         if n_around < 6 or n_along < 2:
             raise ValueError(f"sleeve_resolution={sleeve_resolution}; expected >= (6, 2)")
         if not 0 < comfort_force <= unsafe_force:
             raise ValueError(f"need 0 < comfort_force ({comfort_force}) <= unsafe_force ({unsafe_force}), N")
         self.render_mode, self.width, self.height, self.camera = render_mode, int(width), int(height), camera
-        self.substeps = int(round(substeps))
+        self.substeps = int(substeps)
         self.unsafe_force, self.comfort_force = float(unsafe_force), float(comfort_force)
         self.n_around, self.n_along = n_around, n_along
 
-        self.model = mujoco.MjModel.from_xml_string(scene_xml(physics_timestep, n_around, n_along))
+        self.model = mujoco.MjModel.from_xml_string(scene_xml(CONTROL_PERIOD / self.substeps, n_around, n_along))
         self.data = mujoco.MjData(self.model)
         if camera not in [self.model.camera(i).name for i in range(self.model.ncam)]:
             raise ValueError(f"camera={camera!r}; expected side, front or top")
         self._geom = {name: self.model.geom(name).id for name in PERSON_GEOMS}
-        self._person_ids = np.array(sorted(self._geom.values()))
+        # Lookup table indexed by geom id + 1 (flex contacts report geom -1).
+        self._is_person = np.zeros(self.model.ngeom + 1, dtype=bool)
+        self._is_person[np.array(list(self._geom.values())) + 1] = True
         self._mocap = self.model.body("gripper").mocapid[0]
         flex = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_FLEX, "sleeve")
         self._vert0 = int(self.model.flex_vertadr[flex])
@@ -211,7 +212,8 @@ class DressingEnv(gym.Env):
         if n == 0:
             return 0.0
         contact = self.data.contact
-        mask = np.isin(contact.geom[:n], self._person_ids).any(axis=1)
+        geom = contact.geom[:n] + 1
+        mask = self._is_person[geom[:, 0]] | self._is_person[geom[:, 1]]
         if not mask.any():
             return 0.0
         # Pyramidal cones: the normal force is the sum of the 2 (dim - 1) pyramid-edge forces.

@@ -93,7 +93,7 @@ class StopEarlyPolicy(DressingExpert):
     """The expert, stopping after a random fraction of the path, uniform in ``fraction_range``
     (drawn per episode): leaves the sleeve on the hand or forearm."""
 
-    def __init__(self, action_space: gym.spaces.Box | None = None, fraction_range: tuple[float, float] = (0.3, 0.75)):
+    def __init__(self, action_space: gym.spaces.Box | None = None, fraction_range: tuple[float, float] = (0.4, 1.0)):
         super().__init__(action_space)
         self.fraction_range = tuple(float(v) for v in fraction_range)
         if not 0.0 <= self.fraction_range[0] <= self.fraction_range[1] <= 1.0:
@@ -127,7 +127,7 @@ class SnagPolicy(DressingExpert):
     """Aims the opening ``distance`` m off the arm's axis (random direction across it, drawn per
     episode): the rim and the sleeve catch on the hand, the force on the person rises."""
 
-    def __init__(self, action_space: gym.spaces.Box | None = None, distance: tuple[float, float] = (0.045, 0.06)):
+    def __init__(self, action_space: gym.spaces.Box | None = None, distance: tuple[float, float] = (0.03, 0.06)):
         super().__init__(action_space)
         self.distance = tuple(float(v) for v in distance)
 

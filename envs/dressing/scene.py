@@ -81,8 +81,8 @@ def scene_xml(timestep: float, n_around: int, n_along: int, render_size: int = 5
     <camera name="side" pos="0.35 -1.25 1.35" xyaxes="1 0 0 0 0.35 0.94" fovy="45"/>
     <camera name="front" pos="1.35 -0.35 1.35" xyaxes="0.25 0.97 0 -0.3 0.08 0.95" fovy="45"/>
     <camera name="top" pos="0.35 0 2.1" xyaxes="1 0 0 0 1 0" fovy="45"/>
-    <geom name="floor" type="plane" size="2 2 0.1" material="floor"/>
-    <geom name="chair" type="box" pos="-0.25 0 0.25" size="0.22 0.22 0.25" rgba="0.35 0.3 0.28 1"/>
+    <geom name="floor" type="plane" size="2 2 0.1" material="floor" contype="0" conaffinity="0"/>
+    <geom name="chair" type="box" pos="-0.25 0 0.25" size="0.22 0.22 0.25" rgba="0.35 0.3 0.28 1" contype="0" conaffinity="0"/>
     {person}
     <body name="gripper" mocap="true" pos="0.8 0 1.0">
       <geom name="palm" type="box" pos="0 0 {SLEEVE_RADIUS + 0.035}" size="0.012 0.03 0.025"
@@ -96,7 +96,7 @@ def scene_xml(timestep: float, n_around: int, n_along: int, render_size: int = 5
       <flexcomp name="sleeve" type="direct" dim="2" radius="0.004" rgba="0.2 0.45 0.85 1"
                 point="{point}" element="{element}" mass="{SLEEVE_MASS}">
         <edge equality="true" damping="0.02"/>
-        <contact condim="3" friction="0.3" selfcollide="none" solref="0.02 1"/>
+        <contact condim="3" friction="0.3" selfcollide="none" internal="false" solref="0.02 1"/>
         <pin id="{pin}"/>
       </flexcomp>
     </body>
