@@ -6,17 +6,22 @@ from typing import Any
 
 import gymnasium as gym
 
-#: gymnasium id -> (entry point, max_episode_steps)
-_ENVIRONMENTS: dict[str, tuple[str, int]] = {
+from envs.rendering import FastRender
+
+#: gymnasium id -> (entry point, max_episode_steps; None: the env truncates by itself)
+_ENVIRONMENTS: dict[str, tuple[str, int | None]] = {
     "embodied/PointMass-v0": ("envs.pointmass:PointMassEnv", 100),
     "embodied/Dressing-v0": ("envs.dressing.env:DressingEnv", 150),
+    "embodied/MetaWorld-v0": ("envs.metaworld_adapter:MetaWorldEnv", None),
 }
 
 
 def _register_all() -> None:
     for env_id, (entry_point, max_steps) in _ENVIRONMENTS.items():
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=entry_point, max_episode_steps=max_steps)
+            # Meta-World's spaces trip gymnasium's passive checker (equal low/high bounds).
+            gym.register(id=env_id, entry_point=entry_point, max_episode_steps=max_steps,
+                         disable_env_checker=env_id.startswith("embodied/MetaWorld"))
 
 
 def registered_ids() -> list[str]:
@@ -24,11 +29,13 @@ def registered_ids() -> list[str]:
     return sorted(_ENVIRONMENTS)
 
 
-def make(id: str, **kwargs: Any) -> gym.Env:  # noqa: A002 - gymnasium's own argument name
+def make(id: str, fast_render: bool = True, **kwargs: Any) -> gym.Env:  # noqa: A002 - gymnasium's name
     """Create an environment by gymnasium id, registering ours first.
 
     Args:
-        id: a gymnasium id, e.g. ``"embodied/PointMass-v0"``.
+        id: a gymnasium id, e.g. ``"embodied/Dressing-v0"``.
+        fast_render: with ``render_mode="rgb_array"``, wrap in :class:`envs.rendering.FastRender`
+            (no shadows, reflections or multisampling).
         **kwargs: passed to ``gymnasium.make`` (``render_mode``, ``width``, ``height``, ...).
 
     Raises:
@@ -36,11 +43,14 @@ def make(id: str, **kwargs: Any) -> gym.Env:  # noqa: A002 - gymnasium's own arg
     """
     _register_all()
     try:
-        return gym.make(id, **kwargs)
+        env = gym.make(id, **kwargs)
     except (gym.error.NameNotFound, gym.error.NamespaceNotFound, gym.error.VersionNotFound) as error:
         raise type(error)(
             f"{error}. Environments registered by this package: {registered_ids()}"
         ) from error
+    if fast_render and kwargs.get("render_mode") == "rgb_array":
+        env = FastRender(env)
+    return env
 
 
 _register_all()

@@ -1,0 +1,121 @@
+"""Meta-World v3 tasks behind the project's conventions.
+
+- any v3 task by name (``task="drawer-open-v3"``), through ``gym.make("Meta-World/MT1", ...)``;
+- ``reset(seed=s)`` is reproducible: the same seed gives the same task variant (object and goal
+  positions) and trajectory (Meta-World's own task sampler draws before it is reseeded);
+- observations ``(39,) float32``; actions ``Box(-1, 1, (4,))``; episodes truncate at 500 steps;
+- ``info["success"]`` a bool (the episode succeeded if it was ever true);
+- frames upright: cameras whose image-up axis points down in the world (Meta-World's ``corner``
+  cameras) are rotated by 180 degrees;
+- the scripted experts of ``metaworld.policies`` behind the behaviour-policy interface.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+#: Cameras of the v3 scenes.
+CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV")
+
+
+def task_names() -> list[str]:
+    """All Meta-World v3 task names (the 50 of MT50), sorted."""
+    from metaworld.policies import ENV_POLICY_MAP
+
+    return sorted(ENV_POLICY_MAP)
+
+
+def camera_is_upside_down(model: Any, data: Any, camera: str) -> bool:
+    """Whether ``camera``'s image-up axis points down in the world (its frames need a 180 degree
+    turn to be upright). MuJoCo cameras look along their -z axis with +y as image up."""
+    import mujoco
+
+    cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+    if cam < 0:
+        raise ValueError(f"camera {camera!r} not in the scene; expected one of {CAMERAS}")
+    up = data.cam_xmat[cam].reshape(3, 3)[:, 1]
+    return bool(up[2] < 0)
+
+
+class MetaWorldEnv(gym.Wrapper):
+    """A Meta-World v3 task (see the module docstring).
+
+    Args:
+        task: v3 task name, e.g. ``"drawer-open-v3"``.
+        render_mode: ``None`` or ``"rgb_array"``.
+        camera: one of :data:`CAMERAS`. Default ``"corner2"``.
+        width, height: frame size, px.
+        seed: seed of the task sampler before the first ``reset``.
+
+    Raises:
+        ValueError: unknown task or camera.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 80}
+
+    def __init__(self, task: str = "drawer-open-v3", render_mode: str | None = None, camera: str = "corner2",
+                 width: int = 128, height: int = 128, seed: int = 0):
+        import metaworld  # noqa: F401  (registers the Meta-World namespace)
+
+        if task not in task_names():
+            raise ValueError(f"unknown Meta-World task {task!r}; v3 tasks are: {', '.join(task_names())}")
+        if camera not in CAMERAS:
+            raise ValueError(f"camera={camera!r}; expected one of {CAMERAS}")
+        env = gym.make("Meta-World/MT1", env_name=task, seed=seed, render_mode=render_mode, camera_name=camera,
+                       width=width, height=height, disable_env_checker=True)
+        super().__init__(env)
+        self.task, self.camera = task, camera
+        space = env.observation_space
+        self.observation_space = gym.spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=env.action_space.shape, dtype=np.float32)
+        base = env.unwrapped
+        self._flip = camera_is_upside_down(base.model, base.data, camera)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self.env.unwrapped.seed(int(seed))  # the task sampler draws from this RNG on reset
+        observation, info = self.env.reset(options=options)
+        return observation.astype(np.float32), {**info, "success": False}
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(np.asarray(action, dtype=np.float64))
+        info = {**info, "success": bool(info.get("success", 0.0))}
+        return observation.astype(np.float32), float(reward), bool(terminated), bool(truncated), info
+
+    def render(self):
+        frame = self.env.render()
+        if frame is None:
+            return None
+        return np.ascontiguousarray(frame[::-1, ::-1]) if self._flip else frame
+
+
+class MetaWorldExpert:
+    """The scripted expert of a Meta-World task (``metaworld.policies``), as a behaviour policy.
+
+    Args:
+        action_space: bounds for the returned action (default [-1, 1]).
+        task: v3 task name.
+
+    Raises:
+        ValueError: no scripted expert for ``task``.
+    """
+
+    def __init__(self, action_space: gym.spaces.Box | None = None, task: str = "drawer-open-v3"):
+        from metaworld.policies import ENV_POLICY_MAP
+
+        if task not in ENV_POLICY_MAP:
+            raise ValueError(f"no scripted Meta-World expert for {task!r}")
+        self.policy = ENV_POLICY_MAP[task]()
+        self.low = -1.0 if action_space is None else action_space.low
+        self.high = 1.0 if action_space is None else action_space.high
+
+    def reset(self, seed: int | None = None) -> None:
+        """The scripted experts are stateless."""
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        """Action ``(4,) float32`` for an observation ``(39,)``."""
+        action = self.policy.get_action(np.asarray(observation, dtype=np.float64))
+        return np.clip(action, self.low, self.high).astype(np.float32)
