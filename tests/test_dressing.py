@@ -1,0 +1,118 @@
+"""The dressing task: physics sanity, measurements, determinism and scripted policies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import envs
+from embodied.data import rollout
+from envs.dressing import OBSERVATION_LAYOUT, DressingEnv, DressingExpert, SnagPolicy, StopEarlyPolicy, WrongApproachPolicy
+from envs.dressing.env import OBSERVATION_DIM, SUCCESS_MARGIN, project_on_path, winding_number
+from envs.dressing.scene import POSE_RANGES, sample_arm
+from envs.policies import RandomPolicy
+
+KEYS = ["success", "dressed_distance", "dressed_fraction", "max_force", "unsafe", "arm_inside"]
+
+
+@pytest.fixture(scope="module")
+def env():
+    env = envs.make("embodied/Dressing-v0")
+    yield env
+    env.close()
+
+
+def test_layout_covers_the_observation(env):
+    covered = sorted(i for s in OBSERVATION_LAYOUT.values() for i in range(s.start, s.stop))
+    assert covered == list(range(OBSERVATION_DIM)) == list(range(env.observation_space.shape[0]))
+    observation, info = env.reset(seed=0)
+    assert observation.dtype == np.float32 and observation.shape == (OBSERVATION_DIM,)
+    arm = env.unwrapped.arm
+    assert np.allclose(observation[OBSERVATION_LAYOUT["elbow"]], arm.elbow, atol=1e-6)
+    assert np.isclose(np.linalg.norm(observation[OBSERVATION_LAYOUT["opening_normal"]]), 1.0, atol=1e-5)
+    assert info["dressed_distance"] == 0.0 and not info["arm_inside"]
+
+
+def test_arm_randomisation_stays_in_documented_ranges():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        arm = sample_arm(rng)
+        hand, fore, upper = arm.segment_lengths
+        assert POSE_RANGES["hand_length"][0] <= hand <= POSE_RANGES["hand_length"][1]
+        assert POSE_RANGES["forearm_length"][0] <= fore <= POSE_RANGES["forearm_length"][1]
+        assert POSE_RANGES["upper_arm_length"][0] <= upper <= POSE_RANGES["upper_arm_length"][1]
+        assert POSE_RANGES["elbow_flex"][0] - 1e-9 <= arm.elbow_flex <= POSE_RANGES["elbow_flex"][1] + 1e-9
+
+
+def test_geometry_helpers():
+    path = np.array([[0.0, 0, 0], [1.0, 0, 0], [1.0, 1.0, 0]])
+    s, segment, t_raw, nearest = project_on_path(np.array([1.2, 0.5, 0.1]), path)
+    assert segment == 1 and np.isclose(s, 1.5) and np.allclose(nearest, [1.0, 0.5, 0])
+    assert project_on_path(np.array([-0.5, 0, 0]), path)[2] < 0  # before the path starts
+    ring = np.stack([np.zeros(8), np.cos(np.linspace(0, 2 * np.pi, 8, endpoint=False)),
+                     np.sin(np.linspace(0, 2 * np.pi, 8, endpoint=False))], axis=1) * 0.1
+    assert np.isclose(abs(winding_number(ring, np.zeros(3), np.array([1.0, 0, 0]))), 1.0)
+    assert np.isclose(winding_number(ring, np.array([0, 0.5, 0]), np.array([1.0, 0, 0])), 0.0)
+
+
+def test_same_seed_same_trajectory(env):
+    policy = WrongApproachPolicy()
+    a, b = rollout(env, policy, 11, KEYS), rollout(env, policy, 11, KEYS)
+    assert np.array_equal(a.observations, b.observations) and np.array_equal(a.rewards, b.rewards)
+    assert not np.array_equal(a.observations, rollout(env, policy, 12, KEYS).observations)
+
+
+def test_expert_dresses_the_arm_past_the_elbow(env):
+    for seed in range(3):
+        ep = rollout(env, DressingExpert(env.action_space), seed, KEYS)
+        assert ep.success and ep.terminations[-1] and len(ep) < 150
+        arm = env.unwrapped.arm
+        hand, fore, _ = arm.segment_lengths
+        assert ep.infos["dressed_distance"][-1] >= hand + fore + SUCCESS_MARGIN
+        assert ep.infos["max_force"][-1] < env.unwrapped.unsafe_force
+        assert ep.rewards.sum() > 5.0
+        # dressed distance grows while the sleeve goes up the arm
+        inside = ep.infos["dressed_distance"][ep.infos["arm_inside"]]
+        assert len(inside) > 10 and np.all(np.diff(inside) > -0.01)
+
+
+def test_failure_modes_are_what_their_names_say(env):
+    wrong = [rollout(env, WrongApproachPolicy(), s, KEYS) for s in range(3)]
+    assert all(not ep.infos["arm_inside"].any() and not ep.success for ep in wrong)
+    stop = [rollout(env, StopEarlyPolicy(fraction_range=(0.3, 0.5)), s, KEYS) for s in range(3)]
+    assert all(not ep.success and ep.truncations[-1] and ep.infos["dressed_distance"][-1] > 0 for ep in stop)
+    snag = [rollout(env, SnagPolicy(distance=(0.05, 0.06)), s, KEYS) for s in range(3)]
+    assert max(ep.infos["max_force"][-1] for ep in snag) > env.unwrapped.unsafe_force
+    assert any(ep.terminations[-1] and ep.infos["unsafe"][-1] for ep in snag)
+
+
+def test_random_actions_stay_finite_and_fail(env):
+    for seed in range(5):
+        ep = rollout(env, RandomPolicy(env.action_space), seed, KEYS)
+        assert np.all(np.isfinite(ep.observations)) and np.all(np.isfinite(ep.rewards))
+        assert not ep.success
+
+
+def test_frames_show_the_scene():
+    env = envs.make("embodied/Dressing-v0", render_mode="rgb_array", width=96, height=64, camera="front")
+    env.reset(seed=0)
+    frame = env.render()
+    env.close()
+    assert frame.shape == (64, 96, 3) and frame.dtype == np.uint8 and frame.std() > 10
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="substeps"):
+        DressingEnv(substeps=0)
+    with pytest.raises(ValueError, match="sleeve_resolution"):
+        DressingEnv(sleeve_resolution=(3, 1))
+    with pytest.raises(ValueError, match="camera"):
+        DressingEnv(camera="ceiling")
+    with pytest.raises(ValueError, match="comfort_force"):
+        DressingEnv(comfort_force=30.0, unsafe_force=20.0)
+    env = DressingEnv()
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros(3))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="3 finite numbers"):
+        env.step(np.array([0.0, np.inf, 0.0]))
