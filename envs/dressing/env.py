@@ -57,6 +57,8 @@ CONTROL_PERIOD = 0.1
 MAX_STEP = 0.02
 #: How far past the elbow the opening must be for success, m.
 SUCCESS_MARGIN = 0.05
+#: Time the sleeve hangs from the gripper before an episode starts, s.
+SETTLE_TIME = 0.3
 #: Steps before truncation.
 MAX_EPISODE_STEPS = 150
 #: Gripper workspace (axis-aligned box, m): positions are clipped into it.
@@ -86,13 +88,14 @@ def project_on_path(point: np.ndarray, path: np.ndarray) -> tuple[float, int, fl
         ``(s, segment, t_raw, nearest)``: arc length from ``path[0]`` (m), the segment index, the
         unclamped position along that segment in segment lengths, and the nearest point (m).
     """
-    starts, ends = path[:-1], path[1:]
-    seg = ends - starts
-    lengths = np.linalg.norm(seg, axis=1)
-    t_raw = np.einsum("kd,kd->k", point - starts, seg) / lengths**2
+    starts, seg = path[:-1], path[1:] - path[:-1]
+    squared = (seg * seg).sum(axis=1)
+    t_raw = ((point - starts) * seg).sum(axis=1) / squared
     t = np.clip(t_raw, 0.0, 1.0)
     nearest = starts + t[:, None] * seg
-    k = int(np.argmin(np.linalg.norm(nearest - point, axis=1)))
+    gap = nearest - point
+    k = int(np.argmin((gap * gap).sum(axis=1)))
+    lengths = np.sqrt(squared)
     s = float(lengths[:k].sum() + t[k] * lengths[k])
     return s, k, float(t_raw[k]), nearest[k]
 
@@ -100,14 +103,14 @@ def project_on_path(point: np.ndarray, path: np.ndarray) -> tuple[float, int, fl
 def winding_number(ring: np.ndarray, origin: np.ndarray, axis: np.ndarray) -> float:
     """How many times the closed polygon ``ring (N, 3)`` turns around the line through
     ``origin`` along ``axis`` (signed; about 0 when the line misses the ring)."""
-    axis = axis / np.linalg.norm(axis)
-    helper = np.array([1.0, 0.0, 0.0]) if abs(axis[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    e1 = np.cross(axis, helper)
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(axis, e1)
+    ax, ay, az = axis / np.sqrt(axis @ axis)
+    # An orthonormal pair (e1, e2) spanning the plane normal to the axis.
+    e1 = np.array([0.0, az, -ay]) if abs(ax) < 0.9 else np.array([-az, 0.0, ax])
+    e1 /= np.sqrt(e1 @ e1)
+    e2 = np.array([ay * e1[2] - az * e1[1], az * e1[0] - ax * e1[2], ax * e1[1] - ay * e1[0]])
     rel = ring - origin
     angles = np.arctan2(rel @ e2, rel @ e1)
-    turns = np.diff(np.append(angles, angles[0]))
+    turns = np.diff(angles, append=angles[:1])
     turns = (turns + np.pi) % (2 * np.pi) - np.pi
     return float(turns.sum() / (2 * np.pi))
 
@@ -223,19 +226,18 @@ class DressingEnv(gym.Env):
         return float(self.data.efc_force[index].sum())
 
     def _measure(self) -> dict[str, Any]:
-        arm = self.arm
+        path, lengths = self._path, self._lengths
         center = self.data.mocap_pos[self._mocap].copy()
-        s, segment, t_raw, nearest = project_on_path(center, arm.path)
-        axis = arm.path[segment + 1] - arm.path[segment]
+        s, segment, t_raw, nearest = project_on_path(center, path)
+        axis = path[segment + 1] - path[segment]
         entered = not (segment == 0 and t_raw < 0.0)
         inside = (
             entered
             and np.linalg.norm(center - nearest) < SLEEVE_RADIUS
             and abs(winding_number(self._ring(), nearest, axis)) > 0.5
         )
-        lengths = arm.segment_lengths
         dressed = s if inside else 0.0
-        progress = dressed if inside else -float(np.linalg.norm(center - arm.hand_tip))
+        progress = dressed if inside else -float(np.linalg.norm(center - path[0]))
         return {
             "dressed_distance": float(dressed),
             "dressed_fraction": float(dressed / lengths.sum()),
@@ -265,6 +267,7 @@ class DressingEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         self.arm = sample_arm(self.np_random)
+        self._path, self._lengths = self.arm.path, self.arm.segment_lengths
         self._place_person(self.arm)
         mujoco.mj_resetData(self.model, self.data)
         outward = (self.arm.hand_tip - self.arm.wrist) / np.linalg.norm(self.arm.hand_tip - self.arm.wrist)
@@ -272,7 +275,8 @@ class DressingEnv(gym.Env):
         start = self.arm.hand_tip + 0.12 * outward + lateral - outward * float(lateral @ outward)
         self.data.mocap_pos[self._mocap] = np.clip(start, *WORKSPACE)
         self.data.mocap_quat[self._mocap] = frame_x_to(-outward)
-        mujoco.mj_forward(self.model, self.data)
+        # Let the sleeve hang under gravity before the first observation.
+        mujoco.mj_step(self.model, self.data, nstep=int(round(SETTLE_TIME / self.model.opt.timestep)))
         self._max_force = 0.0
         measured = self._measure()
         self._progress = measured["progress"]

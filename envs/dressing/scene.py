@@ -78,7 +78,7 @@ def scene_xml(timestep: float, n_around: int, n_along: int, render_size: int = 5
   </asset>
   <worldbody>
     <light pos="0.3 -0.6 2.5" dir="0 0.2 -1" diffuse="0.5 0.5 0.5"/>
-    <camera name="side" pos="0.35 -1.25 1.35" xyaxes="1 0 0 0 0.35 0.94" fovy="45"/>
+    <camera name="side" pos="0.38 -1.6 1.45" xyaxes="1 0 0 0 0.3 0.954" fovy="48"/>
     <camera name="front" pos="1.35 -0.35 1.35" xyaxes="0.25 0.97 0 -0.3 0.08 0.95" fovy="45"/>
     <camera name="top" pos="0.35 0 2.1" xyaxes="1 0 0 0 1 0" fovy="45"/>
     <geom name="floor" type="plane" size="2 2 0.1" material="floor" contype="0" conaffinity="0"/>
