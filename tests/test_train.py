@@ -101,3 +101,18 @@ def test_cli_evaluate_expert_and_collect(tmp_path):
     collected = run_module("embodied.collect", *args, cwd=tmp_path)
     assert collected.returncode == 0, collected.stderr
     assert next((tmp_path / "outputs").glob("*/*_pointmass_collect/dataset/episodes.npz")).is_file()
+
+
+def test_cli_main_job_on_dressing(tmp_path):
+    """The README's main command, shortened: +task=dressing end to end through the CLI."""
+    result = run_module(
+        "embodied.train", "+task=dressing", "dataset.episodes=5", "trainer.steps=20", "trainer.batch_size=32",
+        "trainer.checkpoint_every=10", "trainer.progress=false", "eval.episodes=2", "device=cpu",
+        f"output_root={tmp_path / 'outputs'}", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    run_dir = next((tmp_path / "outputs").glob("*/*_dressing_bc"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"dressed_distance_final", "max_force_final", "success_rate"} <= set(metrics["eval"])
+    assert metrics["dataset"]["dataset/episodes"] == 5
+    assert f"report: {run_dir}" in result.stdout or f"report: {run_dir.resolve()}" in result.stdout
