@@ -8,8 +8,6 @@ is the observation after the final action), ``actions (T, A) float32``, ``reward
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from embodied.io import atomic_write
 from envs.policies import Policy
 
 
@@ -148,7 +147,6 @@ def save_episodes(path: str | Path, episodes: Sequence[Episode]) -> Path:
     if not episodes:
         raise ValueError("no episodes to save")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {"format_version": np.asarray(1)}
     for i, ep in enumerate(episodes):
         p = f"episode_{i:06d}/"
@@ -158,16 +156,8 @@ def save_episodes(path: str | Path, episodes: Sequence[Episode]) -> Path:
             p + "policy": np.asarray(ep.policy), p + "seed": np.asarray(ep.seed),
         })
         arrays.update({p + "infos/" + k: v for k, v in ep.infos.items()})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)
     return path
 
 

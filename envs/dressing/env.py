@@ -248,9 +248,8 @@ class DressingEnv(gym.Env):
 
     def _observation(self, force: float) -> np.ndarray:
         obs = np.empty(OBSERVATION_DIM, dtype=np.float32)
-        xmat = self.data.mocap_quat[self._mocap]
         rot = np.zeros(9)
-        mujoco.mju_quat2Mat(rot, xmat)
+        mujoco.mju_quat2Mat(rot, self.data.mocap_quat[self._mocap])
         rot = rot.reshape(3, 3)
         center = self.data.mocap_pos[self._mocap]
         L = OBSERVATION_LAYOUT
