@@ -1,16 +1,21 @@
 """Collect an offline dataset: ``python -m embodied.collect +task=NAME dataset.episodes=N``.
 
-Runs the task's behaviour policies in the ``dataset.mixture`` proportions and writes
-``dataset/episodes.npz`` (atomically) in the run folder; ``dataset.path=<that file>`` then
-trains on it.
+Runs the task's behaviour policies in the ``dataset.mixture`` proportions and writes the Minari
+dataset ``embodied/<task>/<dataset.recipe>-v0`` under the datasets root (see
+:mod:`embodied.datasets`); ``dataset.frames=true`` stores frames. An interrupted collection
+resumes where it stopped when the same command is run again. Prints the dataset's summary, wall
+time, frames per second and size on disk, and writes them to ``metrics.json`` in the run folder.
 """
 
 from __future__ import annotations
+
+import time
 
 import hydra
 from omegaconf import DictConfig
 
 from embodied.cli import require_task, run_dir
+from embodied.io import write_json_atomic
 from embodied.pipeline import dataset_stage, dataset_summary, print_json
 from embodied.runtime import seed_everything
 
@@ -19,9 +24,21 @@ from embodied.runtime import seed_everything
 def _main(cfg: DictConfig) -> None:
     folder = run_dir()
     seed_everything(int(cfg.seed))
-    episodes, path = dataset_stage(cfg, folder)
-    print_json(f"{cfg.task.name} dataset:", dataset_summary(episodes))
-    print(f"dataset: {path}")
+    started = time.time()
+    dataset = dataset_stage(cfg)
+    elapsed = time.time() - started
+    steps = sum(len(ep) + 1 for ep in dataset.episodes)
+    size = sum(p.stat().st_size for p in dataset.path.rglob("*") if p.is_file())
+    summary = {
+        **dataset_summary(dataset.episodes),
+        "dataset/wall_time_s": round(elapsed, 1),
+        "dataset/observations_per_s": round(steps / max(elapsed, 1e-9), 1),
+        "dataset/size_mb": round(size / 2**20, 2),
+        "dataset/frames": float(dataset.has_frames),
+    }
+    write_json_atomic(folder / "metrics.json", {"dataset_id": dataset.source, "path": str(dataset.path), **summary})
+    print_json(f"{dataset.source}:", summary)
+    print(f"dataset: {dataset.path}")
 
 
 def main() -> None:

@@ -36,22 +36,44 @@ class TaskConfig:
 
 @dataclass
 class AlgoConfig:
-    """A learner: its registered name and its config node (``_target_`` a config dataclass)."""
+    """A learner: its registered name, its config node (``_target_`` a config dataclass), and
+    which reward it trains on."""
 
     name: str = MISSING
     learner: Any = MISSING
+    reward: str = "none"
+    """``none``: learners get no reward (rewards come from labels and reward models);
+    ``gt``: the dataset's ground-truth reward (oracle baselines only)."""
+
+    def __post_init__(self) -> None:
+        if self.reward not in ("none", "gt"):
+            raise ValueError(f"algo.reward={self.reward!r}; expected 'none' or 'gt'")
 
 
 @dataclass
 class DatasetConfig:
-    """Offline data for training: collected with the task's behaviour policies unless ``path``."""
+    """The offline dataset (Minari format) a run trains on; collected when missing."""
 
+    id: Optional[str] = None
+    """Dataset id or folder. Default ``embodied/<task>/<recipe>-v0``, collected when missing; any
+    other Minari dataset on disk (e.g. ``mujoco/hopper/medium-v0``) is loaded as it is."""
+    root: Optional[str] = None
+    """Datasets root. Default: ``MINARI_DATASETS_PATH``, else ``~/.minari/datasets``."""
+    recipe: str = "mixed"
+    """Recipe name (last part of the default id)."""
     episodes: int = 60
     """Episodes to collect. Default 60."""
     mixture: dict[str, float] = field(default_factory=lambda: {"expert": 0.3, "noisy": 0.5, "random": 0.2})
     """Share of episodes per behaviour policy of the task (normalised)."""
-    path: Optional[str] = None
-    """An episode file to train on instead of collecting. Default: collect into the run folder."""
+    seed: int = 0
+    """Collection seed (episode i resets with seed + i), apart from the run's seed so that seed
+    sweeps share one dataset."""
+    frames: bool = False
+    """Store rendered RGB frames (for image reward models and VLM labelers)."""
+    width: int = 128
+    """Frame width, px."""
+    height: int = 128
+    """Frame height, px."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:

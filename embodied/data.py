@@ -1,9 +1,11 @@
 """Episodes, rollouts and the tensor-resident transition store that learners sample from.
 
-An episode of T steps holds ``observations (T+1, D) float32`` (Minari's convention: the last row
-is the observation after the final action), ``actions (T, A) float32``, ``rewards (T,) float32``
-(the environment's ground-truth reward: learners see it only when asked), ``terminations`` and
-``truncations (T,) bool``, and selected ``infos`` as ``(T,)`` arrays.
+An episode of T steps holds, in Minari's conventions: ``observations (T+1, D) float32`` (the
+last row is the observation after the final action), ``actions (T, A) float32``, ``rewards (T,)
+float32`` (the environment's ground-truth reward: learners see it only when asked),
+``terminations`` and ``truncations (T,) bool``, selected ``infos`` as ``(T+1,)`` arrays (index 0
+from ``reset``, index t from the t-th step), and optionally ``frames (T+1, H, W, 3) uint8``
+rendered with each observation.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Episode:
     infos: dict[str, np.ndarray] = field(default_factory=dict)
     policy: str = ""
     seed: int = -1
+    frames: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -43,22 +46,33 @@ class Episode:
         return bool(np.any(self.infos.get("success", False)))
 
 
-def rollout(env: gym.Env, policy: Policy, seed: int, info_keys: Sequence[str] = ("success",), policy_name: str = "") -> Episode:
+def rollout(
+    env: gym.Env,
+    policy: Policy,
+    seed: int,
+    info_keys: Sequence[str] = ("success",),
+    policy_name: str = "",
+    render: bool = False,
+) -> Episode:
     """Run one episode of ``policy`` in ``env`` from ``env.reset(seed=seed)``.
 
     Args:
         env: a gymnasium env with a flat ``Box`` observation (a ``TimeLimit`` ends the episode).
         policy: anything with ``reset(seed)`` and ``act(observation)``.
         seed: seeds both the env reset and the policy.
-        info_keys: ``info`` entries to record per step (missing ones raise).
+        info_keys: ``info`` entries to record (an entry missing from the reset info takes the
+            value of the first step).
+        policy_name: recorded in the episode.
+        render: also record ``env.render()`` frames (``render_mode="rgb_array"`` needed).
 
     Raises:
-        KeyError: an ``info_keys`` entry missing from the env's ``info``.
-        ValueError: the env returned a non-finite observation or reward.
+        KeyError: an ``info_keys`` entry missing from a step's ``info``.
+        ValueError: the env returned a non-finite observation or reward, or no frame.
     """
-    observation, _ = env.reset(seed=int(seed))
+    observation, reset_info = env.reset(seed=int(seed))
     policy.reset(int(seed))
     observations = [np.asarray(observation, dtype=np.float32)]
+    frames = [_frame(env)] if render else None
     actions, rewards, terminations, truncations = [], [], [], []
     infos: dict[str, list] = {k: [] for k in info_keys}
     while True:
@@ -72,12 +86,16 @@ def rollout(env: gym.Env, policy: Policy, seed: int, info_keys: Sequence[str] = 
         rewards.append(reward)
         terminations.append(terminated)
         truncations.append(truncated)
+        if render:
+            frames.append(_frame(env))
         for key in info_keys:
             if key not in info:
                 raise KeyError(f"info has no {key!r}; the env reports {sorted(info)}")
             infos[key].append(info[key])
         if terminated or truncated:
             break
+    for key, values in infos.items():
+        values.insert(0, reset_info.get(key, values[0]))
     return Episode(
         observations=np.stack(observations),
         actions=np.stack(actions),
@@ -87,7 +105,16 @@ def rollout(env: gym.Env, policy: Policy, seed: int, info_keys: Sequence[str] = 
         infos={k: np.asarray(v) for k, v in infos.items()},
         policy=policy_name,
         seed=int(seed),
+        frames=np.stack(frames) if render else None,
     )
+
+
+def _frame(env: gym.Env) -> np.ndarray:
+    frame = env.render()
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"env.render() gave {type(frame).__name__}; expected an (H, W, 3) uint8 frame "
+                         "(make the env with render_mode='rgb_array')")
+    return frame
 
 
 def mixture_assignment(mixture: Mapping[str, float], episodes: int, seed: int) -> list[str]:
@@ -139,7 +166,7 @@ def collect_episodes(
 
 
 def save_episodes(path: str | Path, episodes: Sequence[Episode]) -> Path:
-    """Write episodes to one ``.npz`` file atomically (temp file + rename).
+    """Write episodes (frames included) to one ``.npz`` file atomically (temp file + rename).
 
     Raises:
         ValueError: no episodes.
@@ -156,8 +183,10 @@ def save_episodes(path: str | Path, episodes: Sequence[Episode]) -> Path:
             p + "policy": np.asarray(ep.policy), p + "seed": np.asarray(ep.seed),
         })
         arrays.update({p + "infos/" + k: v for k, v in ep.infos.items()})
+        if ep.frames is not None:
+            arrays[p + "frames"] = ep.frames
     with atomic_write(path, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez_compressed(f, **arrays)
     return path
 
 
@@ -190,7 +219,7 @@ def load_episodes(path: str | Path) -> list[Episode]:
             observations=g["observations"], actions=g["actions"], rewards=g["rewards"],
             terminations=g["terminations"], truncations=g["truncations"],
             infos={k[len("infos/"):]: v for k, v in g.items() if k.startswith("infos/")},
-            policy=str(g["policy"]), seed=int(g["seed"]),
+            policy=str(g["policy"]), seed=int(g["seed"]), frames=g.get("frames"),
         )
         if len(ep.observations) != len(ep.actions) + 1 or len(ep.actions) == 0:
             raise ValueError(
@@ -204,15 +233,18 @@ def load_episodes(path: str | Path) -> list[Episode]:
 class TransitionStore:
     """Flat transitions as tensors on one device, sampled uniformly.
 
-    Tensors: ``observation (N, D) float32``, ``action (N, A) float32``, ``reward (N,) float32``,
-    ``next_observation (N, D) float32``, ``terminal (N,) float32`` (1 where the episode
-    terminated: no bootstrapping), ``timeout (N,) float32`` (truncated: bootstrap).
+    Tensors: ``observation (N, D) float32``, ``action (N, A) float32``, ``next_observation
+    (N, D) float32``, ``terminal (N,) float32`` (1 where the episode terminated: no
+    bootstrapping), ``timeout (N,) float32`` (truncated: bootstrap), and ``reward (N,) float32``
+    only with ``include_reward`` (the ground truth: oracle baselines; learners from feedback get
+    rewards from a reward model instead). ``observation_mean`` / ``observation_std`` ``(D,)``
+    are the observation normalisation statistics.
 
     Raises:
         ValueError: no episodes, inconsistent shapes, or non-finite values.
     """
 
-    def __init__(self, episodes: Sequence[Episode], device: str | torch.device = "cpu"):
+    def __init__(self, episodes: Sequence[Episode], device: str | torch.device = "cpu", include_reward: bool = False):
         if not episodes:
             raise ValueError("TransitionStore needs at least one episode")
         cat = np.concatenate
@@ -227,9 +259,13 @@ class TransitionStore:
         for key, value in data.items():
             if not np.all(np.isfinite(value.astype(np.float64))):
                 raise ValueError(f"transition field {key!r} has non-finite values")
+        if not include_reward:
+            del data["reward"]
         self.device = torch.device(device)
         self.tensors = {k: torch.as_tensor(v, dtype=torch.float32).to(self.device) for k, v in data.items()}
         self.size = len(data["action"])
+        self.observation_mean = self.tensors["observation"].mean(0)
+        self.observation_std = self.tensors["observation"].std(0, unbiased=False)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """A uniform batch (with replacement) of ``batch_size`` transitions.

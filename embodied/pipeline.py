@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from embodied.checkpoint import latest_checkpoint, load_checkpoint
 from embodied.config import DatasetConfig, EvalConfig, TrainerConfig, normalize_resume
-from embodied.data import Episode, TransitionStore, collect_episodes, load_episodes, save_episodes
+from embodied.data import Episode, TransitionStore
+from embodied.datasets import OfflineDataset, Recipe, collect_dataset, datasets_root, load_dataset, make_dataset_id
 from embodied.evaluation import evaluate_policy
 from embodied.io import write_json_atomic, write_text_atomic
 from embodied.learners import LearnerPolicy, restore_learner, save_learner
@@ -40,34 +41,42 @@ def dataset_summary(episodes: list[Episode]) -> dict[str, float]:
         "dataset/transitions": float(sum(len(ep) for ep in episodes)),
         "dataset/success_rate": float(np.mean([ep.success for ep in episodes])),
     }
-    for name in sorted({ep.policy for ep in episodes}):
+    for name in sorted({ep.policy for ep in episodes if ep.policy}):
         mine = [ep.success for ep in episodes if ep.policy == name]
         out[f"dataset/success_rate_{name}"] = float(np.mean(mine))
     return out
 
 
-def dataset_stage(cfg: DictConfig, run_dir: Path) -> tuple[list[Episode], Path]:
-    """Load ``dataset.path``, or the run folder's ``dataset/episodes.npz``, or collect it there.
+def dataset_stage(cfg: DictConfig, keep_frames: bool = False) -> OfflineDataset:
+    """Load the run's Minari dataset, collecting it first when it is ours and missing.
 
-    Returns:
-        The episodes and the file they were read from or written to.
+    ``dataset.id`` unset: ``embodied/<task>/<recipe>-v0`` under the datasets root, collected
+    with the task's behaviour policies (resumable). Set: that id or folder, loaded as it is.
+
+    Raises:
+        DatasetError: the dataset is missing (and not ours to collect), malformed, or exists
+            with a different recipe.
     """
-    dataset: DatasetConfig = OmegaConf.to_object(cfg.dataset)
-    path = Path(dataset.path) if dataset.path else run_dir / "dataset" / "episodes.npz"
-    if dataset.path or path.exists():
-        return load_episodes(path), path
-    env = make_env(cfg.task)
-    try:
-        policies = make_policies(cfg.task, env.action_space, names=list(dataset.mixture))
-        episodes = collect_episodes(
-            env, policies, dataset.mixture, dataset.episodes, seed=int(cfg.seed),
+    config: DatasetConfig = OmegaConf.to_object(cfg.dataset)
+    root = Path(config.root) if config.root else datasets_root()
+    dataset_id = config.id or make_dataset_id(cfg.task.name, config.recipe)
+    if config.id is None:
+        recipe = Recipe(name=config.recipe, episodes=config.episodes, mixture=config.mixture, seed=config.seed,
+                        frames=config.frames, width=config.width, height=config.height)
+        render = {"render_mode": "rgb_array", "width": config.width, "height": config.height} if config.frames else {}
+        probe = make_env(cfg.task)
+        try:
+            policies = make_policies(cfg.task, probe.action_space, names=list(config.mixture))
+            spec_id = probe.spec.id if probe.spec is not None else "unknown"
+        finally:
+            probe.close()
+        collect_dataset(
+            dataset_id, lambda: make_env(cfg.task, **render), policies, recipe,
             info_keys=list(dict.fromkeys([*cfg.task.info_keys, *cfg.task.metrics])),
-            progress=bool(cfg.trainer.progress),
+            provenance={"task": cfg.task.name, "env_id": spec_id, "task_config": OmegaConf.to_container(cfg.task, resolve=True)},
+            root=root, progress=bool(cfg.trainer.progress),
         )
-    finally:
-        env.close()
-    save_episodes(path, episodes)
-    return episodes, path
+    return load_dataset(dataset_id, root, keep_frames=keep_frames, progress=bool(cfg.trainer.progress))
 
 
 def evaluate_stage(cfg: DictConfig, policy: Any) -> dict[str, float]:
@@ -114,8 +123,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             return done
 
     started = time.time()
-    episodes, _ = dataset_stage(cfg, run_dir)
-    store = TransitionStore(episodes, device)
+    dataset = dataset_stage(cfg)
+    episodes = dataset.episodes
+    store = TransitionStore(episodes, device, include_reward=cfg.algo.reward == "gt")
     observation_dim = store.tensors["observation"].shape[1]
     action_dim = store.tensors["action"].shape[1]
     learner = make_learner(instantiate(cfg.algo.learner), observation_dim, action_dim, device=str(device))
@@ -163,6 +173,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "wall_time_s": round(time.time() - started, 1),
         "eval": metrics,
         "dataset": dataset_summary(episodes),
+        "dataset_id": dataset.source,
+        "dataset_path": str(dataset.path),
     }
     write_json_atomic(report_path, report)
     write_text_atomic(run_dir / "report.md", render_report(report))
@@ -183,6 +195,8 @@ def render_report(report: dict[str, Any]) -> str:
         *[f"| {k} | {v:.4g} |" for k, v in report["eval"].items()],
         "",
         "## Dataset",
+        "",
+        f"`{report['dataset_id']}` at `{report['dataset_path']}`",
         "",
         "| metric | value |",
         "|---|---|",

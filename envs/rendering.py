@@ -104,7 +104,7 @@ def _find_scene(env: Any) -> Any:
     return None
 
 
-class FastRender(gym.Wrapper):
+class FastRender(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Cheaper offscreen frames: no shadows, no reflections, no multisampling.
 
     With OSMesa (software OpenGL) these three effects cost most of a frame; for a fixed camera
@@ -121,7 +121,8 @@ class FastRender(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env):
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
         model = getattr(env.unwrapped, "model", None)
         if model is None or not hasattr(model, "vis"):
             raise TypeError(f"FastRender needs a MuJoCo env with a model; got {type(env.unwrapped).__name__}")

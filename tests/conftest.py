@@ -17,6 +17,14 @@ import embodied.config  # noqa: F401  (registers schemas and resolvers)
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def datasets_root(tmp_path_factory, monkeypatch) -> Path:
+    """Every test writes Minari datasets to its own folder (subprocesses inherit it)."""
+    root = tmp_path_factory.mktemp("minari")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    return root
+
+
 @pytest.fixture
 def compose_config():
     """``compose_config(overrides) -> DictConfig`` through Hydra's compose API (no run folder)."""

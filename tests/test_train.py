@@ -18,11 +18,12 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run_dir / "checkpoints").weights
 
 
-def test_train_writes_a_complete_run_folder(compose_config, tmp_path):
+def test_train_writes_a_complete_run_folder(compose_config, tmp_path, datasets_root):
     cfg = compose_config(small_train_overrides(tmp_path))
     run_dir = tmp_path / "run"
     report = train(cfg, run_dir)
-    assert (run_dir / "dataset" / "episodes.npz").is_file()
+    assert report["dataset_id"] == "embodied/pointmass/mixed-v0"
+    assert (datasets_root / "embodied/pointmass/mixed-v0/data/main_data.hdf5").is_file()
     assert latest_checkpoint(run_dir / "checkpoints").name == "00000040"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["eval"] == report["eval"] and 0.0 <= metrics["eval"]["success_rate"] <= 1.0
@@ -98,9 +99,11 @@ def test_cli_evaluate_expert_and_collect(tmp_path):
     eval_dir = next((tmp_path / "outputs").glob("*/*_pointmass_evaluate"))
     assert json.loads((eval_dir / "metrics.json").read_text())["eval"]["success_rate"] == 1.0
 
-    collected = run_module("embodied.collect", *args, cwd=tmp_path)
+    collected = run_module("embodied.collect", *args, "dataset.recipe=small", cwd=tmp_path)
     assert collected.returncode == 0, collected.stderr
-    assert next((tmp_path / "outputs").glob("*/*_pointmass_collect/dataset/episodes.npz")).is_file()
+    metrics = json.loads(next((tmp_path / "outputs").glob("*/*_pointmass_collect/metrics.json")).read_text())
+    assert metrics["dataset_id"] == "embodied/pointmass/small-v0" and metrics["dataset/episodes"] == 6
+    assert metrics["dataset/size_mb"] > 0 and metrics["dataset/observations_per_s"] > 0
 
 
 def test_cli_main_job_on_dressing(tmp_path):
