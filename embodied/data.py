@@ -17,7 +17,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from embodied.io import atomic_write
 from envs.policies import Policy
@@ -137,32 +136,6 @@ def mixture_assignment(mixture: Mapping[str, float], episodes: int, seed: int) -
     order = [n for n, c in zip(names, counts) for _ in range(c)]
     np.random.default_rng(seed).shuffle(order)
     return order
-
-
-def collect_episodes(
-    env: gym.Env,
-    policies: Mapping[str, Policy],
-    mixture: Mapping[str, float],
-    episodes: int,
-    seed: int,
-    info_keys: Sequence[str] = ("success",),
-    progress: bool = True,
-) -> list[Episode]:
-    """Collect ``episodes`` episodes with a mixture of behaviour policies.
-
-    Episode ``i`` is reset with seed ``seed + i`` and collected by ``mixture_assignment(...)[i]``.
-
-    Raises:
-        KeyError: the mixture names a policy not in ``policies``.
-    """
-    assignment = mixture_assignment(mixture, episodes, seed)
-    missing = sorted(set(assignment) - set(policies))
-    if missing:
-        raise KeyError(f"mixture names policies {missing}; the task has {sorted(policies)}")
-    out = []
-    for i, name in enumerate(tqdm(assignment, desc="collect", unit="episode", disable=not progress)):
-        out.append(rollout(env, policies[name], seed + i, info_keys, policy_name=name))
-    return out
 
 
 def save_episodes(path: str | Path, episodes: Sequence[Episode]) -> Path:

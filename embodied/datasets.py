@@ -185,7 +185,7 @@ def collect_dataset(
         env = make_env()
         try:
             bar = tqdm(total=recipe.episodes, initial=done, desc=f"collect {dataset_id}", unit="episode",
-                       disable=not progress)
+                       disable=not progress, mininterval=1.0)
             for i in range(done, recipe.episodes):
                 name = assignment[i]
                 episode = rollout(env, policies[name], recipe.seed + i, info_keys, policy_name=name,

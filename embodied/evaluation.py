@@ -52,6 +52,6 @@ def evaluate_policy(
     keys = list(dict.fromkeys([*info_keys, *metric_keys]))
     rollouts = [
         rollout(env, policy, seed + i, keys)
-        for i in tqdm(range(episodes), desc="evaluate", unit="episode", disable=not progress)
+        for i in tqdm(range(episodes), desc="evaluate", unit="episode", disable=not progress, mininterval=1.0)
     ]
     return summarize(rollouts, metric_keys)

@@ -7,16 +7,15 @@ import pytest
 import torch
 
 import envs
-from embodied.data import Episode, TransitionStore, collect_episodes, load_episodes, mixture_assignment, save_episodes
+from embodied.data import Episode, TransitionStore, load_episodes, mixture_assignment, rollout, save_episodes
 from envs.pointmass import PointMassExpert
 from envs.policies import RandomPolicy
 
 
 def _episodes(n: int = 4) -> list[Episode]:
     env = envs.make("embodied/PointMass-v0")
-    policies = {"expert": PointMassExpert(), "random": RandomPolicy(env.action_space)}
-    return collect_episodes(env, policies, {"expert": 1, "random": 1}, n, seed=0,
-                            info_keys=["success", "distance"], progress=False)
+    policies = [PointMassExpert(), RandomPolicy(env.action_space)]
+    return [rollout(env, policies[i % 2], i, ["success", "distance"], policy_name=f"p{i % 2}") for i in range(n)]
 
 
 def test_mixture_counts_follow_weights_and_seed():
@@ -26,12 +25,6 @@ def test_mixture_counts_follow_weights_and_seed():
     assert len(mixture_assignment({"a": 1, "b": 1, "c": 1}, 7, seed=0)) == 7
     with pytest.raises(ValueError, match="mixture"):
         mixture_assignment({"a": -1.0}, 3, seed=0)
-
-
-def test_collect_refuses_unknown_policy_names():
-    env = envs.make("embodied/PointMass-v0")
-    with pytest.raises(KeyError, match="ghost"):
-        collect_episodes(env, {"expert": PointMassExpert()}, {"ghost": 1.0}, 2, seed=0, progress=False)
 
 
 def test_episodes_round_trip_through_disk(tmp_path):

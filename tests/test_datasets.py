@@ -178,6 +178,13 @@ def test_unknown_id_lists_local_datasets(datasets_root):
         load_dataset("embodied/nope/mixed-v0")
 
 
+def test_collect_refuses_unknown_policy_names(datasets_root):
+    recipe = Recipe(episodes=2, mixture={"ghost": 1.0})
+    with pytest.raises(KeyError, match="ghost"):
+        collect_dataset("embodied/pointmass/ghost-v0", lambda: envs.make("embodied/PointMass-v0"),
+                        {"expert": PointMassExpert()}, recipe, root=datasets_root, progress=False)
+
+
 def test_refuses_to_write_frames_that_are_missing(datasets_root):
     env = envs.make("embodied/PointMass-v0")
     episode = rollout(env, PointMassExpert(), seed=0)
