@@ -27,7 +27,7 @@ import os
 import platform
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,12 +201,12 @@ def collect_dataset(
         observation_space, action_space, env_spec = env.observation_space, env.action_space, env.spec
         env.close()
 
-    episodes = []
-    for i in range(recipe.episodes):
-        try:
-            episodes.extend(load_episodes(staging / f"episode_{i:06d}.npz"))
-        except (OSError, ValueError) as error:
-            raise DatasetError(f"staged episode {i} of {dataset_id} is unreadable ({error}); delete it and rerun") from error
+    def staged_episodes() -> Iterator[Episode]:
+        for i in range(recipe.episodes):
+            try:
+                yield from load_episodes(staging / f"episode_{i:06d}.npz")
+            except (OSError, ValueError) as error:
+                raise DatasetError(f"staged episode {i} of {dataset_id} is unreadable ({error}); delete it and rerun") from error
     metadata = {
         PROVENANCE_KEY: json.dumps({
             **dict(provenance or {}),
@@ -215,7 +215,7 @@ def collect_dataset(
             "format": "embodied-minari-1",
         }, sort_keys=True),
     }
-    write_minari(dataset_id, episodes, observation_space, action_space, root, metadata,
+    write_minari(dataset_id, staged_episodes(), observation_space, action_space, root, metadata,
                  frame_shape=(recipe.height, recipe.width, 3) if recipe.frames else None, env_spec=env_spec)
     shutil.rmtree(staging, ignore_errors=True)
     for parent in staging.parents:  # drop the now empty .staging/<namespace> folders
@@ -227,24 +227,25 @@ def collect_dataset(
 
 def write_minari(
     dataset_id: str,
-    episodes: Sequence[Episode],
+    episodes: Iterable[Episode],
     observation_space: gym.spaces.Box,
     action_space: gym.spaces.Box,
     root: str | Path,
     metadata: Mapping[str, Any] | None = None,
     frame_shape: tuple[int, int, int] | None = None,
     env_spec: gym.envs.registration.EnvSpec | None = None,
+    batch: int = 16,
 ) -> Path:
     """Write episodes as a Minari dataset at ``root/dataset_id``, atomically.
 
-    The dataset is built under a temporary root beside it and renamed into place. With
+    The dataset is built under a temporary root beside it and renamed into place, ``batch``
+    episodes at a time (memory stays bounded for long collections with frames). With
     ``env_spec`` Minari records the environment (``MinariDataset.recover_environment()``).
 
     Raises:
         DatasetError: a dataset with that id already exists there, or frames are asked for but
             an episode has none.
     """
-    import minari
     from minari.data_collector import EpisodeBuffer
 
     root = Path(root)
@@ -256,8 +257,8 @@ def write_minari(
             STATE_KEY: observation_space,
             FRAMES_KEY: gym.spaces.Box(0, 255, frame_shape, dtype=np.uint8),
         })
-    buffers = []
-    for i, ep in enumerate(episodes):
+
+    def to_buffer(i: int, ep: Episode) -> EpisodeBuffer:
         observations: Any = ep.observations
         if frame_shape is not None:
             if ep.frames is None:
@@ -265,20 +266,25 @@ def write_minari(
             observations = {STATE_KEY: ep.observations, FRAMES_KEY: ep.frames}
         infos: dict[str, Any] = {k: np.asarray(v) for k, v in ep.infos.items()}
         infos[POLICY_INFO_KEY] = [ep.policy] * len(ep.observations)  # python str: HDF5 utf-8 strings
-        buffers.append(EpisodeBuffer(
+        return EpisodeBuffer(
             id=i, seed=ep.seed, observations=observations, actions=ep.actions,
             rewards=list(ep.rewards), terminations=list(ep.terminations), truncations=list(ep.truncations),
             infos=infos,
-        ))
+        )
+
     tmp_root = root / f".tmp-{uuid.uuid4().hex[:8]}"
     try:
         with _minari_root(tmp_root):
-            dataset = minari.create_dataset_from_buffers(
-                dataset_id, buffers, env=env_spec, eval_env=env_spec,
-                observation_space=observation_space, action_space=action_space,
-                algorithm_name="embodied.collect", description=f"{len(buffers)} episodes collected by embodied",
-                data_format="hdf5",
-            )
+            dataset, pending = None, []
+            for i, ep in enumerate(episodes):
+                pending.append(to_buffer(i, ep))
+                if len(pending) == batch:
+                    dataset = _flush(dataset, pending, dataset_id, env_spec, observation_space, action_space)
+                    pending = []
+            if pending or dataset is None:
+                if not pending:
+                    raise DatasetError(f"no episodes to write to {dataset_id}")
+                dataset = _flush(dataset, pending, dataset_id, env_spec, observation_space, action_space)
             if metadata:
                 dataset.storage.update_metadata(dict(metadata))
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -287,6 +293,22 @@ def write_minari(
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     return final
+
+
+def _flush(dataset: Any, buffers: list, dataset_id: str, env_spec: Any, observation_space: gym.Space,
+           action_space: gym.Space) -> Any:
+    """Create the Minari dataset from the first batch of episode buffers, or append a batch."""
+    import minari
+
+    if dataset is None:
+        return minari.create_dataset_from_buffers(
+            dataset_id, buffers, env=env_spec, eval_env=env_spec,
+            observation_space=observation_space, action_space=action_space,
+            algorithm_name="embodied.collect", description="episodes collected by embodied",
+            data_format="hdf5",
+        )
+    dataset.storage.update_episodes(buffers)
+    return dataset
 
 
 def _copy_namespace_metadata(src_root: Path, dst_root: Path, dataset_id: str) -> None:
