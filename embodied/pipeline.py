@@ -129,6 +129,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     observation_dim = store.tensors["observation"].shape[1]
     action_dim = store.tensors["action"].shape[1]
     learner = make_learner(instantiate(cfg.algo.learner), observation_dim, action_dim, device=str(device))
+    if learner.needs_reward and "reward" not in store.tensors:
+        raise ValueError(
+            f"algo={cfg.algo.name} learns from rewards but algo.reward=none; train with "
+            "algo.reward=gt (the ground-truth reward: an oracle baseline)"
+        )
 
     start = 0
     if latest is not None:
@@ -137,7 +142,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         start = checkpoint.step
         print(f"resuming from {latest} (step {start})")
     else:
-        learner.prepare(store.tensors["observation"])
+        learner.prepare(store.tensors["observation"], total_steps=trainer.steps)
 
     logger: Logger = instantiate(cfg.logger)(run_dir=run_dir, resume_step=start if latest else None)
     try:

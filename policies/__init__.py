@@ -14,6 +14,7 @@ from typing import Any
 #: algorithm name -> ("module:ConfigClass", "module:LearnerClass")
 LEARNERS: dict[str, tuple[str, str]] = {
     "bc": ("policies.bc.config:BCConfig", "policies.bc.model:BCLearner"),
+    "iql": ("policies.iql.config:IQLConfig", "policies.iql.model:IQLLearner"),
 }
 
 

@@ -20,15 +20,19 @@ class Learner(nn.Module, abc.ABC):
       ``next_observation (B, D)``, ``terminal (B,) float32``); returns detached scalar tensors so
       the loop never waits for the device;
     - ``act(observation (B, D) float32) -> (B, A) float32``: deterministic action in [-1, 1];
-    - ``prepare(observations (N, D))``: fit data statistics (observation normalisation) once
-      before training.
+    - ``prepare(observations (N, D), total_steps)``: fit data statistics (observation
+      normalisation) and schedules once before training.
 
     ``training_state()`` / ``load_training_state()`` carry the optimiser and scheduler state that
     a resumed run needs; weights are ``state_dict()``.
     """
 
-    def prepare(self, observations: torch.Tensor) -> None:
-        """Fit statistics from the dataset's observations ``(N, D) float32``."""
+    #: Whether batches must carry a ``reward`` (offline RL) or not (imitation).
+    needs_reward: bool = False
+
+    def prepare(self, observations: torch.Tensor, total_steps: int | None = None) -> None:
+        """Before training: fit statistics from the dataset's observations ``(N, D) float32``;
+        ``total_steps`` is the planned number of updates (for learning-rate schedules)."""
 
     @abc.abstractmethod
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

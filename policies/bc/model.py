@@ -32,7 +32,7 @@ class BCLearner(Learner):
             self.actor.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
 
-    def prepare(self, observations: torch.Tensor) -> None:
+    def prepare(self, observations: torch.Tensor, total_steps: int | None = None) -> None:
         if self.config.normalize_observations:
             self.normalizer.fit(observations)
 

@@ -1,0 +1,68 @@
+"""Configuration of Implicit Q-Learning (Kostrikov, Nair and Levine, ICLR 2022)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Paper presets: expectile tau and inverse temperature beta (FACTS.md, IQL paper appendix).
+PRESETS: dict[str, dict[str, float]] = {
+    "locomotion": {"expectile": 0.7, "temperature": 3.0},
+    "antmaze": {"expectile": 0.9, "temperature": 10.0},
+    "kitchen": {"expectile": 0.7, "temperature": 0.5},
+}
+
+
+@dataclass
+class IQLConfig:
+    """IQL hyperparameters; defaults are the paper's locomotion settings."""
+
+    hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
+    """Hidden widths of every MLP (actor, twin Q, V). Default [256, 256]."""
+    learning_rate: float = 3e-4
+    """Adam learning rate of all networks. Default 3e-4."""
+    discount: float = 0.99
+    """gamma, per step. Default 0.99."""
+    tau: float = 0.005
+    """Soft target-update rate of the Q target networks. Default 0.005."""
+    expectile: float = 0.7
+    """tau of the expectile loss L2^tau (paper Eq. 5), in (0, 1). Default 0.7."""
+    temperature: float = 3.0
+    """beta, inverse temperature of the advantage weights exp(beta A) (Eq. 7). Default 3.0."""
+    max_weight: float = 100.0
+    """Clip of the advantage weights exp(beta A). Default 100."""
+    log_std_min: float = -5.0
+    """Lower clamp of the actor's log standard deviation. Default -5."""
+    log_std_max: float = 2.0
+    """Upper clamp of the actor's log standard deviation. Default 2."""
+    actor_cosine_decay: bool = True
+    """Cosine decay of the actor's learning rate over the run's steps. Default True."""
+    reward_scale: float = 1.0
+    """Rewards are ``reward_scale * r + reward_bias`` inside the update. Default 1."""
+    reward_bias: float = 0.0
+    """See reward_scale. Default 0 (AntMaze preset in the paper: -1)."""
+    normalize_observations: bool = True
+    """Standardise observations with dataset statistics. Default True."""
+    preset: str | None = None
+    """``locomotion``, ``antmaze`` or ``kitchen`` overrides expectile and temperature."""
+
+    name: str = field(default="iql", init=False)
+
+    def __post_init__(self) -> None:
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise ValueError(f"preset={self.preset!r}; expected one of {sorted(PRESETS)} or None")
+            for key, value in PRESETS[self.preset].items():
+                setattr(self, key, value)
+        if not 0.0 < self.expectile < 1.0:
+            raise ValueError(f"expectile={self.expectile}; expected in (0, 1)")
+        if not 0.0 <= self.discount <= 1.0:
+            raise ValueError(f"discount={self.discount}; expected in [0, 1]")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau={self.tau}; expected in (0, 1]")
+        if self.temperature < 0 or self.max_weight <= 0 or self.learning_rate <= 0:
+            raise ValueError("temperature must be >= 0, max_weight and learning_rate > 0")
+        if self.log_std_min >= self.log_std_max:
+            raise ValueError(f"log_std_min={self.log_std_min} must be below log_std_max={self.log_std_max}")
+        if not self.hidden_dims or any(int(h) != h or h <= 0 for h in self.hidden_dims):
+            raise ValueError(f"hidden_dims={self.hidden_dims}; expected positive integers")
+        self.hidden_dims = [int(h) for h in self.hidden_dims]

@@ -1,0 +1,139 @@
+"""Learner tests: IQL's losses touch only their own networks, one contract over every learner,
+and IQL improves on its data where behaviour cloning cannot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from embodied.data import Episode, TransitionStore
+from embodied.learners import LearnerPolicy, load_learner, save_learner
+from policies import LEARNERS, config_from_dict, make_learner
+from policies.bc import BCConfig
+from policies.iql import IQLConfig, IQLLearner
+from policies.iql.model import expectile_loss
+
+D, A = 5, 2
+
+
+def _batch(n: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "observation": torch.randn(n, D, generator=g),
+        "action": torch.rand(n, A, generator=g) * 2 - 1,
+        "reward": torch.randn(n, generator=g),
+        "next_observation": torch.randn(n, D, generator=g),
+        "terminal": (torch.rand(n, generator=g) < 0.1).float(),
+    }
+
+
+def _small(name: str):
+    return config_from_dict(name, {"hidden_dims": [32, 32]})
+
+
+def test_expectile_loss_matches_the_formula():
+    diff = torch.tensor([-2.0, -0.5, 0.0, 1.0, 3.0])
+    tau = 0.7
+    expected = np.mean([(1 - tau) * 4.0, (1 - tau) * 0.25, 0.0, tau * 1.0, tau * 9.0])
+    assert torch.isclose(expectile_loss(diff, tau), torch.tensor(expected, dtype=torch.float32))
+
+
+def _grad_owners(learner: IQLLearner, loss: torch.Tensor) -> set[str]:
+    learner.zero_grad(set_to_none=True)
+    loss.backward()
+    return {name.split(".")[0] for name, p in learner.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
+def test_each_iql_loss_reaches_only_its_own_network():
+    torch.manual_seed(0)
+    learner = IQLLearner(IQLConfig(hidden_dims=[32, 32]), D, A)
+    b = _batch()
+    obs, next_obs = learner.normalizer(b["observation"]), learner.normalizer(b["next_observation"])
+    assert _grad_owners(learner, learner.value_loss(obs, b["action"])) == {"value"}
+    assert _grad_owners(learner, learner.critic_loss(obs, b["action"], b["reward"], next_obs, b["terminal"])) == {"critic"}
+    assert _grad_owners(learner, learner.actor_loss(obs, b["action"])[0]) == {"actor"}
+    assert all(not p.requires_grad for p in learner.target_critic.parameters())
+
+
+def test_targets_follow_the_critics_by_polyak_averaging():
+    torch.manual_seed(0)
+    learner = IQLLearner(IQLConfig(hidden_dims=[32, 32], tau=0.1), D, A)
+    before = [p.clone() for p in learner.target_critic.parameters()]
+    learner.update(_batch())
+    for old, target, critic in zip(before, learner.target_critic.parameters(), learner.critic.parameters()):
+        assert torch.allclose(target, 0.9 * old + 0.1 * critic, atol=1e-6)
+
+
+def test_iql_refuses_batches_without_rewards_and_bad_configs():
+    learner = IQLLearner(IQLConfig(hidden_dims=[8]), D, A)
+    batch = _batch()
+    del batch["reward"]
+    with pytest.raises(KeyError, match="algo.reward=gt"):
+        learner.update(batch)
+    with pytest.raises(ValueError, match="expectile"):
+        IQLConfig(expectile=1.0)
+    with pytest.raises(ValueError, match="preset"):
+        IQLConfig(preset="atari")
+    assert (IQLConfig(preset="antmaze").expectile, IQLConfig(preset="antmaze").temperature) == (0.9, 10.0)
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_learner_contract_fit_save_load_predict(tmp_path, name):
+    torch.manual_seed(0)
+    learner = make_learner(_small(name), D, A)
+    batches = [_batch(seed=s) for s in range(4)]
+    learner.prepare(torch.cat([b["observation"] for b in batches]), total_steps=10)
+    for b in batches[:3]:
+        losses = learner.update(b)
+        assert all(torch.isfinite(v) and v.ndim == 0 for v in losses.values())
+    save_learner(tmp_path, 3, learner, D, A)
+    loaded, checkpoint = load_learner(tmp_path)
+    assert checkpoint.step == 3 and type(loaded) is type(learner)
+    obs = batches[3]["observation"]
+    assert torch.equal(loaded.act(obs), learner.eval().act(obs))
+    actions = loaded.act(obs)
+    assert actions.shape == (len(obs), A) and actions.abs().max() <= 1.0
+    # the next update after loading equals the next update of the original (optimiser state restored)
+    loaded.train(), learner.train()
+    torch.manual_seed(1)
+    a = loaded.update(batches[3])
+    torch.manual_seed(1)
+    b = learner.update(batches[3])
+    assert all(torch.allclose(a[k], b[k]) for k in a)
+    assert LearnerPolicy(loaded).act(obs[0].numpy()).shape == (A,)
+
+
+def _line_episode(policy, x0: float, steps: int = 20) -> Episode:
+    """1-D point: x' = clip(x + 0.1 a, -1, 1), reward -|x'| (the goal is x = 0)."""
+    xs, actions, rewards = [x0], [], []
+    for _ in range(steps):
+        a = float(policy(xs[-1]))
+        xs.append(float(np.clip(xs[-1] + 0.1 * a, -1, 1)))
+        actions.append(a)
+        rewards.append(-abs(xs[-1]))
+    return Episode(observations=np.asarray(xs, np.float32)[:, None], actions=np.asarray(actions, np.float32)[:, None],
+                   rewards=np.asarray(rewards, np.float32), terminations=np.zeros(steps, bool),
+                   truncations=np.r_[np.zeros(steps - 1, bool), True])
+
+
+def test_iql_learns_a_tiny_offline_task_from_random_data():
+    """From uniformly random behaviour, IQL learns to move towards the goal; BC cannot."""
+    rng = np.random.default_rng(0)
+    data = [_line_episode(lambda x: rng.uniform(-1, 1), rng.uniform(-1, 1)) for _ in range(100)]
+    store = TransitionStore(data, include_reward=True)
+    final = {}
+    for config in (IQLConfig(hidden_dims=[64, 64]), BCConfig(hidden_dims=[64, 64])):
+        torch.manual_seed(0)
+        learner = make_learner(config, 1, 1)
+        learner.prepare(store.tensors["observation"], total_steps=800)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(800):
+            learner.update(store.sample(256, generator))
+        policy = LearnerPolicy(learner.eval())
+        starts = np.linspace(-0.9, 0.9, 10)
+        final[config.name] = np.mean([abs(_line_episode(lambda x: policy.act(np.array([x]))[0], x0).observations[-1, 0])
+                                       for x0 in starts])
+    random_final = np.mean([abs(ep.observations[-1, 0]) for ep in data])
+    assert final["iql"] < 0.3 < final["bc"], final
+    assert final["iql"] < 0.5 * random_final
