@@ -41,7 +41,7 @@ def test_expectile_loss_matches_the_formula():
 
 def _grad_owners(learner: IQLLearner, loss: torch.Tensor) -> set[str]:
     learner.zero_grad(set_to_none=True)
-    loss.backward()
+    loss.backward(retain_graph=True)
     return {name.split(".")[0] for name, p in learner.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
 
 
@@ -50,10 +50,33 @@ def test_each_iql_loss_reaches_only_its_own_network():
     learner = IQLLearner(IQLConfig(hidden_dims=[32, 32]), D, A)
     b = _batch()
     obs, next_obs = learner.normalizer(b["observation"]), learner.normalizer(b["next_observation"])
-    assert _grad_owners(learner, learner.value_loss(obs, b["action"])) == {"value"}
-    assert _grad_owners(learner, learner.critic_loss(obs, b["action"], b["reward"], next_obs, b["terminal"])) == {"critic"}
-    assert _grad_owners(learner, learner.actor_loss(obs, b["action"])[0]) == {"actor"}
+    losses = learner.losses(obs, b["action"], b["reward"], next_obs, b["terminal"])
+    assert _grad_owners(learner, losses["value_loss"]) == {"value"}
+    assert _grad_owners(learner, losses["critic_loss"]) == {"critic"}
+    assert _grad_owners(learner, losses["actor_loss"]) == {"actor"}
+    assert not losses["advantage"].requires_grad
     assert all(not p.requires_grad for p in learner.target_critic.parameters())
+
+
+def test_iql_losses_match_the_paper_equations():
+    torch.manual_seed(0)
+    config = IQLConfig(hidden_dims=[16], expectile=0.8, temperature=2.0, discount=0.9)
+    learner = IQLLearner(config, D, A)
+    b = _batch(16)
+    losses = learner.losses(b["observation"], b["action"], b["reward"], b["next_observation"], b["terminal"])
+    with torch.no_grad():
+        q_hat = torch.min(*learner.target_critic(b["observation"], b["action"]))
+        v = learner.value(b["observation"]).squeeze(-1)
+        u = q_hat - v
+        value = torch.mean(torch.abs(0.8 - (u < 0).float()) * u**2)  # Eq. 5
+        y = b["reward"] + 0.9 * (1 - b["terminal"]) * learner.value(b["next_observation"]).squeeze(-1)
+        q1, q2 = learner.critic(b["observation"], b["action"])
+        critic = ((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean()  # Eq. 6
+        dist = torch.distributions.Normal(learner.actor.mean(b["observation"]), learner.actor.log_std.exp())
+        actor = -(torch.exp(2.0 * u).clamp(max=100) * dist.log_prob(b["action"]).sum(-1)).mean()  # Eq. 7
+    assert torch.allclose(losses["value_loss"], value, atol=1e-6)
+    assert torch.allclose(losses["critic_loss"], critic, atol=1e-5)
+    assert torch.allclose(losses["actor_loss"], actor, atol=1e-5)
 
 
 def test_targets_follow_the_critics_by_polyak_averaging():

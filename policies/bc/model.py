@@ -29,7 +29,7 @@ class BCLearner(Learner):
         self.normalizer = ObservationNormalizer(observation_dim)
         self.actor = mlp(observation_dim, action_dim, config.hidden_dims, output_activation=nn.Tanh)
         self.optimizer = torch.optim.Adam(
-            self.actor.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+            self.actor.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
         )
 
     def prepare(self, observations: torch.Tensor, total_steps: int | None = None) -> None:

@@ -81,9 +81,9 @@ class IQLLearner(Learner):
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.value = mlp(observation_dim, 1, dims)
         self.actor = GaussianActor(observation_dim, action_dim, dims, config.log_std_min, config.log_std_max)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.learning_rate)
-        self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=config.learning_rate)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.learning_rate)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.learning_rate, fused=True)
+        self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=config.learning_rate, fused=True)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.learning_rate, fused=True)
         self.actor_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
     # -- setup ---------------------------------------------------------------------------------
@@ -114,58 +114,50 @@ class IQLLearner(Learner):
             self.actor_scheduler.load_state_dict(state["actor_scheduler"])
 
     # -- losses (paper Eqs. 5-7) ----------------------------------------------------------------
-    def value_loss(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """Eq. (5): expectile regression of V(s) on min_i Q_hat_i(s, a)."""
+    def losses(self, obs, action, reward, next_obs, terminal) -> dict[str, torch.Tensor]:
+        """The three losses on one batch (observations already normalised).
+
+        Every network is evaluated once: min_i Q_hat_i(s, a) and V(s') without gradient, V(s)
+        with gradient for Eq. (5) and detached for the advantage of Eq. (7) (V before this
+        step's update, as in CORL's reimplementation). Each loss reaches only its own network.
+
+        Returns:
+            ``value_loss`` (Eq. 5), ``critic_loss`` (Eq. 6, both critics), ``actor_loss``
+            (Eq. 7), and ``advantage`` (batch mean of Q_hat - V, detached).
+        """
         with torch.no_grad():
             target_q = torch.min(*self.target_critic(obs, action))
-        return expectile_loss(target_q - self.value(obs).squeeze(-1), self.config.expectile)
-
-    def critic_loss(self, obs, action, reward, next_obs, terminal) -> torch.Tensor:
-        """Eq. (6): both critics regress r + gamma (1 - d) V(s')."""
-        with torch.no_grad():
             target = reward + self.config.discount * (1.0 - terminal) * self.value(next_obs).squeeze(-1)
+        v = self.value(obs).squeeze(-1)
+        value_loss = expectile_loss(target_q - v, self.config.expectile)
         q1, q2 = self.critic(obs, action)
-        return (q1 - target).pow(2).mean() + (q2 - target).pow(2).mean()
-
-    def actor_loss(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. (7): advantage-weighted regression; returns the loss and the mean advantage."""
-        with torch.no_grad():
-            advantage = torch.min(*self.target_critic(obs, action)) - self.value(obs).squeeze(-1)
-            weight = torch.exp(self.config.temperature * advantage).clamp(max=self.config.max_weight)
+        critic_loss = (q1 - target).pow(2).mean() + (q2 - target).pow(2).mean()
+        advantage = target_q - v.detach()
+        weight = torch.exp(self.config.temperature * advantage).clamp(max=self.config.max_weight)
         log_prob = self.actor.distribution(obs).log_prob(action).sum(-1)
-        return -(weight * log_prob).mean(), advantage.mean()
+        actor_loss = -(weight * log_prob).mean()
+        return {"value_loss": value_loss, "critic_loss": critic_loss, "actor_loss": actor_loss,
+                "advantage": advantage.mean()}
 
     # -- update --------------------------------------------------------------------------------
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One step of V, then the critics, then the actor, then the targets (paper Alg. 1)."""
+        """One IQL step: V, critics and actor together (disjoint parameters, one backward pass),
+        then the cosine actor schedule and the Polyak target update."""
         if "reward" not in batch:
             raise KeyError("IQL needs rewards in the batch: train with algo.reward=gt or a learned reward")
         obs, next_obs = self.normalizer(batch["observation"]), self.normalizer(batch["next_observation"])
-        action, terminal = batch["action"], batch["terminal"]
         reward = self.config.reward_scale * batch["reward"] + self.config.reward_bias
-
-        value_loss = self.value_loss(obs, action)
-        self.value_optimizer.zero_grad(set_to_none=True)
-        value_loss.backward()
-        self.value_optimizer.step()
-
-        critic_loss = self.critic_loss(obs, action, reward, next_obs, terminal)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_optimizer.step()
-
-        actor_loss, advantage = self.actor_loss(obs, action)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_optimizer.step()
+        losses = self.losses(obs, batch["action"], reward, next_obs, batch["terminal"])
+        for optimizer in (self.value_optimizer, self.critic_optimizer, self.actor_optimizer):
+            optimizer.zero_grad(set_to_none=True)
+        (losses["value_loss"] + losses["critic_loss"] + losses["actor_loss"]).backward()
+        for optimizer in (self.value_optimizer, self.critic_optimizer, self.actor_optimizer):
+            optimizer.step()
         if self.actor_scheduler is not None:
             self.actor_scheduler.step()
-
         with torch.no_grad():
-            for target, source in zip(self.target_critic.parameters(), self.critic.parameters()):
-                target.lerp_(source, self.config.tau)
-        return {"value_loss": value_loss.detach(), "critic_loss": critic_loss.detach(),
-                "actor_loss": actor_loss.detach(), "advantage": advantage}
+            torch._foreach_lerp_(list(self.target_critic.parameters()), list(self.critic.parameters()), self.config.tau)
+        return {k: v.detach() for k, v in losses.items()}
 
     @torch.no_grad()
     def act(self, observation: torch.Tensor) -> torch.Tensor:
