@@ -1,2 +1,3 @@
-"""Reward labeling and reward models (labelers, preference data, Bradley-Terry models,
-relabeling). Imports from :mod:`policies` only, never from :mod:`embodied`."""
+"""Reward labeling and reward models: preference data, B-Pref scripted teachers, Bradley-Terry
+reward ensembles and relabeling (VLM and CLIP labelers come next). Imports from :mod:`policies`
+only, never from :mod:`embodied`."""

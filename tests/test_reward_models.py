@@ -1,0 +1,110 @@
+"""Preference data, B-Pref scripted teachers and Bradley-Terry reward models."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from embodied.data import rollout
+from envs.pointmass import PointMassExpert
+from envs.policies import NoisyPolicy, RandomPolicy
+from reward_models.bradley_terry import RewardModelConfig, bradley_terry_loss, fit_reward_model, relabel
+from reward_models.preferences import PreferenceLabels, sample_pairs, segment_sums
+from reward_models.teachers import TEACHERS, ScriptedTeacher
+
+
+def test_labels_are_validated():
+    with pytest.raises(ValueError, match=r"\(N, 2, 2\)"):
+        PreferenceLabels(np.zeros((3, 2)), np.zeros(3), 5)
+    with pytest.raises(ValueError, match="0, 0.5, 1 or NaN"):
+        PreferenceLabels(np.zeros((2, 2, 2)), np.array([0.0, 0.3]), 5)
+    labels = PreferenceLabels(np.zeros((4, 2, 2)), np.array([0.0, 1.0, 0.5, np.nan]), 5)
+    assert labels.answered.tolist() == [True, True, True, False]
+    assert labels.rates() == {"abstain": 0.25, "tie": 0.25}
+
+
+def test_pairs_fit_in_their_episodes_and_differ():
+    rng = np.random.default_rng(0)
+    lengths = [12, 3, 30]
+    pairs = sample_pairs(lengths, 5, 500, rng)
+    assert pairs.shape == (500, 2, 2)
+    episodes, starts = pairs[..., 0], pairs[..., 1]
+    assert np.all(starts + 5 <= np.asarray(lengths)[episodes])
+    assert not np.any(episodes == 1)  # too short for a segment of 5
+    assert not np.any(np.all(pairs[:, 0] == pairs[:, 1], axis=-1))
+    with pytest.raises(ValueError, match="do not fit"):
+        sample_pairs([3], 5, 2, rng)
+
+
+def test_segment_sums_apply_the_myopic_discount():
+    values = [np.array([1.0, 2.0, 3.0, 4.0])]
+    pairs = np.array([[[0, 0], [0, 1]]])
+    assert segment_sums(values, pairs, 3).tolist() == [[6.0, 9.0]]
+    assert np.allclose(segment_sums(values, pairs, 3, gamma=0.5), [[0.25 * 1 + 0.5 * 2 + 3, 0.25 * 2 + 0.5 * 3 + 4]])
+
+
+def _returns_pairs(r0: list[float], r1: list[float]):
+    """Episodes whose single-step segments have the given rewards."""
+    rewards = [np.asarray(r0 + r1, dtype=np.float64)]
+    n = len(r0)
+    pairs = np.array([[[0, i], [0, n + i]] for i in range(n)])
+    return rewards, pairs
+
+
+def test_teachers_follow_the_b_pref_rules():
+    rng = np.random.default_rng(0)
+    rewards, pairs = _returns_pairs([1.0, 3.0, 2.0, 2.0], [2.0, 1.0, 2.05, 10.0])
+    assert TEACHERS["oracle"].label(rewards, pairs, 1, rng).labels.tolist() == [1.0, 0.0, 1.0, 1.0]
+    # mean return per step here is 2.88: tie below 0.1 * 2.88 = 0.288 (eps linear, not squared)
+    equal = TEACHERS["equal"].label(rewards, pairs, 1, rng).labels.tolist()
+    assert equal == [1.0, 0.0, 0.5, 1.0]
+    # skip when both returns are below eps * c: make every return small but one
+    small, pairs2 = _returns_pairs([0.01, 5.0], [0.02, 6.0])
+    skip = ScriptedTeacher("skip", eps_skip=0.1).label(small, pairs2, 1, rng).labels
+    assert math.isnan(skip[0]) and skip[1] == 1.0
+
+    many, pairs3 = _returns_pairs(list(np.zeros(4000)), list(np.ones(4000)))
+    mistakes = TEACHERS["mistake"].label(many, pairs3, 1, np.random.default_rng(1)).labels
+    assert 0.08 < np.mean(mistakes == 0.0) < 0.12
+    noisy = TEACHERS["noisy"].label(many, pairs3, 1, np.random.default_rng(1)).labels
+    assert abs(np.mean(noisy == 1.0) - 1 / (1 + math.exp(-1.0))) < 0.03  # sigmoid(beta * 1)
+
+
+def test_myopic_teacher_prefers_what_happens_last():
+    rewards = [np.array([10.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 8.0])]
+    pairs = np.array([[[0, 0], [0, 4]]])  # [10, 0, 0, 0] vs [0, 0, 0, 8]: 10 > 8 but 0.9^3 * 10 = 7.29 < 8
+    assert TEACHERS["oracle"].label(rewards, pairs, 4, np.random.default_rng(0)).labels[0] == 0.0
+    assert TEACHERS["myopic"].label(rewards, pairs, 4, np.random.default_rng(0)).labels[0] == 1.0
+
+
+def test_bradley_terry_loss_matches_the_formula():
+    returns = torch.tensor([[1.0, 3.0], [2.0, 0.0], [0.5, 0.5]])
+    labels = torch.tensor([1.0, 0.0, 0.5])
+    p = torch.sigmoid(returns[:, 1] - returns[:, 0])
+    expected = -(labels * p.log() + (1 - labels) * (1 - p).log()).mean()
+    assert torch.isclose(bradley_terry_loss(returns, labels), expected)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def test_reward_model_recovers_the_true_reward_from_oracle_preferences():
+    env = envs.make("embodied/PointMass-v0")
+    policies = [PointMassExpert(), NoisyPolicy(PointMassExpert(), env.action_space, 0.8, 0.3), RandomPolicy(env.action_space)]
+    episodes = [rollout(env, policies[i % 3], i) for i in range(30)]
+    pairs = sample_pairs([len(e) for e in episodes], 10, 400, np.random.default_rng(0))
+    labels = TEACHERS["oracle"].label([e.rewards for e in episodes], pairs, 10, np.random.default_rng(1))
+    model, report = fit_reward_model(episodes, labels, RewardModelConfig(hidden_dims=[64, 64], max_epochs=60))
+    assert report["heldout_accuracy"] >= 0.75 and report["pairs_heldout"] == 80
+    learned = relabel(model, episodes)
+    flat = np.concatenate(learned)
+    assert abs(flat.mean()) < 1e-4 and abs(flat.std() - 1) < 1e-3
+    assert _spearman(flat, np.concatenate([e.rewards for e in episodes])) >= 0.75
+    with pytest.raises(ValueError, match="at least 10"):
+        fit_reward_model(episodes, PreferenceLabels(pairs[:5], np.zeros(5), 10), RewardModelConfig())
