@@ -42,12 +42,33 @@ class AlgoConfig:
     name: str = MISSING
     learner: Any = MISSING
     reward: str = "none"
-    """``none``: learners get no reward (rewards come from labels and reward models);
-    ``gt``: the dataset's ground-truth reward (oracle baselines only)."""
+    """``none``: no reward (imitation); ``learned``: a Bradley-Terry reward model fitted to the
+    labeler's preferences relabels the data; ``gt``: the dataset's ground-truth reward (oracle
+    baselines only)."""
 
     def __post_init__(self) -> None:
-        if self.reward not in ("none", "gt"):
-            raise ValueError(f"algo.reward={self.reward!r}; expected 'none' or 'gt'")
+        if self.reward not in REWARD_SOURCES:
+            raise ValueError(f"algo.reward={self.reward!r}; expected one of {REWARD_SOURCES}")
+
+
+REWARD_SOURCES = ("none", "learned", "gt")
+
+
+@dataclass
+class LabelerConfig:
+    """Who labels segment pairs, and how many."""
+
+    name: str = MISSING
+    teacher: Any = MISSING
+    """Node instantiated to a labeler with ``label(rewards, pairs, segment_length, rng)``."""
+    pairs: int = 1000
+    """Segment pairs to label. Default 1000."""
+    segment_length: int = 10
+    """Transitions per segment (H). Default 10."""
+
+    def __post_init__(self) -> None:
+        if self.pairs < 10 or self.segment_length < 1:
+            raise ValueError(f"labeler.pairs={self.pairs} (>= 10) and segment_length={self.segment_length} (>= 1)")
 
 
 @dataclass
@@ -123,6 +144,8 @@ class RootConfig:
 
     task: TaskConfig = MISSING
     algo: AlgoConfig = MISSING
+    labeler: LabelerConfig = MISSING
+    reward_model: Any = MISSING
     logger: Any = MISSING
     seed: int = 0
     """Seeds python, numpy, torch and the environments. Default 0."""

@@ -7,27 +7,31 @@ folder; finished stages are skipped on a rerun into the same folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from embodied.checkpoint import latest_checkpoint, load_checkpoint
-from embodied.config import DatasetConfig, EvalConfig, TrainerConfig, normalize_resume
+from embodied.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from embodied.config import DatasetConfig, EvalConfig, LabelerConfig, TrainerConfig, normalize_resume
 from embodied.data import Episode, TransitionStore
 from embodied.datasets import OfflineDataset, Recipe, collect_dataset, datasets_root, load_dataset, make_dataset_id
 from embodied.evaluation import evaluate_policy
-from embodied.io import write_json_atomic, write_text_atomic
+from embodied.io import atomic_write, write_json_atomic, write_text_atomic
 from embodied.learners import LearnerPolicy, restore_learner, save_learner
 from embodied.loggers import Logger
 from embodied.runtime import resolve_device, seed_everything
 from embodied.tasks import make_env, make_policies
 from policies import make_learner
+from reward_models.bradley_terry import RewardEnsemble, RewardModelConfig, fit_reward_model, relabel
+from reward_models.preferences import PreferenceLabels, sample_pairs
 
 
 class RunFolderError(RuntimeError):
@@ -79,6 +83,59 @@ def dataset_stage(cfg: DictConfig, keep_frames: bool = False) -> OfflineDataset:
     return load_dataset(dataset_id, root, keep_frames=keep_frames, progress=bool(cfg.trainer.progress))
 
 
+def label_stage(cfg: DictConfig, episodes: list[Episode], run_dir: Path) -> PreferenceLabels:
+    """Label segment pairs with ``labeler`` (cached in ``run_dir/labels/labels.npz``).
+
+    Pairs are drawn uniformly with the run's seed; scripted teachers read the dataset's
+    ground-truth reward, as a simulated person.
+    """
+    path = run_dir / "labels" / "labels.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as data:
+            return PreferenceLabels(data["pairs"], data["labels"], int(data["segment_length"]),
+                                    json.loads(str(data["provenance"])))
+    labeler: LabelerConfig = OmegaConf.to_object(cfg.labeler)
+    rng = np.random.default_rng(int(cfg.seed))
+    pairs = sample_pairs([len(ep) for ep in episodes], labeler.segment_length, labeler.pairs, rng)
+    labels = instantiate(cfg.labeler.teacher).label([ep.rewards for ep in episodes], pairs, labeler.segment_length, rng)
+    with atomic_write(path, "wb") as f:
+        np.savez(f, pairs=labels.pairs, labels=labels.labels, segment_length=labels.segment_length,
+                 provenance=json.dumps(labels.provenance))
+    return labels
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1])
+
+
+def reward_stage(cfg: DictConfig, episodes: list[Episode], labels: PreferenceLabels, run_dir: Path,
+                 device: torch.device) -> tuple[RewardEnsemble, dict[str, float]]:
+    """Fit the Bradley-Terry reward model (cached as a checkpoint in ``run_dir/reward_model``).
+
+    Returns the model and its report: held-out preference accuracy, label rates, and in
+    simulation the Pearson and Spearman correlation of learned with true reward.
+    """
+    folder = run_dir / "reward_model"
+    found = latest_checkpoint(folder)
+    if found is not None:
+        checkpoint = load_checkpoint(found)
+        state = checkpoint.state
+        model = RewardEnsemble(RewardModelConfig(**state["config"]), state["observation_dim"], state["action_dim"])
+        model.load_state_dict(checkpoint.weights)
+        return model.to(device).eval(), state["report"]
+    config: RewardModelConfig = instantiate(cfg.reward_model)
+    model, report = fit_reward_model(episodes, labels, config, seed=int(cfg.seed), device=device)
+    learned = np.concatenate(relabel(model, episodes, normalize=False))
+    true = np.concatenate([ep.rewards for ep in episodes])
+    report = {**report, **labels.rates(), "pearson_true_reward": float(np.corrcoef(learned, true)[0, 1]),
+              "spearman_true_reward": _spearman(learned, true)}
+    save_checkpoint(folder, 0, model.state_dict(), {
+        "config": dataclasses.asdict(config), "observation_dim": int(episodes[0].observations.shape[1]),
+        "action_dim": int(episodes[0].actions.shape[1]), "report": report, "labels": labels.provenance,
+    })
+    return model.eval(), report
+
+
 def evaluate_stage(cfg: DictConfig, policy: Any) -> dict[str, float]:
     """Evaluate a policy on the task with ``eval.*`` settings; returns ``summarize`` metrics."""
     evaluation: EvalConfig = OmegaConf.to_object(cfg.eval)
@@ -125,13 +182,21 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     started = time.time()
     dataset = dataset_stage(cfg)
     episodes = dataset.episodes
-    store = TransitionStore(episodes, device, include_reward=cfg.algo.reward == "gt")
+    reward_report: dict[str, float] = {}
+    train_episodes = episodes
+    if cfg.algo.reward == "learned":
+        labels = label_stage(cfg, episodes, run_dir)
+        reward_model, reward_report = reward_stage(cfg, episodes, labels, run_dir, device)
+        learned = relabel(reward_model, episodes)
+        train_episodes = [dataclasses.replace(ep, rewards=r) for ep, r in zip(episodes, learned)]
+    store = TransitionStore(train_episodes, device, include_reward=cfg.algo.reward in ("gt", "learned"))
     observation_dim = store.tensors["observation"].shape[1]
     action_dim = store.tensors["action"].shape[1]
     learner = make_learner(instantiate(cfg.algo.learner), observation_dim, action_dim, device=str(device))
     if learner.needs_reward and "reward" not in store.tensors:
         raise ValueError(
             f"algo={cfg.algo.name} learns from rewards but algo.reward=none; train with "
+            "algo.reward=learned (labels from labeler=..., a Bradley-Terry reward model) or "
             "algo.reward=gt (the ground-truth reward: an oracle baseline)"
         )
 
@@ -148,6 +213,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     try:
         if latest is None:
             logger.log(dataset_summary(episodes), step=0)
+            if reward_report:
+                logger.log({f"reward/{k}": v for k, v in reward_report.items()}, step=0)
         learner.train()
         bar = tqdm(total=trainer.steps, initial=start, desc="train", unit="step",
                    disable=not trainer.progress, mininterval=1.0)
@@ -178,6 +245,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "wall_time_s": round(time.time() - started, 1),
         "eval": metrics,
         "dataset": dataset_summary(episodes),
+        "reward": {"source": cfg.algo.reward, **({"labeler": cfg.labeler.name} if reward_report else {}), **reward_report},
         "dataset_id": dataset.source,
         "dataset_path": str(dataset.path),
     }
@@ -198,6 +266,12 @@ def render_report(report: dict[str, Any]) -> str:
         "| metric | value |",
         "|---|---|",
         *[f"| {k} | {v:.4g} |" for k, v in report["eval"].items()],
+        "",
+        "## Reward",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in report["reward"].items()],
         "",
         "## Dataset",
         "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -26,7 +27,7 @@ def _options(group: str) -> list[str]:
 
 
 def test_every_yaml_is_covered_by_a_group_test():
-    groups = {"algo", "logger", "task"}
+    groups = {"algo", "labeler", "logger", "reward_model", "task"}
     found = {p.relative_to(CONF).parts[0] for p in CONF.rglob("*.yaml") if p.parent != CONF}
     assert found == groups, f"a new config group needs a test here: {found - groups}"
     assert [p.name for p in CONF.glob("*.yaml")] == ["config.yaml"]
@@ -60,6 +61,26 @@ def test_algo_configs_instantiate_a_learner(compose_config, algo):
     assert config.name == cfg.algo.name
     learner = make_learner(config, observation_dim=6, action_dim=2)
     assert learner.act(torch.zeros(3, 6)).shape == (3, 2)
+
+
+@pytest.mark.parametrize("labeler", _options("labeler"))
+def test_labeler_configs_instantiate_a_teacher_that_labels(compose_config, labeler):
+    cfg = compose_config(["+task=pointmass", f"labeler={labeler}"])
+    teacher = instantiate(cfg.labeler.teacher)
+    rewards = [np.linspace(0, 1, 30), np.linspace(1, 0, 30)]
+    pairs = np.array([[[0, 0], [1, 0]], [[0, 20], [1, 20]]])
+    labels = teacher.label(rewards, pairs, cfg.labeler.segment_length, np.random.default_rng(0))
+    assert labels.labels.shape == (2,) and labels.provenance["name"] == labeler
+    assert OmegaConf.to_object(cfg.labeler).pairs >= 10
+
+
+@pytest.mark.parametrize("reward_model", _options("reward_model"))
+def test_reward_model_configs_instantiate(compose_config, reward_model):
+    from reward_models.bradley_terry import RewardEnsemble
+
+    cfg = compose_config(["+task=pointmass", f"reward_model={reward_model}"])
+    model = RewardEnsemble(instantiate(cfg.reward_model), observation_dim=6, action_dim=2)
+    assert model(torch.zeros(4, 6), torch.zeros(4, 2)).shape == (4,)
 
 
 @pytest.mark.parametrize("logger", _options("logger"))

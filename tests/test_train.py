@@ -119,3 +119,28 @@ def test_cli_main_job_on_dressing(tmp_path):
     assert {"dressed_distance_final", "max_force_final", "success_rate"} <= set(metrics["eval"])
     assert metrics["dataset"]["dataset/episodes"] == 5
     assert f"report: {run_dir}" in result.stdout or f"report: {run_dir.resolve()}" in result.stdout
+
+
+def test_main_job_with_labels_and_a_learned_reward_resumes_its_stages(compose_config, tmp_path):
+    overrides = small_train_overrides(tmp_path) + [
+        "algo=iql", "algo.reward=learned", "labeler=mistake", "labeler.pairs=60", "labeler.segment_length=5",
+        "reward_model.hidden_dims=[32,32]", "reward_model.max_epochs=5", "trainer.steps=20",
+    ]
+    run_dir = tmp_path / "run"
+    report = train(compose_config(overrides), run_dir)
+    assert report["reward"]["source"] == "learned" and report["reward"]["labeler"] == "mistake"
+    assert 0.0 <= report["reward"]["heldout_accuracy"] <= 1.0 and "spearman_true_reward" in report["reward"]
+    labels_file = run_dir / "labels" / "labels.npz"
+    reward_weights = run_dir / "reward_model" / "00000000" / "weights.safetensors"
+    stamps = labels_file.stat().st_mtime_ns, reward_weights.stat().st_mtime_ns
+    again = train(compose_config(overrides[:-1] + ["trainer.steps=40"]), run_dir)  # resume: stages cached
+    assert (labels_file.stat().st_mtime_ns, reward_weights.stat().st_mtime_ns) == stamps
+    assert again["reward"] == report["reward"] and again["step"] == 40
+    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("reward/heldout_accuracy" in l for l in lines)
+    assert "## Reward" in (run_dir / "report.md").read_text()
+
+
+def test_iql_without_a_reward_source_is_refused(compose_config, tmp_path):
+    with pytest.raises(ValueError, match="algo.reward=gt"):
+        train(compose_config(small_train_overrides(tmp_path) + ["algo=iql", "algo.reward=none"]), tmp_path / "run")

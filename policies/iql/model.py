@@ -144,7 +144,7 @@ class IQLLearner(Learner):
         """One IQL step: V, critics and actor together (disjoint parameters, one backward pass),
         then the cosine actor schedule and the Polyak target update."""
         if "reward" not in batch:
-            raise KeyError("IQL needs rewards in the batch: train with algo.reward=gt or a learned reward")
+            raise KeyError("IQL needs rewards in the batch: train with algo.reward=learned or algo.reward=gt")
         obs, next_obs = self.normalizer(batch["observation"]), self.normalizer(batch["next_observation"])
         reward = self.config.reward_scale * batch["reward"] + self.config.reward_bias
         losses = self.losses(obs, batch["action"], reward, next_obs, batch["terminal"])
