@@ -34,6 +34,6 @@ def test_no_function_only_raises_not_implemented():
 
 
 def test_every_entry_point_module_has_a_main():
-    for name in ("train", "collect", "evaluate"):
+    for name in ("train", "collect", "evaluate", "label"):
         module = importlib.import_module(f"embodied.{name}")
         assert callable(module.main)

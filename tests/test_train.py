@@ -144,3 +144,16 @@ def test_main_job_with_labels_and_a_learned_reward_resumes_its_stages(compose_co
 def test_iql_without_a_reward_source_is_refused(compose_config, tmp_path):
     with pytest.raises(ValueError, match="algo.reward=gt"):
         train(compose_config(small_train_overrides(tmp_path) + ["algo=iql", "algo.reward=none"]), tmp_path / "run")
+
+
+def test_cli_label_reports_reward_quality_and_draws_the_scatter(tmp_path):
+    result = run_module("embodied.label", *small_train_overrides(tmp_path / "outputs"), "labeler.pairs=80",
+                        "labeler.segment_length=5", "reward_model.hidden_dims=[32,32]", "reward_model.max_epochs=10",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = next((tmp_path / "outputs").glob("*/*_pointmass_label"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["labeler"] == "oracle" and 0.5 <= metrics["reward"]["heldout_accuracy"] <= 1.0
+    assert -1.0 <= metrics["reward"]["spearman_true_reward"] <= 1.0
+    assert (run_dir / "plots" / "reward_vs_true.png").stat().st_size > 1000
+    assert (run_dir / "labels" / "labels.npz").is_file()

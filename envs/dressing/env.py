@@ -28,9 +28,12 @@ s); they terminate on success or when the force on the person exceeds ``unsafe_f
     ``unsafe``: ``force > unsafe_force`` (the episode terminates).
 
 Ground-truth reward (evaluation, oracle baselines and scripted teachers only; learners never see
-it unless asked): ``r_t = 10 (p_t - p_{t-1}) - 0.2 max(0, force_t - comfort_force) + 5 [success]
-- 5 [unsafe]``, where progress ``p`` is ``dressed_distance`` while the arm is inside the opening
-and minus the distance from the opening's centre to the fingertips otherwise (m).
+it unless asked): ``r_t = 10 (p_t - p_{t-1}) - 0.2 clip(force_t - comfort_force, 0,
+unsafe_force - comfort_force) + 5 [success] - 5 [unsafe]``, where progress ``p`` is
+``dressed_distance`` while the arm is inside the opening and minus the distance from the
+opening's centre to the fingertips otherwise (m). The force term is bounded (at most 3 per step
+with the defaults): past ``unsafe_force`` the episode ends with the -5 instead, so a contact
+solver's force spike cannot swamp every other reward.
 """
 
 from __future__ import annotations
@@ -304,7 +307,7 @@ class DressingEnv(gym.Env):
         measured = self._measure()
         info = self._info(measured, force)
         reward = 10.0 * (measured["progress"] - self._progress)
-        reward -= 0.2 * max(0.0, force - self.comfort_force)
+        reward -= 0.2 * min(max(0.0, force - self.comfort_force), self.unsafe_force - self.comfort_force)
         reward += 5.0 * info["success"] - 5.0 * info["unsafe"]
         self._progress = measured["progress"]
         terminated = bool(info["success"] or info["unsafe"])
