@@ -1,8 +1,11 @@
 """The stages of the main job, each resuming from what its run folder already holds.
 
-``dataset`` -> ``policy`` -> ``report`` (see ../shared/DESIGN.md; the ``label`` and ``reward``
-stages slot in between dataset and policy). Every stage takes the resolved config and the run
-folder; finished stages are skipped on a rerun into the same folder.
+``dataset`` -> ``label`` -> ``reward`` -> ``policy`` -> ``report`` (../shared/DESIGN.md). The
+label and reward stages run when the learner trains on a learned reward
+(``algo.reward=learned``). Every stage takes the resolved config and the run folder; finished
+stages are skipped on a rerun into the same folder (the dataset is shared across runs under the
+datasets root, labels and reward model are cached in the run folder, training resumes from its
+last checkpoint).
 """
 
 from __future__ import annotations
