@@ -157,3 +157,33 @@ def test_cli_label_reports_reward_quality_and_draws_the_scatter(tmp_path):
     assert -1.0 <= metrics["reward"]["spearman_true_reward"] <= 1.0
     assert (run_dir / "plots" / "reward_vs_true.png").stat().st_size > 1000
     assert (run_dir / "labels" / "labels.npz").is_file()
+
+
+@pytest.mark.slow
+def test_main_job_killed_during_training_resumes_from_its_last_checkpoint(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "embodied.train", *small_train_overrides(tmp_path / "outputs"),
+            "trainer.steps=3000", "trainer.checkpoint_every=100", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while latest_checkpoint(run_dir / "checkpoints") is None or latest_checkpoint(run_dir / "checkpoints").name < "00000300":
+        assert time.time() < deadline and proc.poll() is None, "training never reached step 300"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = int(latest_checkpoint(run_dir / "checkpoints").name)
+    assert 300 <= killed_at < 3000 and not (run_dir / "metrics.json").exists()
+
+    rerun = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    resumed_at = int(rerun.stdout.split("(step ")[1].split(")")[0])
+    assert resumed_at >= killed_at
+    assert latest_checkpoint(run_dir / "checkpoints").name == "00003000"
+    steps = [json.loads(l)["step"] for l in (run_dir / "metrics.jsonl").read_text().splitlines() if "train/actor_loss" in l]
+    assert steps == list(range(10, 3001, 10)), "every step logged once across the kill"
