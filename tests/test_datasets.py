@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -25,7 +24,6 @@ from embodied.data import rollout
 from envs.dressing import DressingExpert
 from envs.pointmass import PointMassExpert
 from envs.policies import RandomPolicy
-from tests.conftest import REPO
 
 POINTMASS = make_dataset_id("pointmass", "mixed")
 
