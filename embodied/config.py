@@ -65,10 +65,15 @@ class LabelerConfig:
     """Segment pairs to label. Default 1000."""
     segment_length: int = 10
     """Transitions per segment (H). Default 10."""
+    sampling: str = "uniform"
+    """``uniform``, or ``disagreement``: half the pairs uniform, a reward ensemble fitted on
+    them, the other half the candidates (10x as many, uniform) it disagrees on most."""
 
     def __post_init__(self) -> None:
-        if self.pairs < 10 or self.segment_length < 1:
-            raise ValueError(f"labeler.pairs={self.pairs} (>= 10) and segment_length={self.segment_length} (>= 1)")
+        if self.pairs < 20 or self.segment_length < 1:
+            raise ValueError(f"labeler.pairs={self.pairs} (>= 20) and segment_length={self.segment_length} (>= 1)")
+        if self.sampling not in ("uniform", "disagreement"):
+            raise ValueError(f"labeler.sampling={self.sampling!r}; expected 'uniform' or 'disagreement'")
 
 
 @dataclass

@@ -33,8 +33,14 @@ from embodied.loggers import Logger
 from embodied.runtime import resolve_device, seed_everything
 from embodied.tasks import make_env, make_policies
 from policies import make_learner
-from reward_models.bradley_terry import RewardEnsemble, RewardModelConfig, fit_reward_model, relabel
-from reward_models.preferences import PreferenceLabels, sample_pairs
+from reward_models.bradley_terry import (
+    RewardEnsemble,
+    RewardModelConfig,
+    ensemble_segment_returns,
+    fit_reward_model,
+    relabel,
+)
+from reward_models.preferences import PreferenceLabels, sample_pairs, select_by_disagreement
 
 
 class RunFolderError(RuntimeError):
@@ -98,9 +104,20 @@ def label_stage(cfg: DictConfig, episodes: list[Episode], run_dir: Path) -> Pref
             return PreferenceLabels(data["pairs"], data["labels"], int(data["segment_length"]),
                                     json.loads(str(data["provenance"])))
     labeler: LabelerConfig = OmegaConf.to_object(cfg.labeler)
+    teacher = instantiate(cfg.labeler.teacher)
     rng = np.random.default_rng(int(cfg.seed))
-    pairs = sample_pairs([len(ep) for ep in episodes], labeler.segment_length, labeler.pairs, rng)
-    labels = instantiate(cfg.labeler.teacher).label([ep.rewards for ep in episodes], pairs, labeler.segment_length, rng)
+    lengths, rewards, H = [len(ep) for ep in episodes], [ep.rewards for ep in episodes], labeler.segment_length
+    if labeler.sampling == "uniform":
+        labels = teacher.label(rewards, sample_pairs(lengths, H, labeler.pairs, rng), H, rng)
+    else:
+        first = teacher.label(rewards, sample_pairs(lengths, H, labeler.pairs // 2, rng), H, rng)
+        model, _ = fit_reward_model(episodes, first, instantiate(cfg.reward_model), seed=int(cfg.seed))
+        rest = labeler.pairs - labeler.pairs // 2
+        candidates = sample_pairs(lengths, H, 10 * rest, rng)
+        chosen = candidates[select_by_disagreement(ensemble_segment_returns(model, episodes, candidates, H), rest)]
+        second = teacher.label(rewards, chosen, H, rng)
+        labels = PreferenceLabels(np.concatenate([first.pairs, second.pairs]), np.concatenate([first.labels, second.labels]),
+                                  H, {**first.provenance, "sampling": "disagreement"})
     with atomic_write(path, "wb") as f:
         np.savez(f, pairs=labels.pairs, labels=labels.labels, segment_length=labels.segment_length,
                  provenance=json.dumps(labels.provenance))

@@ -179,6 +179,15 @@ def fit_reward_model(
     return model.eval(), report
 
 
+@torch.no_grad()
+def ensemble_segment_returns(model: RewardEnsemble, episodes: Sequence, pairs: np.ndarray, segment_length: int) -> np.ndarray:
+    """Every member's predicted returns of the segments of ``pairs``: ``(K, N, 2)``."""
+    device = next(model.parameters()).device
+    obs = torch.as_tensor(_segments(episodes, pairs, segment_length, "observations"), device=device)
+    act = torch.as_tensor(_segments(episodes, pairs, segment_length, "actions"), device=device)
+    return np.stack([_member_returns(model, k, obs, act).cpu().numpy() for k in range(len(model.members))])
+
+
 def _member_returns(model: RewardEnsemble, k: int, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     """Segment returns ``(N, 2)`` of member ``k`` for segments ``(N, 2, H, D|A)``."""
     x = model.normalizer(obs)

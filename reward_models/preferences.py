@@ -100,3 +100,25 @@ def segment_sums(values: Sequence[np.ndarray], pairs: np.ndarray, segment_length
         for j, (episode, start) in enumerate(pair):
             out[i, j] = float(np.dot(weights, values[episode][start : start + segment_length]))
     return out
+
+
+def select_by_disagreement(member_returns: np.ndarray, n_pairs: int) -> np.ndarray:
+    """Indices of the ``n_pairs`` candidate pairs the ensemble disagrees on most.
+
+    Disagreement is the standard deviation across members of ``P(second preferred) =
+    sigmoid(R_1 - R_0)`` (B-Pref's and PEBBLE's ensemble-disagreement sampling).
+
+    Args:
+        member_returns: ``(K, M, 2)`` predicted segment returns of K members for M candidates.
+        n_pairs: how many to keep (<= M).
+
+    Raises:
+        ValueError: wrong shape or ``n_pairs`` larger than the candidates.
+    """
+    member_returns = np.asarray(member_returns, dtype=np.float64)
+    if member_returns.ndim != 3 or member_returns.shape[-1] != 2:
+        raise ValueError(f"member_returns must be (K, M, 2), got {member_returns.shape}")
+    if n_pairs > member_returns.shape[1]:
+        raise ValueError(f"n_pairs={n_pairs} > {member_returns.shape[1]} candidates")
+    p_second = 1.0 / (1.0 + np.exp(-(member_returns[..., 1] - member_returns[..., 0])))
+    return np.argsort(-p_second.std(axis=0), kind="stable")[:n_pairs]

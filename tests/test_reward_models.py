@@ -108,3 +108,17 @@ def test_reward_model_recovers_the_true_reward_from_oracle_preferences():
     assert _spearman(flat, np.concatenate([e.rewards for e in episodes])) >= 0.75
     with pytest.raises(ValueError, match="at least 10"):
         fit_reward_model(episodes, PreferenceLabels(pairs[:5], np.zeros(5), 10), RewardModelConfig())
+
+
+def test_disagreement_sampling_picks_the_pairs_the_ensemble_splits_on():
+    from reward_models.preferences import select_by_disagreement
+
+    returns = np.zeros((3, 5, 2))
+    returns[:, 0] = [[0, 5], [0, 5], [0, 5]]  # all members agree
+    returns[:, 3] = [[0, 5], [5, 0], [0, 0]]  # members disagree strongly
+    returns[:, 4] = [[0, 1], [1, 0], [0, 0]]  # disagree mildly
+    assert select_by_disagreement(returns, 2).tolist() == [3, 4]
+    with pytest.raises(ValueError, match="candidates"):
+        select_by_disagreement(returns, 6)
+    with pytest.raises(ValueError, match=r"\(K, M, 2\)"):
+        select_by_disagreement(np.zeros((3, 5)), 1)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from embodied.checkpoint import latest_checkpoint, load_checkpoint
 from embodied.learners import LearnerPolicy, load_learner
@@ -187,3 +188,18 @@ def test_main_job_killed_during_training_resumes_from_its_last_checkpoint(tmp_pa
     assert latest_checkpoint(run_dir / "checkpoints").name == "00003000"
     steps = [json.loads(l)["step"] for l in (run_dir / "metrics.jsonl").read_text().splitlines() if "train/actor_loss" in l]
     assert steps == list(range(10, 3001, 10)), "every step logged once across the kill"
+
+
+def test_label_stage_with_ensemble_disagreement_sampling(compose_config, tmp_path):
+    from embodied.pipeline import dataset_stage, label_stage
+
+    cfg = compose_config(small_train_overrides(tmp_path) + [
+        "labeler.pairs=60", "labeler.segment_length=5", "labeler.sampling=disagreement",
+        "reward_model.hidden_dims=[16]", "reward_model.max_epochs=3",
+    ])
+    episodes = dataset_stage(cfg).episodes
+    labels = label_stage(cfg, episodes, tmp_path / "run")
+    assert len(labels.pairs) == 60 and labels.provenance["sampling"] == "disagreement"
+    assert label_stage(cfg, episodes, tmp_path / "run").pairs.tolist() == labels.pairs.tolist()  # cached
+    with pytest.raises(ValueError, match="labeler.sampling"):
+        OmegaConf.to_object(compose_config(["+task=pointmass", "labeler.sampling=active"]).labeler)
