@@ -210,6 +210,7 @@ def collect_dataset(
     metadata = {
         PROVENANCE_KEY: json.dumps({
             **dict(provenance or {}),
+            "env_id": env_spec.id if env_spec is not None else "unknown",
             "recipe": asdict(recipe),
             "packages": package_versions(),
             "format": "embodied-minari-1",
@@ -377,7 +378,7 @@ def resolve_dataset(id_or_path: str | Path, root: str | Path | None = None) -> P
                        "`python -m embodied.collect +task=NAME`")
 
 
-def _state_and_frames(observations: Any, has_frames: bool) -> tuple[Any, Any]:
+def _state_and_frames(observations: Any) -> tuple[Any, Any]:
     if isinstance(observations, dict):
         return observations.get(STATE_KEY), observations.get(FRAMES_KEY)
     return observations, None
@@ -399,7 +400,7 @@ def validate_episode(
     def fail(field_name: str, problem: str) -> None:
         raise DatasetError(f"episode {index}: field {field_name!r} {problem}")
 
-    state, frames = _state_and_frames(data.get("observations"), frame_space is not None)
+    state, frames = _state_and_frames(data.get("observations"))
     actions = data.get("actions")
     if state is None:
         fail("observations", "is missing")
@@ -492,7 +493,7 @@ def load_dataset(
             raise DatasetError(f"dataset {str(id_or_path)!r}: episode {index} cannot be read "
                                f"({type(error).__name__}: {error}); the file may be truncated or miss a field") from error
         validate_episode(index, data, space, dataset.action_space, frame_space)
-        state, frames = _state_and_frames(data["observations"], frame_space is not None)
+        state, frames = _state_and_frames(data["observations"])
         infos = {k: np.asarray(v) for k, v in (data.get("infos") or {}).items() if not isinstance(v, dict)}
         policy = infos.pop(POLICY_INFO_KEY, np.asarray([""]))
         episodes.append(Episode(

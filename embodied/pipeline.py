@@ -25,7 +25,15 @@ from tqdm.auto import tqdm
 from embodied.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from embodied.config import DatasetConfig, EvalConfig, LabelerConfig, TrainerConfig, normalize_resume
 from embodied.data import Episode, TransitionStore
-from embodied.datasets import OfflineDataset, Recipe, collect_dataset, datasets_root, load_dataset, make_dataset_id
+from embodied.datasets import (
+    OfflineDataset,
+    Recipe,
+    collect_dataset,
+    datasets_root,
+    is_complete,
+    load_dataset,
+    make_dataset_id,
+)
 from embodied.evaluation import evaluate_policy
 from embodied.io import atomic_write, write_json_atomic, write_text_atomic
 from embodied.learners import LearnerPolicy, restore_learner, save_learner
@@ -77,16 +85,17 @@ def dataset_stage(cfg: DictConfig, keep_frames: bool = False) -> OfflineDataset:
         recipe = Recipe(name=config.recipe, episodes=config.episodes, mixture=config.mixture, seed=config.seed,
                         frames=config.frames, width=config.width, height=config.height)
         render = {"render_mode": "rgb_array", "width": config.width, "height": config.height} if config.frames else {}
-        probe = make_env(cfg.task)
-        try:
-            policies = make_policies(cfg.task, probe.action_space, names=list(config.mixture))
-            spec_id = probe.spec.id if probe.spec is not None else "unknown"
-        finally:
-            probe.close()
+        policies = {}
+        if not is_complete(root / dataset_id):  # a finished dataset needs no env to be built
+            probe = make_env(cfg.task)
+            try:
+                policies = make_policies(cfg.task, probe.action_space, names=list(config.mixture))
+            finally:
+                probe.close()
         collect_dataset(
             dataset_id, lambda: make_env(cfg.task, **render), policies, recipe,
             info_keys=list(dict.fromkeys([*cfg.task.info_keys, *cfg.task.metrics])),
-            provenance={"task": cfg.task.name, "env_id": spec_id, "task_config": OmegaConf.to_container(cfg.task, resolve=True)},
+            provenance={"task": cfg.task.name, "task_config": OmegaConf.to_container(cfg.task, resolve=True)},
             root=root, progress=bool(cfg.trainer.progress),
         )
     return load_dataset(dataset_id, root, keep_frames=keep_frames, progress=bool(cfg.trainer.progress))
