@@ -7,8 +7,16 @@ The preference model (Bradley and Terry 1952; Christiano et al. 2017, Eq. 1):
 
 trained by cross-entropy against the label (the probability that the second segment is
 preferred; ties are the soft target 0.5; abstains are skipped). An ensemble of K independently
-initialised MLPs ``r(s, a)`` is trained on shuffled minibatches, each member stopping early on
-held-out preference accuracy; the reward is the ensemble mean.
+initialised members is trained on shuffled minibatches, each member stopping early on held-out
+preference accuracy; the reward is the ensemble mean.
+
+What a member sees of transition t is set by ``RewardModelConfig.inputs``:
+
+- ``"s"``: ``r(s_t)``; ``"sa"``: ``r(s_t, a_t)``; ``"sas"``: ``r(s_t, a_t, s_{t+1})``, an MLP on
+  the standardised state(s) and the action. ``sas`` sees the outcome of the step, which is what
+  a teacher judges when an event (a force spike, a success) shows only in ``s_{t+1}``.
+- ``"image"``: ``r(o_{t+1})``, a small CNN on the rendered frame after the step (the frame a
+  VLM labeler judged), frames resized to ``image_size`` squared pixels.
 """
 
 from __future__ import annotations
@@ -24,13 +32,19 @@ from torch.nn import functional as F
 from policies.networks import ObservationNormalizer, mlp
 from reward_models.preferences import PreferenceLabels
 
+INPUTS = ("s", "sa", "sas", "image")
+
 
 @dataclass
 class RewardModelConfig:
-    """Hyperparameters of the Bradley-Terry ensemble."""
+    """Hyperparameters of the Bradley-Terry ensemble.
+
+    Raises:
+        ValueError: a count below 1, ``holdout_fraction`` outside (0, 1), or unknown ``inputs``.
+    """
 
     hidden_dims: list[int] = field(default_factory=lambda: [256, 256])
-    """Hidden widths of each member. Default [256, 256]."""
+    """Hidden widths of each member's MLP (after the CNN for images). Default [256, 256]."""
     ensemble_size: int = 3
     """K members. Default 3."""
     learning_rate: float = 3e-4
@@ -43,37 +57,146 @@ class RewardModelConfig:
     """Epochs without a better held-out accuracy before a member stops. Default 10."""
     holdout_fraction: float = 0.2
     """Share of answered pairs kept for held-out accuracy. Default 0.2."""
-    use_action: bool = True
-    """r(s, a) when True, r(s) otherwise. Default True."""
+    inputs: str = "sas"
+    """What a member sees: ``s``, ``sa``, ``sas`` or ``image`` (module docstring). Default sas."""
+    image_size: int = 64
+    """Frames are resized to this many pixels squared for ``inputs=image``. Default 64."""
+    cnn_channels: list[int] = field(default_factory=lambda: [16, 32, 32, 32])
+    """Channels of the stride-2 3x3 convolutions for ``inputs=image``. Default [16, 32, 32, 32]."""
 
     def __post_init__(self) -> None:
         if self.ensemble_size < 1 or self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
             raise ValueError("ensemble_size, batch_size, max_epochs and patience must be >= 1")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction={self.holdout_fraction}; expected in (0, 1)")
+        if self.inputs not in INPUTS:
+            raise ValueError(f"reward model inputs={self.inputs!r}; expected one of {', '.join(INPUTS)}")
+        if self.image_size < 16:
+            raise ValueError(f"image_size={self.image_size}; expected >= 16 pixels")
+
+
+class TransitionInputs:
+    """Every transition of a list of episodes, flattened, as the tensors a reward model reads.
+
+    ``tensors`` holds ``observation (N, D) float32``, ``action (N, A) float32`` and
+    ``next_observation (N, D) float32``, or for ``inputs=image`` ``frame (N, 3, S, S) uint8``
+    (the frame after each step, resized to ``S = image_size``). Segment ``(episode, start)`` of
+    length H covers rows ``offset[episode] + start + arange(H)``.
+
+    Raises:
+        ValueError: ``inputs=image`` but an episode has no frames.
+    """
+
+    def __init__(self, episodes: Sequence, config: RewardModelConfig, device: str | torch.device = "cpu"):
+        self.config = config
+        lengths = [len(ep.actions) for ep in episodes]
+        self.offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(lengths)[:-1]]), dtype=torch.long, device=device)
+        self.tensors: dict[str, torch.Tensor] = {}
+        if config.inputs == "image":
+            frames = []
+            for i, ep in enumerate(episodes):
+                if ep.frames is None:
+                    raise ValueError(
+                        f"episode {i} has no frames but reward_model.inputs=image needs them; "
+                        "collect the dataset with dataset.frames=true"
+                    )
+                frames.append(resize_frames(ep.frames[1:], config.image_size))
+            self.tensors["frame"] = torch.cat(frames).to(device)
+        else:
+            def cat(arrays):
+                return torch.as_tensor(np.concatenate(arrays).astype(np.float32), device=device)
+
+            self.tensors["observation"] = cat([ep.observations[:-1] for ep in episodes])
+            self.tensors["action"] = cat([ep.actions for ep in episodes])
+            self.tensors["next_observation"] = cat([ep.observations[1:] for ep in episodes])
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def segment_rows(self, pairs: np.ndarray, segment_length: int) -> torch.Tensor:
+        """Row indices ``(N, 2, H) int64`` of the segments of ``pairs (N, 2, 2)``."""
+        pairs_t = torch.as_tensor(np.asarray(pairs), dtype=torch.long, device=self.offsets.device)
+        start = self.offsets[pairs_t[..., 0]] + pairs_t[..., 1]
+        return start[..., None] + torch.arange(segment_length, device=self.offsets.device)
+
+    def gather(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The tensors at ``rows`` (any shape), each ``(*rows.shape, ...)``."""
+        return {k: v[rows] for k, v in self.tensors.items()}
+
+
+def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
+    """``(T, H, W, 3) uint8`` -> ``(T, 3, size, size) uint8`` by area averaging.
+
+    Raises:
+        ValueError: frames not ``(T, H, W, 3)``.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    x = torch.as_tensor(frames).permute(0, 3, 1, 2)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x.float(), size=(size, size), mode="area").round().clamp(0, 255).to(torch.uint8)
+    return x.contiguous()
+
+
+class _ImageReward(nn.Module):
+    """One CNN member: ``(..., 3, S, S) uint8 -> (...)`` float32."""
+
+    def __init__(self, config: RewardModelConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = [3, *config.cnn_channels]
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU()]
+        self.encoder = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = mlp(channels[-1], 1, config.hidden_dims)
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        batch = frame.shape[:-3]
+        x = frame.reshape(-1, *frame.shape[-3:]).float() / 255.0
+        return self.head(self.encoder(x)).reshape(batch)
 
 
 class RewardEnsemble(nn.Module):
-    """K reward MLPs ``(B, D) [, (B, A)] -> (K, B)`` with shared observation normalisation."""
+    """K reward members ``inputs -> (K, ...)`` with shared observation normalisation.
+
+    ``inputs`` is a dict as :meth:`TransitionInputs.gather` returns; leading dimensions are free.
+    """
 
     def __init__(self, config: RewardModelConfig, observation_dim: int, action_dim: int):
         super().__init__()
         self.config = config
         self.normalizer = ObservationNormalizer(observation_dim)
-        in_dim = observation_dim + (action_dim if config.use_action else 0)
-        self.members = nn.ModuleList(mlp(in_dim, 1, config.hidden_dims) for _ in range(config.ensemble_size))
+        if config.inputs == "image":
+            self.members = nn.ModuleList(_ImageReward(config) for _ in range(config.ensemble_size))
+        else:
+            in_dim = {"s": observation_dim, "sa": observation_dim + action_dim,
+                      "sas": 2 * observation_dim + action_dim}[config.inputs]
+            self.members = nn.ModuleList(mlp(in_dim, 1, config.hidden_dims) for _ in range(config.ensemble_size))
 
-    def member_rewards(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """Per-member rewards ``(K, ...)`` for ``observation (..., D)``, ``action (..., A)``."""
-        x = self.normalizer(observation)
-        if self.config.use_action:
-            x = torch.cat([x, action], dim=-1)
-        return torch.stack([m(x).squeeze(-1) for m in self.members])
+    def _features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.config.inputs == "image":
+            return inputs["frame"]
+        parts = [self.normalizer(inputs["observation"])]
+        if self.config.inputs in ("sa", "sas"):
+            parts.append(inputs["action"])
+        if self.config.inputs == "sas":
+            parts.append(self.normalizer(inputs["next_observation"]))
+        return torch.cat(parts, dim=-1)
+
+    def member_reward(self, k: int, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Member ``k``'s reward ``(...)`` for each transition of ``inputs``."""
+        out = self.members[k](self._features(inputs))
+        return out if self.config.inputs == "image" else out.squeeze(-1)
+
+    def member_rewards(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-member rewards ``(K, ...)``."""
+        return torch.stack([self.member_reward(k, inputs) for k in range(len(self.members))])
 
     @torch.no_grad()
-    def forward(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Ensemble-mean reward ``(...)``."""
-        return self.member_rewards(observation, action).mean(0)
+        return self.member_rewards(inputs).mean(0)
 
 
 def bradley_terry_loss(returns: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -87,13 +210,6 @@ def bradley_terry_loss(returns: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return F.binary_cross_entropy_with_logits(logits, labels.expand_as(logits))
 
 
-def _segments(episodes, pairs: np.ndarray, length: int, key: str) -> np.ndarray:
-    out = []
-    for pair in pairs:
-        out.append([getattr(episodes[e], key)[s : s + length] for e, s in pair])
-    return np.asarray(out, dtype=np.float32)  # (N, 2, H, dim)
-
-
 def preference_accuracy(returns: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of non-tie pairs where the larger predicted return is the preferred segment."""
     decided = labels != 0.5
@@ -101,6 +217,17 @@ def preference_accuracy(returns: torch.Tensor, labels: torch.Tensor) -> float:
         return float("nan")
     predicted = (returns[..., 1] > returns[..., 0]).float()
     return float((predicted[decided] == labels[decided]).float().mean())
+
+
+def _segment_returns(model: RewardEnsemble, k: int | None, store: TransitionInputs, rows: torch.Tensor,
+                     chunk: int = 256) -> torch.Tensor:
+    """Segment returns ``(N, 2)`` (member ``k``, or the ensemble mean when None) of ``rows (N, 2, H)``."""
+    out = []
+    for part in rows.split(chunk):
+        inputs = store.gather(part)
+        reward = model.member_reward(k, inputs) if k is not None else model.member_rewards(inputs).mean(0)
+        out.append(reward.sum(-1))
+    return torch.cat(out) if out else torch.zeros(0, 2, device=rows.device)
 
 
 def fit_reward_model(
@@ -113,7 +240,8 @@ def fit_reward_model(
     """Train a Bradley-Terry ensemble on the answered pairs of ``labels``.
 
     Args:
-        episodes: the episodes the pairs index (``observations (T+1, D)``, ``actions (T, A)``).
+        episodes: the episodes the pairs index (``observations (T+1, D)``, ``actions (T, A)``,
+            ``frames (T+1, H, W, 3) uint8`` for ``inputs=image``).
         labels: labelled pairs (abstains are dropped).
         config: hyperparameters.
         seed: seeds the split, initialisation and shuffling.
@@ -124,7 +252,7 @@ def fit_reward_model(
         ``train_accuracy`` (ensemble mean), ``pairs_train``, ``pairs_heldout``, ``epochs``.
 
     Raises:
-        ValueError: fewer than 10 answered pairs.
+        ValueError: fewer than 10 answered pairs; ``inputs=image`` without frames.
     """
     answered = labels.answered
     pairs, targets = labels.pairs[answered], labels.labels[answered]
@@ -134,14 +262,17 @@ def fit_reward_model(
     order = rng.permutation(len(pairs))
     n_held = max(1, int(round(config.holdout_fraction * len(pairs))))
     held, train = order[:n_held], order[n_held:]
-    H = labels.segment_length
-    obs = torch.as_tensor(_segments(episodes, pairs, H, "observations"), device=device)
-    act = torch.as_tensor(_segments(episodes, pairs, H, "actions"), device=device)
+    store = TransitionInputs(episodes, config, device)
+    rows = store.segment_rows(pairs, labels.segment_length)
     y = torch.as_tensor(targets, device=device)
 
     torch.manual_seed(seed)
-    model = RewardEnsemble(config, obs.shape[-1], act.shape[-1]).to(device)
-    model.normalizer.fit(obs[train].reshape(-1, obs.shape[-1]))
+    observation_dim = episodes[0].observations.shape[-1]
+    model = RewardEnsemble(config, observation_dim, episodes[0].actions.shape[-1]).to(device)
+    if config.inputs != "image":
+        model.normalizer.fit(torch.as_tensor(np.concatenate([ep.observations for ep in episodes]),
+                                             dtype=torch.float32, device=device))
+    held_t, train_t = torch.as_tensor(held, device=device), torch.as_tensor(train, device=device)
     epochs_used = 0
     for k, member in enumerate(model.members):
         optimizer = torch.optim.Adam(member.parameters(), lr=config.learning_rate)
@@ -149,14 +280,14 @@ def fit_reward_model(
         generator = torch.Generator().manual_seed(seed * 1000 + k)
         for epoch in range(config.max_epochs):
             for batch in torch.randperm(len(train), generator=generator).split(config.batch_size):
-                index = torch.as_tensor(train, device=device)[batch.to(device)]
-                returns = _member_returns(model, k, obs[index], act[index])
+                index = train_t[batch.to(device)]
+                returns = model.member_reward(k, store.gather(rows[index])).sum(-1)
                 loss = bradley_terry_loss(returns, y[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
             with torch.no_grad():
-                accuracy = preference_accuracy(_member_returns(model, k, obs[held], act[held]), y[held])
+                accuracy = preference_accuracy(_segment_returns(model, k, store, rows[held_t]), y[held_t])
             if accuracy > best:
                 best, stale = accuracy, 0
                 best_state = {n: p.detach().clone() for n, p in member.state_dict().items()}
@@ -166,51 +297,44 @@ def fit_reward_model(
                     break
         epochs_used = max(epochs_used, epoch + 1)
         member.load_state_dict(best_state)
+    model.eval()
     with torch.no_grad():
-        held_returns = model(obs[held], act[held]).sum(-1)
-        train_returns = model(obs[train], act[train]).sum(-1)
+        held_returns = _segment_returns(model, None, store, rows[held_t])
+        train_returns = _segment_returns(model, None, store, rows[train_t])
     report = {
-        "heldout_accuracy": preference_accuracy(held_returns, y[held]),
-        "train_accuracy": preference_accuracy(train_returns, y[train]),
+        "heldout_accuracy": preference_accuracy(held_returns, y[held_t]),
+        "train_accuracy": preference_accuracy(train_returns, y[train_t]),
         "pairs_train": float(len(train)),
         "pairs_heldout": float(len(held)),
         "epochs": float(epochs_used),
     }
-    return model.eval(), report
+    return model, report
 
 
 @torch.no_grad()
 def ensemble_segment_returns(model: RewardEnsemble, episodes: Sequence, pairs: np.ndarray, segment_length: int) -> np.ndarray:
-    """Every member's predicted returns of the segments of ``pairs``: ``(K, N, 2)``."""
+    """Every member's predicted returns of the segments of ``pairs``: ``(K, N, 2)`` float32."""
     device = next(model.parameters()).device
-    obs = torch.as_tensor(_segments(episodes, pairs, segment_length, "observations"), device=device)
-    act = torch.as_tensor(_segments(episodes, pairs, segment_length, "actions"), device=device)
-    return np.stack([_member_returns(model, k, obs, act).cpu().numpy() for k in range(len(model.members))])
-
-
-def _member_returns(model: RewardEnsemble, k: int, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    """Segment returns ``(N, 2)`` of member ``k`` for segments ``(N, 2, H, D|A)``."""
-    x = model.normalizer(obs)
-    if model.config.use_action:
-        x = torch.cat([x, act], dim=-1)
-    return model.members[k](x).squeeze(-1).sum(-1)
+    store = TransitionInputs(episodes, model.config, device)
+    rows = store.segment_rows(pairs, segment_length)
+    return np.stack([_segment_returns(model, k, store, rows).cpu().numpy() for k in range(len(model.members))])
 
 
 @torch.no_grad()
-def relabel(model: RewardEnsemble, episodes: Sequence, normalize: bool = True) -> list[np.ndarray]:
-    """Learned rewards ``(T,) float32`` for every episode's transitions ``(s_t, a_t)``.
+def relabel(model: RewardEnsemble, episodes: Sequence, normalize: bool = True, chunk: int = 4096) -> list[np.ndarray]:
+    """Learned rewards ``(T,) float32`` for every episode's transitions.
 
     With ``normalize`` the rewards are standardised over the whole dataset (zero mean, unit
     standard deviation), the usual input scale for the offline learner.
+
+    Raises:
+        ValueError: ``inputs=image`` and an episode has no frames.
     """
     device = next(model.parameters()).device
-    out = []
-    for ep in episodes:
-        obs = torch.as_tensor(np.asarray(ep.observations[:-1], dtype=np.float32), device=device)
-        act = torch.as_tensor(np.asarray(ep.actions, dtype=np.float32), device=device)
-        out.append(model(obs, act).cpu().numpy().astype(np.float32))
+    store = TransitionInputs(episodes, model.config, device)
+    rows = torch.arange(len(store), device=device)
+    flat = torch.cat([model(store.gather(part)) for part in rows.split(chunk)]).cpu().numpy().astype(np.float32)
     if normalize:
-        flat = np.concatenate(out)
-        mean, std = float(flat.mean()), float(flat.std()) + 1e-8
-        out = [(r - mean) / std for r in out]
-    return out
+        flat = (flat - flat.mean()) / (flat.std() + 1e-8)
+    bounds = np.cumsum([len(ep.actions) for ep in episodes])[:-1]
+    return np.split(flat, bounds)

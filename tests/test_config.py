@@ -78,8 +78,11 @@ def test_reward_model_configs_instantiate(compose_config, reward_model):
     from reward_models.bradley_terry import RewardEnsemble
 
     cfg = compose_config(["+task=pointmass", f"reward_model={reward_model}"])
-    model = RewardEnsemble(instantiate(cfg.reward_model), observation_dim=6, action_dim=2)
-    assert model(torch.zeros(4, 6), torch.zeros(4, 2)).shape == (4,)
+    config = instantiate(cfg.reward_model)
+    model = RewardEnsemble(config, observation_dim=6, action_dim=2)
+    inputs = {"observation": torch.zeros(4, 6), "action": torch.zeros(4, 2), "next_observation": torch.zeros(4, 6),
+              "frame": torch.zeros(4, 3, config.image_size, config.image_size, dtype=torch.uint8)}
+    assert model(inputs).shape == (4,)
 
 
 @pytest.mark.parametrize("logger", _options("logger"))

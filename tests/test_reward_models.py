@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -108,6 +109,65 @@ def test_reward_model_recovers_the_true_reward_from_oracle_preferences():
     assert _spearman(flat, np.concatenate([e.rewards for e in episodes])) >= 0.75
     with pytest.raises(ValueError, match="at least 10"):
         fit_reward_model(episodes, PreferenceLabels(pairs[:5], np.zeros(5), 10), RewardModelConfig())
+
+
+@pytest.mark.parametrize("inputs", ["s", "sa", "sas"])
+def test_every_state_input_kind_trains_and_relabels(inputs):
+    env = envs.make("embodied/PointMass-v0")
+    episodes = [rollout(env, RandomPolicy(env.action_space), i) for i in range(6)]
+    pairs = sample_pairs([len(e) for e in episodes], 5, 60, np.random.default_rng(0))
+    labels = TEACHERS["oracle"].label([e.rewards for e in episodes], pairs, 5, np.random.default_rng(1))
+    config = RewardModelConfig(hidden_dims=[16], max_epochs=2, inputs=inputs)
+    model, _ = fit_reward_model(episodes, labels, config)
+    in_dim = model.members[0][0].in_features
+    D, A = episodes[0].observations.shape[1], episodes[0].actions.shape[1]
+    assert in_dim == {"s": D, "sa": D + A, "sas": 2 * D + A}[inputs]
+    assert [len(r) for r in relabel(model, episodes)] == [len(e.actions) for e in episodes]
+
+
+def test_sas_model_sees_the_next_observation():
+    """r(s, a, s') must change when only s' changes; r(s, a) must not."""
+    from reward_models.bradley_terry import RewardEnsemble
+
+    base = {"observation": torch.zeros(1, 4), "action": torch.zeros(1, 2), "next_observation": torch.zeros(1, 4)}
+    moved = {**base, "next_observation": torch.ones(1, 4)}
+    torch.manual_seed(0)
+    sas = RewardEnsemble(RewardModelConfig(hidden_dims=[8], inputs="sas"), 4, 2)
+    sa = RewardEnsemble(RewardModelConfig(hidden_dims=[8], inputs="sa"), 4, 2)
+    assert not torch.allclose(sas(base), sas(moved))
+    assert torch.allclose(sa(base), sa(moved))
+
+
+def test_image_reward_model_learns_from_frames():
+    """The CNN reward model (inputs=image) learns PointMass's distance-to-goal reward from pixels."""
+    env = envs.make("embodied/PointMass-v0", render_mode="rgb_array", width=48, height=48)
+    policies = [PointMassExpert(), RandomPolicy(env.action_space)]
+    episodes = [rollout(env, policies[i % 2], i, render=True) for i in range(16)]
+    env.close()
+    assert episodes[0].frames.shape[1:] == (48, 48, 3)
+    pairs = sample_pairs([len(e) for e in episodes], 5, 300, np.random.default_rng(0))
+    labels = TEACHERS["oracle"].label([e.rewards for e in episodes], pairs, 5, np.random.default_rng(1))
+    config = RewardModelConfig(hidden_dims=[32], ensemble_size=1, max_epochs=25, patience=6, inputs="image",
+                               image_size=32, cnn_channels=[8, 16, 16], learning_rate=1e-3, batch_size=32)
+    model, report = fit_reward_model(episodes, labels, config)
+    assert report["heldout_accuracy"] >= 0.7, report
+    learned = np.concatenate(relabel(model, episodes))
+    assert _spearman(learned, np.concatenate([e.rewards for e in episodes])) >= 0.5
+    no_frames = [dataclasses.replace(e, frames=None) for e in episodes]
+    with pytest.raises(ValueError, match="episode 0 has no frames.*dataset.frames=true"):
+        relabel(model, no_frames)
+
+
+def test_resize_frames_averages_areas():
+    from reward_models.bradley_terry import resize_frames
+
+    frames = np.zeros((2, 4, 4, 3), np.uint8)
+    frames[:, :2, :2] = 200
+    out = resize_frames(frames, 2)
+    assert out.shape == (2, 3, 2, 2) and out.dtype == torch.uint8
+    assert out[0, :, 0, 0].tolist() == [200] * 3 and out[0, :, 1, 1].tolist() == [0] * 3
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+        resize_frames(np.zeros((4, 4, 3), np.uint8), 2)
 
 
 def test_disagreement_sampling_picks_the_pairs_the_ensemble_splits_on():
