@@ -32,6 +32,12 @@ class TaskConfig:
     """``info`` entries recorded per step; must include ``success``."""
     metrics: list[str] = field(default_factory=list)
     """``info`` entries whose value at the end of the episode is reported (task metrics)."""
+    description: str = ""
+    """The goal in words, for vision-language labelers (VLM prompts, CLIP goal prompts)."""
+    goal_prompts: list[str] = field(default_factory=list)
+    """CLIP goal prompts (VLM-RM); default: ``[description]``."""
+    baseline_prompts: list[str] = field(default_factory=list)
+    """CLIP baseline prompts (VLM-RM): the scene without the goal achieved."""
 
 
 @dataclass

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from embodied.cli import require_task, run_dir
 from embodied.io import write_json_atomic
-from embodied.pipeline import dataset_stage, label_stage, print_json, reward_stage
+from embodied.pipeline import dataset_stage, label_stage, needs_frames, print_json, reward_stage
 from embodied.runtime import resolve_device, seed_everything
 from reward_models.bradley_terry import relabel
 
@@ -44,7 +44,7 @@ def _main(cfg: DictConfig) -> None:
     folder = run_dir()
     seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)
-    dataset = dataset_stage(cfg)
+    dataset = dataset_stage(cfg, keep_frames=needs_frames(cfg, labeling=True))
     labels = label_stage(cfg, dataset.episodes, folder)
     model, report = reward_stage(cfg, dataset.episodes, labels, folder, device)
     learned = np.concatenate(relabel(model, dataset.episodes))

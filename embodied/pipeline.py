@@ -101,11 +101,31 @@ def dataset_stage(cfg: DictConfig, keep_frames: bool = False) -> OfflineDataset:
     return load_dataset(dataset_id, root, keep_frames=keep_frames, progress=bool(cfg.trainer.progress))
 
 
+def needs_frames(cfg: DictConfig, labeling: bool | None = None) -> bool:
+    """Whether the run reads rendered frames: an image labeler (clip, vlm) or an image reward
+    model (``reward_model.inputs=image``). ``labeling``: whether the run labels (default: when
+    ``algo.reward=learned``)."""
+    labeling = cfg.algo.reward == "learned" if labeling is None else labeling
+    teacher_target = str(OmegaConf.select(cfg, "labeler.teacher._target_", default=""))
+    image_labeler = not teacher_target.endswith("ScriptedTeacher")
+    image_model = OmegaConf.select(cfg, "reward_model.inputs") == "image"
+    return bool(labeling and (image_labeler or image_model))
+
+
+def _require_frames(cfg: DictConfig, episodes: list[Episode], what: str) -> None:
+    if any(ep.frames is None for ep in episodes):
+        raise ValueError(
+            f"{what} needs rendered frames, but dataset {cfg.dataset.id or cfg.dataset.recipe!r} has none; collect one "
+            "with frames: dataset.frames=true dataset.recipe=mixed-frames (a recipe name of its own)"
+        )
+
+
 def label_stage(cfg: DictConfig, episodes: list[Episode], run_dir: Path) -> PreferenceLabels:
     """Label segment pairs with ``labeler`` (cached in ``run_dir/labels/labels.npz``).
 
-    Pairs are drawn uniformly with the run's seed; scripted teachers read the dataset's
-    ground-truth reward, as a simulated person.
+    Pairs are drawn with the run's seed (``labeler.sampling``). Scripted teachers read the
+    dataset's ground-truth reward, as a simulated person; the CLIP and VLM labelers look at the
+    frames (the VLM labeler's answer cache lives in ``run_dir/labels/`` unless configured).
     """
     path = run_dir / "labels" / "labels.npz"
     if path.exists():
@@ -114,23 +134,47 @@ def label_stage(cfg: DictConfig, episodes: list[Episode], run_dir: Path) -> Pref
                                     json.loads(str(data["provenance"])))
     labeler: LabelerConfig = OmegaConf.to_object(cfg.labeler)
     teacher = instantiate(cfg.labeler.teacher)
+    if getattr(teacher, "needs_frames", False):
+        _require_frames(cfg, episodes, f"labeler={labeler.name}")
     rng = np.random.default_rng(int(cfg.seed))
-    lengths, rewards, H = [len(ep) for ep in episodes], [ep.rewards for ep in episodes], labeler.segment_length
+    lengths, H, workdir = [len(ep) for ep in episodes], labeler.segment_length, run_dir / "labels"
     if labeler.sampling == "uniform":
-        labels = teacher.label(rewards, sample_pairs(lengths, H, labeler.pairs, rng), H, rng)
+        labels = teacher.label_segments(episodes, sample_pairs(lengths, H, labeler.pairs, rng), H, rng, workdir=workdir)
     else:
-        first = teacher.label(rewards, sample_pairs(lengths, H, labeler.pairs // 2, rng), H, rng)
+        first = teacher.label_segments(episodes, sample_pairs(lengths, H, labeler.pairs // 2, rng), H, rng, workdir=workdir)
         model, _ = fit_reward_model(episodes, first, instantiate(cfg.reward_model), seed=int(cfg.seed))
         rest = labeler.pairs - labeler.pairs // 2
         candidates = sample_pairs(lengths, H, 10 * rest, rng)
         chosen = candidates[select_by_disagreement(ensemble_segment_returns(model, episodes, candidates, H), rest)]
-        second = teacher.label(rewards, chosen, H, rng)
+        second = teacher.label_segments(episodes, chosen, H, rng, workdir=workdir)
         labels = PreferenceLabels(np.concatenate([first.pairs, second.pairs]), np.concatenate([first.labels, second.labels]),
-                                  H, {**first.provenance, "sampling": "disagreement"})
+                                  H, {**first.provenance, "sampling": "disagreement", "second": second.provenance})
     with atomic_write(path, "wb") as f:
         np.savez(f, pairs=labels.pairs, labels=labels.labels, segment_length=labels.segment_length,
                  provenance=json.dumps(labels.provenance))
     return labels
+
+
+def label_quality(labels: PreferenceLabels, episodes: list[Episode]) -> dict[str, float]:
+    """Label-quality numbers: abstain and tie rates, agreement with the ground-truth oracle on the
+    pairs both decided (in simulation, where the dataset holds the true reward), and swap
+    consistency when the labeler checked it."""
+    from reward_models.teachers import TEACHERS
+
+    out = dict(labels.rates())
+    if all(ep.rewards is not None and len(ep.rewards) == len(ep.actions) for ep in episodes):
+        truth = TEACHERS["oracle"].label([ep.rewards for ep in episodes], labels.pairs, labels.segment_length,
+                                         np.random.default_rng(0)).labels
+        decided = labels.answered & (labels.labels != 0.5)
+        out["agreement_with_true_reward"] = float((labels.labels[decided] == truth[decided]).mean()) if decided.any() else float("nan")
+    counts = labels.provenance.get("counts", {})
+    if labels.provenance.get("swap_check"):
+        checked = counts.get("answered", 0) + counts.get("unsure", 0) + counts.get("swap_inconsistent", 0)
+        out["swap_consistency"] = float(1 - counts.get("swap_inconsistent", 0) / checked) if checked else float("nan")
+    for key in ("unparseable", "failed"):
+        if key in counts:
+            out[f"{key}_rate"] = float(counts[key] / max(len(labels.labels), 1))
+    return out
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -156,7 +200,7 @@ def reward_stage(cfg: DictConfig, episodes: list[Episode], labels: PreferenceLab
     model, report = fit_reward_model(episodes, labels, config, seed=int(cfg.seed), device=device)
     learned = np.concatenate(relabel(model, episodes, normalize=False))
     true = np.concatenate([ep.rewards for ep in episodes])
-    report = {**report, **labels.rates(), "pearson_true_reward": float(np.corrcoef(learned, true)[0, 1]),
+    report = {**report, **label_quality(labels, episodes), "pearson_true_reward": float(np.corrcoef(learned, true)[0, 1]),
               "spearman_true_reward": _spearman(learned, true)}
     save_checkpoint(folder, 0, model.state_dict(), {
         "config": dataclasses.asdict(config), "observation_dim": int(episodes[0].observations.shape[1]),
@@ -209,7 +253,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             return done
 
     started = time.time()
-    dataset = dataset_stage(cfg)
+    dataset = dataset_stage(cfg, keep_frames=needs_frames(cfg))
     episodes = dataset.episodes
     reward_report: dict[str, float] = {}
     train_episodes = episodes

@@ -20,8 +20,10 @@ myopic (gamma 0.9).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -89,6 +91,17 @@ class ScriptedTeacher:
         if self.eps_skip > 0:
             labels[np.maximum(r0, r1) < self.eps_skip * scale] = ABSTAIN
         return PreferenceLabels(pairs, labels, segment_length, provenance={"labeler": "scripted", **asdict(self)})
+
+    needs_frames: ClassVar[bool] = False
+
+    def label_segments(self, episodes: Sequence, pairs: np.ndarray, segment_length: int,
+                       rng: np.random.Generator | None = None, workdir=None) -> PreferenceLabels:
+        """The labeler interface shared with the CLIP and VLM labelers: label ``pairs (N, 2, 2)``
+        of the episodes' segments from their ground-truth ``rewards``, as a simulated person."""
+        started = time.time()
+        labels = self.label([ep.rewards for ep in episodes], pairs, segment_length, rng or np.random.default_rng())
+        labels.provenance.update(started=started, finished=time.time())
+        return labels
 
 
 #: The six B-Pref teachers with the reference settings (FACTS.md).

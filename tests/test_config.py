@@ -63,14 +63,25 @@ def test_algo_configs_instantiate_a_learner(compose_config, algo):
 
 
 @pytest.mark.parametrize("labeler", _options("labeler"))
-def test_labeler_configs_instantiate_a_teacher_that_labels(compose_config, labeler):
-    cfg = compose_config(["+task=pointmass", f"labeler={labeler}"])
+def test_labeler_configs_instantiate_a_labeler(compose_config, labeler):
+    from reward_models.teachers import ScriptedTeacher
+
+    cfg = compose_config(["+task=dressing", f"labeler={labeler}"])
     teacher = instantiate(cfg.labeler.teacher)
-    rewards = [np.linspace(0, 1, 30), np.linspace(1, 0, 30)]
-    pairs = np.array([[[0, 0], [1, 0]], [[0, 20], [1, 20]]])
-    labels = teacher.label(rewards, pairs, cfg.labeler.segment_length, np.random.default_rng(0))
-    assert labels.labels.shape == (2,) and labels.provenance["name"] == labeler
-    assert OmegaConf.to_object(cfg.labeler).pairs >= 10
+    assert callable(teacher.label_segments) and cfg.labeler.name == labeler
+    assert OmegaConf.to_object(cfg.labeler).pairs >= 20
+    if isinstance(teacher, ScriptedTeacher):
+        rewards = [np.linspace(0, 1, 30), np.linspace(1, 0, 30)]
+        pairs = np.array([[[0, 0], [1, 0]], [[0, 20], [1, 20]]])
+        labels = teacher.label(rewards, pairs, cfg.labeler.segment_length, np.random.default_rng(0))
+        assert labels.labels.shape == (2,) and labels.provenance["name"] == labeler
+        assert not cfg.dataset.frames
+    else:  # image labelers select a dataset with frames and take the task's words
+        assert teacher.needs_frames and cfg.dataset.frames and cfg.dataset.recipe != "mixed"
+        if labeler == "clip":
+            assert teacher.reward.goal_prompts == list(cfg.task.goal_prompts)
+        else:
+            assert teacher.task == cfg.task.description
 
 
 @pytest.mark.parametrize("reward_model", _options("reward_model"))

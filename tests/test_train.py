@@ -160,6 +160,31 @@ def test_cli_label_reports_reward_quality_and_draws_the_scatter(tmp_path):
     assert (run_dir / "labels" / "labels.npz").is_file()
 
 
+def test_cli_label_with_the_vlm_labeler_over_http_and_an_image_reward_model(tmp_path):
+    """labeler=vlm end to end: frames collected, labels from a real 127.0.0.1 server, a CNN reward
+    model on the frames, the label-quality report; a rerun into the same folder asks nothing."""
+    from tests.vlm_server import FakeVLM
+
+    with FakeVLM() as server:
+        args = [*small_train_overrides(tmp_path / "outputs"), "labeler=vlm", f"labeler.teacher.base_url={server.url}",
+                "labeler.teacher.model=test-vlm", "labeler.teacher.requests_per_minute=0", "labeler.pairs=30",
+                "labeler.teacher.swap_check=true", "dataset.width=32", "dataset.height=32", "reward_model=cnn",
+                "reward_model.image_size=32", "reward_model.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}"]
+        result = run_module("embodied.label", *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        asked = len(server.bodies)
+        assert asked >= 30 * 2 * 2 - 10  # two stages, swapped too; identical images come from the cache
+        (tmp_path / "run" / "labels" / "labels.npz").unlink()  # force the label stage to run again
+        rerun = run_module("embodied.label", *args, cwd=tmp_path)
+        assert rerun.returncode == 0, rerun.stderr
+        assert len(server.bodies) == asked, "the rerun asked the VLM again"
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["labeler"] == "vlm"
+    for key in ("heldout_accuracy", "agreement_with_true_reward", "swap_consistency", "abstain", "tie"):
+        assert key in metrics["reward"], key
+    assert metrics["reward"]["swap_consistency"] == 1.0  # the test server's judge is consistent
+
+
 @pytest.mark.slow
 def test_main_job_killed_during_training_resumes_from_its_last_checkpoint(tmp_path):
     import os
