@@ -128,11 +128,16 @@ class TrainerConfig:
     """Newest checkpoints kept on disk. Default 3."""
     progress: bool = True
     """Show a progress bar with rate and ETA. Default True."""
+    eval_every: int = 1000
+    """Updates between evaluations during training (``eval.episodes_during_training`` episodes,
+    logged as ``eval/`` and drawn in the learning curves); 0: only the final evaluation."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"trainer.{name}={getattr(self, name)}; expected >= 1")
+        if self.eval_every < 0:
+            raise ValueError(f"trainer.eval_every={self.eval_every}; expected >= 0 (0 = only at the end)")
 
 
 @dataclass
@@ -143,10 +148,19 @@ class EvalConfig:
     """Episodes per evaluation. Default 20."""
     seed: int = 1_000_000
     """Seed of the first evaluation episode (episode i uses seed + i), apart from training data."""
+    episodes_during_training: int = 5
+    """Episodes of each evaluation during training (``trainer.eval_every``). Default 5."""
+    videos: int = 2
+    """Final-evaluation episodes recorded as mp4 in ``videos/`` (the first ones). Default 2."""
+    video_size: int = 256
+    """Video frame side in pixels. Default 256."""
 
     def __post_init__(self) -> None:
-        if self.episodes < 1:
-            raise ValueError(f"eval.episodes={self.episodes}; expected >= 1")
+        if self.episodes < 1 or self.episodes_during_training < 1:
+            raise ValueError(f"eval.episodes={self.episodes} and eval.episodes_during_training="
+                             f"{self.episodes_during_training}; expected >= 1")
+        if self.videos < 0 or not 16 <= self.video_size <= 1024:
+            raise ValueError(f"eval.videos={self.videos} (>= 0) and eval.video_size={self.video_size} (16..1024 px)")
 
 
 @dataclass

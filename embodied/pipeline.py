@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from embodied.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from embodied.config import DatasetConfig, EvalConfig, LabelerConfig, TrainerConfig, normalize_resume
-from embodied.data import Episode, TransitionStore
+from embodied.data import Episode, TransitionStore, rollout
 from embodied.datasets import (
     OfflineDataset,
     Recipe,
@@ -209,18 +209,83 @@ def reward_stage(cfg: DictConfig, episodes: list[Episode], labels: PreferenceLab
     return model.eval(), report
 
 
-def evaluate_stage(cfg: DictConfig, policy: Any) -> dict[str, float]:
-    """Evaluate a policy on the task with ``eval.*`` settings; returns ``summarize`` metrics."""
+def evaluate_stage(cfg: DictConfig, policy: Any, episodes: int | None = None) -> dict[str, float]:
+    """Evaluate a policy on the task with ``eval.*`` settings (``episodes`` overrides
+    ``eval.episodes``); returns ``summarize`` metrics."""
     evaluation: EvalConfig = OmegaConf.to_object(cfg.eval)
     env = make_env(cfg.task)
     try:
         return evaluate_policy(
-            env, policy, evaluation.episodes, evaluation.seed,
+            env, policy, episodes or evaluation.episodes, evaluation.seed,
             info_keys=list(cfg.task.info_keys), metric_keys=list(cfg.task.metrics),
             progress=bool(cfg.trainer.progress),
         )
     finally:
         env.close()
+
+
+def record_videos(cfg: DictConfig, policy: Any, folder: Path) -> list[Path]:
+    """Roll out the first ``eval.videos`` evaluation episodes again with rendering and write each
+    as ``folder/eval_<seed>_<success|failure>.mp4`` (H.264, the env's render fps), atomically.
+
+    The policy is deterministic, so these are the same episodes the evaluation scored.
+    """
+    import imageio.v2 as imageio
+
+    evaluation: EvalConfig = OmegaConf.to_object(cfg.eval)
+    if evaluation.videos == 0:
+        return []
+    env = make_env(cfg.task, render_mode="rgb_array", width=evaluation.video_size, height=evaluation.video_size)
+    fps = float(env.metadata.get("render_fps") or 10)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    try:
+        for i in range(evaluation.videos):
+            seed = evaluation.seed + i
+            episode = rollout(env, policy, seed, list(cfg.task.info_keys), render=True)
+            path = folder / f"eval_{seed}_{'success' if episode.success else 'failure'}.mp4"
+            tmp = folder / f".{path.stem}.tmp.mp4"
+            imageio.mimwrite(tmp, list(episode.frames), fps=fps, codec="libx264", macro_block_size=1,
+                             ffmpeg_log_level="error")
+            tmp.replace(path)
+            written.append(path)
+    finally:
+        env.close()
+    return written
+
+
+def plot_learning_curves(metrics_jsonl: Path, path: Path, title: str) -> Path | None:
+    """``plots/learning_curves.png``: every ``train/`` loss and the ``eval/`` success rate and
+    return against the update step, from ``metrics.jsonl``. None when nothing was logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    for line in metrics_jsonl.read_text().splitlines() if metrics_jsonl.exists() else []:
+        row = json.loads(line)
+        for key, value in row.items():
+            if key.startswith("train/") or key in ("eval/success_rate", "eval/return_mean"):
+                series.setdefault(key, []).append((int(row["step"]), float(value)))
+    if not series:
+        return None
+    keys = sorted(series, key=lambda k: (not k.startswith("eval/"), k))
+    figure, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), dpi=100, squeeze=False)
+    for axis, key in zip(axes[0], keys):
+        steps, values = zip(*series[key])
+        axis.plot(steps, values, marker="o" if key.startswith("eval/") else None, markersize=3)
+        axis.set_title(key, fontsize=9)
+        axis.set_xlabel("update step", fontsize=8)
+        axis.tick_params(labelsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(tmp)
+    plt.close(figure)
+    tmp.replace(path)
+    return path
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -296,6 +361,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             if step % trainer.log_every == 0:
                 values = logger.log({f"train/{k}": v for k, v in losses.items()}, step=step)
                 bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+            if trainer.eval_every and step % trainer.eval_every == 0 and step < trainer.steps:
+                learner.eval()
+                during = evaluate_stage(cfg, LearnerPolicy(learner, device), cfg.eval.episodes_during_training)
+                logger.log({f"eval/{k}": v for k, v in during.items()}, step=step)
+                learner.train()
             if step % trainer.checkpoint_every == 0 or step == trainer.steps:
                 save_learner(checkpoints, step, learner, observation_dim, action_dim, generator,
                              extra={"task": cfg.task.name}, keep_last=trainer.keep_checkpoints)
@@ -307,6 +377,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         logger.log({f"eval/{k}": v for k, v in metrics.items()}, step=trainer.steps)
     finally:
         logger.close()
+    videos = record_videos(cfg, LearnerPolicy(learner, device), run_dir / "videos")
+    curves = plot_learning_curves(run_dir / "metrics.jsonl", run_dir / "plots" / "learning_curves.png",
+                                  f"{cfg.task.name} / {cfg.algo.name} (reward {cfg.algo.reward}, seed {cfg.seed})")
 
     final = latest_checkpoint(checkpoints)
     report = {
@@ -321,6 +394,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "reward": {"source": cfg.algo.reward, **({"labeler": cfg.labeler.name} if reward_report else {}), **reward_report},
         "dataset_id": dataset.source,
         "dataset_path": str(dataset.path),
+        "videos": [str(v) for v in videos],
+        "plots": [str(curves)] if curves else [],
     }
     write_json_atomic(report_path, report)
     write_text_atomic(run_dir / "report.md", render_report(report))
@@ -355,6 +430,10 @@ def render_report(report: dict[str, Any]) -> str:
         *[f"| {k.split('/', 1)[1]} | {v:.4g} |" for k, v in report["dataset"].items()],
         "",
         f"Checkpoint to deploy from: `{report['checkpoint']}`",
+        "",
+        *[f"![learning curves]({Path(p).relative_to(Path(p).parents[1])})" for p in report.get("plots", [])],
+        "",
+        *[f"- video: `{Path(v).relative_to(Path(v).parents[1])}`" for v in report.get("videos", [])],
         "",
         "Raw numbers: `metrics.json`; curves: `metrics.jsonl` and `tensorboard/`.",
         "",

@@ -49,6 +49,8 @@ def small_train_overrides(run_root: Path) -> list[str]:
         "trainer.checkpoint_every=20",
         "trainer.progress=false",
         "eval.episodes=2",
+        "eval.episodes_during_training=1",
+        "eval.video_size=64",
         "device=cpu",
         f"output_root={run_root}",
     ]

@@ -20,7 +20,9 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_train_writes_a_complete_run_folder(compose_config, tmp_path, datasets_root):
-    cfg = compose_config(small_train_overrides(tmp_path))
+    import imageio.v2 as imageio
+
+    cfg = compose_config([*small_train_overrides(tmp_path), "trainer.eval_every=20"])
     run_dir = tmp_path / "run"
     report = train(cfg, run_dir)
     assert report["dataset_id"] == "embodied/pointmass/mixed-v0"
@@ -33,6 +35,13 @@ def test_train_writes_a_complete_run_folder(compose_config, tmp_path, datasets_r
     assert [l["step"] for l in lines if "train/actor_loss" in l] == [10, 20, 30, 40]
     assert any("eval/success_rate" in l for l in lines) and any("dataset/episodes" in l for l in lines)
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert [l["step"] for l in lines if "eval/success_rate" in l] == [20, 40]  # during training, then final
+    videos = sorted((run_dir / "videos").glob("eval_*.mp4"))
+    assert [v.name.split("_")[1] for v in videos] == ["1000000", "1000001"] and report["videos"] == [str(v) for v in videos]
+    frames = imageio.mimread(videos[0])
+    assert frames[0].shape == (64, 64, 3) and len(frames) >= 2
+    assert (run_dir / "plots" / "learning_curves.png").stat().st_size > 5000
+    assert "plots/learning_curves.png" in (run_dir / "report.md").read_text()
     learner, ckpt = load_learner(run_dir / "checkpoints")
     assert ckpt.state["extra"]["task"] == "pointmass"
     action = LearnerPolicy(learner).act(torch.zeros(6).numpy())

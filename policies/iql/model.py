@@ -85,6 +85,9 @@ class IQLLearner(Learner):
         self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=config.learning_rate, fused=True)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.learning_rate, fused=True)
         self.actor_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        # The losses (forward and, through AOTAutograd, backward) compiled once when asked; the
+        # modules and their state dicts stay as they are, so checkpoints do not change.
+        self._losses = torch.compile(self.losses, dynamic=False) if config.compile else self.losses
 
     # -- setup ---------------------------------------------------------------------------------
     def prepare(self, observations: torch.Tensor, total_steps: int | None = None) -> None:
@@ -147,7 +150,7 @@ class IQLLearner(Learner):
             raise KeyError("IQL needs rewards in the batch: train with algo.reward=learned or algo.reward=gt")
         obs, next_obs = self.normalizer(batch["observation"]), self.normalizer(batch["next_observation"])
         reward = self.config.reward_scale * batch["reward"] + self.config.reward_bias
-        losses = self.losses(obs, batch["action"], reward, next_obs, batch["terminal"])
+        losses = self._losses(obs, batch["action"], reward, next_obs, batch["terminal"])
         for optimizer in (self.value_optimizer, self.critic_optimizer, self.actor_optimizer):
             optimizer.zero_grad(set_to_none=True)
         (losses["value_loss"] + losses["critic_loss"] + losses["actor_loss"]).backward()
