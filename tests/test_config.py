@@ -26,7 +26,7 @@ def _options(group: str) -> list[str]:
 
 
 def test_every_yaml_is_covered_by_a_group_test():
-    groups = {"algo", "labeler", "logger", "reward_model", "task"}
+    groups = {"algo", "experiment", "labeler", "logger", "reward_model", "task"}
     found = {p.relative_to(CONF).parts[0] for p in CONF.rglob("*.yaml") if p.parent != CONF}
     assert found == groups, f"a new config group needs a test here: {found - groups}"
     assert [p.name for p in CONF.glob("*.yaml")] == ["config.yaml"]
@@ -94,6 +94,16 @@ def test_reward_model_configs_instantiate(compose_config, reward_model):
     inputs = {"observation": torch.zeros(4, 6), "action": torch.zeros(4, 2), "next_observation": torch.zeros(4, 6),
               "frame": torch.zeros(4, 3, config.image_size, config.image_size, dtype=torch.uint8)}
     assert model(inputs).shape == (4,)
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_experiment_presets_compose_and_validate(compose_config, experiment):
+    cfg = compose_config(["+task=dressing", f"+experiment={experiment}"])
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert OmegaConf.to_object(cfg.trainer).steps >= 1 and OmegaConf.to_object(cfg.eval).episodes >= 1
+    if experiment == "gpu_full":
+        assert cfg.algo.name == "iql" and cfg.device == "cuda" and cfg.algo.learner.compile
+        assert instantiate(cfg.algo.learner).compile
 
 
 @pytest.mark.parametrize("logger", _options("logger"))
