@@ -138,13 +138,14 @@ def label_stage(cfg: DictConfig, episodes: list[Episode], run_dir: Path) -> Pref
         _require_frames(cfg, episodes, f"labeler={labeler.name}")
     rng = np.random.default_rng(int(cfg.seed))
     lengths, H, workdir = [len(ep) for ep in episodes], labeler.segment_length, run_dir / "labels"
+    terminated = [bool(len(ep.terminations) and ep.terminations[-1]) for ep in episodes]
     if labeler.sampling == "uniform":
-        labels = teacher.label_segments(episodes, sample_pairs(lengths, H, labeler.pairs, rng), H, rng, workdir=workdir)
+        labels = teacher.label_segments(episodes, sample_pairs(lengths, H, labeler.pairs, rng, terminated), H, rng, workdir=workdir)
     else:
-        first = teacher.label_segments(episodes, sample_pairs(lengths, H, labeler.pairs // 2, rng), H, rng, workdir=workdir)
+        first = teacher.label_segments(episodes, sample_pairs(lengths, H, labeler.pairs // 2, rng, terminated), H, rng, workdir=workdir)
         model, _ = fit_reward_model(episodes, first, instantiate(cfg.reward_model), seed=int(cfg.seed))
         rest = labeler.pairs - labeler.pairs // 2
-        candidates = sample_pairs(lengths, H, 10 * rest, rng)
+        candidates = sample_pairs(lengths, H, 10 * rest, rng, terminated)
         chosen = candidates[select_by_disagreement(ensemble_segment_returns(model, episodes, candidates, H), rest)]
         second = teacher.label_segments(episodes, chosen, H, rng, workdir=workdir)
         labels = PreferenceLabels(np.concatenate([first.pairs, second.pairs]), np.concatenate([first.labels, second.labels]),

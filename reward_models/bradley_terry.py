@@ -91,6 +91,7 @@ class TransitionInputs:
         self.config = config
         lengths = [len(ep.actions) for ep in episodes]
         self.offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(lengths)[:-1]]), dtype=torch.long, device=device)
+        self.lengths = torch.as_tensor(lengths, dtype=torch.long, device=device)
         self.tensors: dict[str, torch.Tensor] = {}
         if config.inputs == "image":
             frames = []
@@ -113,11 +114,15 @@ class TransitionInputs:
     def __len__(self) -> int:
         return len(next(iter(self.tensors.values())))
 
-    def segment_rows(self, pairs: np.ndarray, segment_length: int) -> torch.Tensor:
-        """Row indices ``(N, 2, H) int64`` of the segments of ``pairs (N, 2, 2)``."""
+    def segment_rows(self, pairs: np.ndarray, segment_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row indices ``(N, 2, H) int64`` of the segments of ``pairs (N, 2, 2)``, and a mask
+        ``(N, 2, H) float32``: 0 for steps past the end of an episode (a segment into the
+        absorbing state after a termination, whose reward is 0); their rows repeat the last."""
         pairs_t = torch.as_tensor(np.asarray(pairs), dtype=torch.long, device=self.offsets.device)
-        start = self.offsets[pairs_t[..., 0]] + pairs_t[..., 1]
-        return start[..., None] + torch.arange(segment_length, device=self.offsets.device)
+        step = pairs_t[..., 1, None] + torch.arange(segment_length, device=self.offsets.device)
+        length = self.lengths[pairs_t[..., 0]][..., None]
+        mask = (step < length).float()
+        return self.offsets[pairs_t[..., 0]][..., None] + torch.minimum(step, length - 1), mask
 
     def gather(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """The tensors at ``rows`` (any shape), each ``(*rows.shape, ...)``."""
@@ -220,13 +225,14 @@ def preference_accuracy(returns: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def _segment_returns(model: RewardEnsemble, k: int | None, store: TransitionInputs, rows: torch.Tensor,
-                     chunk: int = 256) -> torch.Tensor:
-    """Segment returns ``(N, 2)`` (member ``k``, or the ensemble mean when None) of ``rows (N, 2, H)``."""
+                     mask: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Segment returns ``(N, 2)`` (member ``k``, or the ensemble mean when None) of ``rows (N, 2, H)``,
+    steps where ``mask`` is 0 left out."""
     out = []
-    for part in rows.split(chunk):
+    for part, part_mask in zip(rows.split(chunk), mask.split(chunk)):
         inputs = store.gather(part)
         reward = model.member_reward(k, inputs) if k is not None else model.member_rewards(inputs).mean(0)
-        out.append(reward.sum(-1))
+        out.append((reward * part_mask).sum(-1))
     return torch.cat(out) if out else torch.zeros(0, 2, device=rows.device)
 
 
@@ -263,7 +269,7 @@ def fit_reward_model(
     n_held = max(1, int(round(config.holdout_fraction * len(pairs))))
     held, train = order[:n_held], order[n_held:]
     store = TransitionInputs(episodes, config, device)
-    rows = store.segment_rows(pairs, labels.segment_length)
+    rows, mask = store.segment_rows(pairs, labels.segment_length)
     y = torch.as_tensor(targets, device=device)
 
     torch.manual_seed(seed)
@@ -281,13 +287,13 @@ def fit_reward_model(
         for epoch in range(config.max_epochs):
             for batch in torch.randperm(len(train), generator=generator).split(config.batch_size):
                 index = train_t[batch.to(device)]
-                returns = model.member_reward(k, store.gather(rows[index])).sum(-1)
+                returns = (model.member_reward(k, store.gather(rows[index])) * mask[index]).sum(-1)
                 loss = bradley_terry_loss(returns, y[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
             with torch.no_grad():
-                accuracy = preference_accuracy(_segment_returns(model, k, store, rows[held_t]), y[held_t])
+                accuracy = preference_accuracy(_segment_returns(model, k, store, rows[held_t], mask[held_t]), y[held_t])
             if accuracy > best:
                 best, stale = accuracy, 0
                 best_state = {n: p.detach().clone() for n, p in member.state_dict().items()}
@@ -299,8 +305,8 @@ def fit_reward_model(
         member.load_state_dict(best_state)
     model.eval()
     with torch.no_grad():
-        held_returns = _segment_returns(model, None, store, rows[held_t])
-        train_returns = _segment_returns(model, None, store, rows[train_t])
+        held_returns = _segment_returns(model, None, store, rows[held_t], mask[held_t])
+        train_returns = _segment_returns(model, None, store, rows[train_t], mask[train_t])
     report = {
         "heldout_accuracy": preference_accuracy(held_returns, y[held_t]),
         "train_accuracy": preference_accuracy(train_returns, y[train_t]),
@@ -316,8 +322,8 @@ def ensemble_segment_returns(model: RewardEnsemble, episodes: Sequence, pairs: n
     """Every member's predicted returns of the segments of ``pairs``: ``(K, N, 2)`` float32."""
     device = next(model.parameters()).device
     store = TransitionInputs(episodes, model.config, device)
-    rows = store.segment_rows(pairs, segment_length)
-    return np.stack([_segment_returns(model, k, store, rows).cpu().numpy() for k in range(len(model.members))])
+    rows, mask = store.segment_rows(pairs, segment_length)
+    return np.stack([_segment_returns(model, k, store, rows, mask).cpu().numpy() for k in range(len(model.members))])
 
 
 @torch.no_grad()

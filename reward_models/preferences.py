@@ -62,19 +62,31 @@ def sample_pairs(
     segment_length: int,
     n_pairs: int,
     rng: np.random.Generator,
+    terminated: Sequence[bool] | None = None,
 ) -> np.ndarray:
     """Uniformly random segment pairs, ``(n_pairs, 2, 2)`` of ``(episode, start)``.
 
     Each segment is drawn uniformly among all segments that fit in an episode; the two
-    segments of a pair differ.
+    segments of a pair differ. In an episode that ended in a **termination** (``terminated``),
+    a segment may also start in its last ``H - 1`` steps and run past the end into the absorbing
+    state, whose reward is 0 (the same convention the offline learner's terminal flag uses).
+    Without this, the terminal transition (a success, a safety stop) would be in a single
+    segment start per episode instead of H, and a reward model would barely see it.
+    Episodes cut off by a time limit are not padded: what follows them is unknown.
 
     Raises:
-        ValueError: ``segment_length`` < 1, or fewer than two segments fit in the data.
+        ValueError: ``segment_length`` < 1, ``terminated`` of the wrong length, or fewer than
+            two segments fit in the data.
     """
     lengths = np.asarray(episode_lengths, dtype=np.int64)
     if segment_length < 1:
         raise ValueError(f"segment_length={segment_length}; expected >= 1")
     starts_per_episode = np.maximum(lengths - segment_length + 1, 0)
+    if terminated is not None:
+        terminated = np.asarray(terminated, dtype=bool)
+        if terminated.shape != lengths.shape:
+            raise ValueError(f"terminated has {terminated.shape[0]} entries for {len(lengths)} episodes")
+        starts_per_episode = np.where(terminated, lengths, starts_per_episode)
     total = int(starts_per_episode.sum())
     if total < 2:
         raise ValueError(f"segments of {segment_length} steps do not fit twice in episodes of lengths {lengths.tolist()}")
@@ -92,13 +104,15 @@ def sample_pairs(
 def segment_sums(values: Sequence[np.ndarray], pairs: np.ndarray, segment_length: int, gamma: float = 1.0) -> np.ndarray:
     """Discounted sums over each segment: ``sum_t gamma^(H-1-t) v[start + t]``, ``(N, 2)``.
 
-    ``gamma < 1`` weighs the end of the segment most (B-Pref's myopic teacher).
+    ``gamma < 1`` weighs the end of the segment most (B-Pref's myopic teacher). Steps past the
+    end of an episode (a segment into the absorbing state after a termination) count as 0.
     """
     weights = gamma ** np.arange(segment_length - 1, -1, -1, dtype=np.float64)
     out = np.empty(pairs.shape[:2], dtype=np.float64)
     for i, pair in enumerate(pairs):
         for j, (episode, start) in enumerate(pair):
-            out[i, j] = float(np.dot(weights, values[episode][start : start + segment_length]))
+            v = np.asarray(values[episode][start : start + segment_length], dtype=np.float64)
+            out[i, j] = float(np.dot(weights[: len(v)], v))
     return out
 
 

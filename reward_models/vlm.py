@@ -220,10 +220,11 @@ class VLMPreferenceLabeler:
 
     # -- images ---------------------------------------------------------------------------
     def segment_image(self, episode, start: int, segment_length: int) -> np.ndarray:
-        """The image shown for a segment: frames after its steps, ``frames_per_segment`` of them tiled."""
-        last = start + segment_length  # frame index after the segment's last step
+        """The image shown for a segment: frames after its steps, ``frames_per_segment`` of them tiled
+        (a segment running past a termination shows the episode's last frame)."""
+        last = min(start + segment_length, len(episode.frames) - 1)  # frame after the segment's last step
         k = min(self.frames_per_segment, segment_length)
-        index = np.linspace(start + 1, last, k).round().astype(int) if k > 1 else np.array([last])
+        index = np.linspace(min(start + 1, last), last, k).round().astype(int) if k > 1 else np.array([last])
         return np.concatenate([episode.frames[i] for i in index], axis=1)
 
     # -- HTTP -----------------------------------------------------------------------------
