@@ -71,6 +71,9 @@ class LabelerConfig:
     """Segment pairs to label. Default 1000."""
     segment_length: int = 10
     """Transitions per segment (H). Default 10."""
+    pad_terminal: bool = True
+    """Let segments run past a termination into the zero-reward absorbing state, so terminal
+    events (success, safety stop) are in H segment starts instead of one. Default True."""
     sampling: str = "uniform"
     """``uniform``, or ``disagreement``: half the pairs uniform, a reward ensemble fitted on
     them, the other half the candidates (10x as many, uniform) it disagrees on most."""
@@ -116,8 +119,8 @@ class DatasetConfig:
 class TrainerConfig:
     """The policy-training loop."""
 
-    steps: int = 3000
-    """Gradient updates. Default 3000."""
+    steps: int = 10000
+    """Gradient updates. Default 10000."""
     batch_size: int = 256
     """Transitions per update. Default 256."""
     log_every: int = 100

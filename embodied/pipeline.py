@@ -138,7 +138,7 @@ def label_stage(cfg: DictConfig, episodes: list[Episode], run_dir: Path) -> Pref
         _require_frames(cfg, episodes, f"labeler={labeler.name}")
     rng = np.random.default_rng(int(cfg.seed))
     lengths, H, workdir = [len(ep) for ep in episodes], labeler.segment_length, run_dir / "labels"
-    terminated = [bool(len(ep.terminations) and ep.terminations[-1]) for ep in episodes]
+    terminated = [bool(labeler.pad_terminal and len(ep.terminations) and ep.terminations[-1]) for ep in episodes]
     if labeler.sampling == "uniform":
         labels = teacher.label_segments(episodes, sample_pairs(lengths, H, labeler.pairs, rng, terminated), H, rng, workdir=workdir)
     else:

@@ -42,6 +42,7 @@ def small_train_overrides(run_root: Path) -> list[str]:
     """Overrides for a quick PointMass run: few episodes, few steps, no progress bars."""
     return [
         "+task=pointmass",
+        "algo=bc",
         "dataset.episodes=6",
         "trainer.steps=40",
         "trainer.batch_size=32",

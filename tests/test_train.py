@@ -117,15 +117,18 @@ def test_cli_evaluate_expert_and_collect(tmp_path):
 
 
 def test_cli_main_job_on_dressing(tmp_path):
-    """The README's main command, shortened: +task=dressing end to end through the CLI."""
+    """The README's main command, shortened: +task=dressing end to end through the CLI, with its
+    default stages: dataset -> oracle labels -> reward model -> relabel -> IQL -> evaluation."""
     result = run_module(
         "embodied.train", "+task=dressing", "dataset.episodes=5", "trainer.steps=20", "trainer.batch_size=32",
-        "trainer.checkpoint_every=10", "trainer.progress=false", "eval.episodes=2", "device=cpu",
-        f"output_root={tmp_path / 'outputs'}", cwd=tmp_path,
+        "trainer.checkpoint_every=10", "trainer.progress=false", "eval.episodes=2", "eval.video_size=64", "device=cpu",
+        "labeler.pairs=60", "reward_model.max_epochs=3", f"output_root={tmp_path / 'outputs'}", cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    run_dir = next((tmp_path / "outputs").glob("*/*_dressing_bc"))
+    run_dir = next((tmp_path / "outputs").glob("*/*_dressing_iql"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["reward"]["source"] == "learned" and metrics["reward"]["labeler"] == "oracle"
+    assert (run_dir / "labels" / "labels.npz").is_file() and list((run_dir / "videos").glob("*.mp4"))
     assert {"dressed_distance_final", "max_force_final", "success_rate"} <= set(metrics["eval"])
     assert metrics["dataset"]["dataset/episodes"] == 5
     assert f"report: {run_dir}" in result.stdout or f"report: {run_dir.resolve()}" in result.stdout
