@@ -34,6 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from embodied.data import Episode
 
@@ -58,9 +60,7 @@ def _stats(values: np.ndarray) -> dict:
             "max": values.max(0).tolist(), "count": [int(len(values))]}
 
 
-def _fixed_list(values: np.ndarray):
-    import pyarrow as pa
-
+def _fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
     values = np.ascontiguousarray(values, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
@@ -86,9 +86,6 @@ def export_lerobot(episodes: Sequence[Episode], root: str | Path, fps: float, ta
         FileExistsError: ``root`` exists and ``overwrite`` is off.
         ValueError: no episodes, an empty episode, or frames on only some episodes.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     root = Path(root)
     if root.exists() and not overwrite:
         raise FileExistsError(f"{root} exists; pass overwrite=True to replace it")
@@ -210,9 +207,6 @@ def export_lerobot(episodes: Sequence[Episode], root: str | Path, fps: float, ta
 
 def _write_tasks(path: Path, tasks: list[str]) -> None:
     """``tasks.parquet`` as pandas writes a frame indexed by the task text (LeRobot reads it so)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     table = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks, pa.string())})
     pandas_meta = {
         "index_columns": ["task"], "column_indexes": [],
@@ -240,8 +234,6 @@ def import_lerobot(root: str | Path, keep_frames: bool = True, image_key: str | 
         LeRobotFormatError: a missing file, another codebase version, a missing column, or
             lengths that disagree; the message names which.
     """
-    import pyarrow.parquet as pq
-
     root = Path(root)
     info_path = root / "meta" / "info.json"
     if not info_path.is_file():
@@ -262,8 +254,6 @@ def import_lerobot(root: str | Path, keep_frames: bool = True, image_key: str | 
     if not data_files or not episode_files:
         raise LeRobotFormatError(f"{root}: no parquet files under data/ or meta/episodes/")
     try:
-        import pyarrow as pa
-
         data = pa.concat_tables([pq.read_table(f) for f in data_files]).to_pydict()
         meta = pa.concat_tables([pq.read_table(f) for f in episode_files]).to_pylist()
     except Exception as error:  # pyarrow raises several types for damaged files
