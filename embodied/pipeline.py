@@ -106,8 +106,10 @@ def needs_frames(cfg: DictConfig, labeling: bool | None = None) -> bool:
     model (``reward_model.inputs=image``). ``labeling``: whether the run labels (default: when
     ``algo.reward=learned``)."""
     labeling = cfg.algo.reward == "learned" if labeling is None else labeling
-    teacher_target = str(OmegaConf.select(cfg, "labeler.teacher._target_", default=""))
-    image_labeler = not teacher_target.endswith("ScriptedTeacher")
+    from hydra.utils import get_class
+
+    target = OmegaConf.select(cfg, "labeler.teacher._target_", default=None)
+    image_labeler = bool(target) and bool(getattr(get_class(str(target)), "needs_frames", False))
     image_model = OmegaConf.select(cfg, "reward_model.inputs") == "image"
     return bool(labeling and (image_labeler or image_model))
 
