@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
@@ -106,8 +106,6 @@ def needs_frames(cfg: DictConfig, labeling: bool | None = None) -> bool:
     model (``reward_model.inputs=image``). ``labeling``: whether the run labels (default: when
     ``algo.reward=learned``)."""
     labeling = cfg.algo.reward == "learned" if labeling is None else labeling
-    from hydra.utils import get_class
-
     target = OmegaConf.select(cfg, "labeler.teacher._target_", default=None)
     image_labeler = bool(target) and bool(getattr(get_class(str(target)), "needs_frames", False))
     image_model = OmegaConf.select(cfg, "reward_model.inputs") == "image"
