@@ -125,6 +125,18 @@ def resolve_clip_weights(model_name: str, pretrained: str | None, checkpoint: st
     """
     import open_clip
 
+    if model_name.startswith("local-dir:"):  # open_clip_config.json + weights in one folder
+        folder = Path(model_name.split(":", 1)[1]).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise FileNotFoundError(f"{folder} has no open_clip_config.json (model_name=local-dir:FOLDER needs it and the "
+                                    "weights file beside it)")
+        return (str(Path(checkpoint).expanduser()) if checkpoint else None), {}
+    if model_name.startswith("hf-hub:") and not allow_download:
+        raise CLIPWeightsError(f"{model_name} would be fetched from the Hugging Face hub, and downloading is off; "
+                               "save the model folder on a machine with network and pass model_name=local-dir:FOLDER, "
+                               "or set allow_download=true where the hub is reachable")
+    if model_name.startswith("hf-hub:"):
+        return None, {}
     if model_name not in open_clip.list_models():
         raise ValueError(f"unknown open_clip model {model_name!r}; known: {', '.join(open_clip.list_models()[:12])}, ... "
                          "(a custom model needs open_clip.add_model_config(path) first)")
@@ -163,8 +175,9 @@ class CLIPReward:
     """VLM-RM zero-shot reward of frames from an open_clip model (module docstring).
 
     Args:
-        model_name: open_clip model, e.g. ``ViT-B-32`` (or a custom config added with
-            ``open_clip.add_model_config``).
+        model_name: open_clip model, e.g. ``ViT-B-32``; ``local-dir:FOLDER`` for a folder with
+            ``open_clip_config.json`` and the weights (loaded from there, offline); or a custom
+            config added with ``open_clip.add_model_config``.
         pretrained: open_clip pretrained tag (e.g. ``laion2b_s34b_b79k``), read from the local
             Hugging Face cache; None with no ``checkpoint`` = random weights (benchmarks only).
         checkpoint: a local weights file; takes precedence over downloading.

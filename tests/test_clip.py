@@ -125,3 +125,10 @@ def test_clip_preference_labeler_prefers_the_segment_with_higher_scores(tiny_che
     no_frames = [Episode(**{**ep.__dict__, "frames": None}) for ep in episodes]
     with pytest.raises(ValueError, match="episode 0 has no frames"):
         labeler.label_segments(no_frames, pairs, 4)
+
+
+def test_local_dir_and_hub_model_names(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no open_clip_config.json"):
+        CLIPReward(f"local-dir:{tmp_path}", pretrained=None)(np.zeros((1, 8, 8, 3), np.uint8))
+    with pytest.raises(CLIPWeightsError, match="local-dir:FOLDER"):
+        CLIPReward("hf-hub:someone/some-clip", pretrained=None)(np.zeros((1, 8, 8, 3), np.uint8))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -195,6 +196,31 @@ def test_cli_label_with_the_vlm_labeler_over_http_and_an_image_reward_model(tmp_
     for key in ("heldout_accuracy", "agreement_with_true_reward", "swap_consistency", "abstain", "tie"):
         assert key in metrics["reward"], key
     assert metrics["reward"]["swap_consistency"] == 1.0  # the test server's judge is consistent
+
+
+def test_cli_label_with_the_clip_labeler_from_a_local_model_folder(tmp_path):
+    """labeler=clip end to end with an open_clip model folder (local-dir:), built by the test."""
+    import open_clip
+
+    folder = tmp_path / "tiny-clip"
+    folder.mkdir()
+    config = {"embed_dim": 32,
+              "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+    (tmp_path / "tiny.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / "tiny.json")
+    torch.save(open_clip.create_model("tiny").state_dict(), folder / "open_clip_pytorch_model.bin")
+    args = [*small_train_overrides(tmp_path / "outputs"), "labeler=clip", f"labeler.teacher.reward.model_name=local-dir:{folder}",
+            "labeler.teacher.reward.pretrained=null", "labeler.pairs=40", "labeler.segment_length=5",
+            "dataset.width=32", "dataset.height=32", "reward_model.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}"]
+    result = run_module("embodied.label", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["labeler"] == "clip" and "agreement_with_true_reward" in metrics["reward"]
+    with np.load(tmp_path / "run" / "labels" / "labels.npz") as data:
+        provenance = json.loads(str(data["provenance"]))
+    assert provenance["model"] == f"local-dir:{folder}" and provenance["goal"] == ["a dot on top of the target"]
 
 
 @pytest.mark.slow
