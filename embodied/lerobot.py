@@ -60,6 +60,23 @@ def _stats(values: np.ndarray) -> dict:
             "max": values.max(0).tolist(), "count": [int(len(values))]}
 
 
+def _pixel_stats(frame_batches) -> dict:
+    """Per-channel mean / std / min / max (values in [0, 1]) and pixel count of ``(T, H, W, 3)
+    uint8`` batches, accumulated batch by batch so that memory stays at one episode."""
+    count, total, squares = 0, np.zeros(3), np.zeros(3)
+    low, high = np.full(3, 255), np.zeros(3, dtype=np.int64)
+    for frames in frame_batches:
+        pixels = np.asarray(frames).reshape(-1, 3)
+        count += len(pixels)
+        total += pixels.sum(0, dtype=np.float64)
+        squares += np.square(pixels, dtype=np.float64).sum(0)
+        low, high = np.minimum(low, pixels.min(0)), np.maximum(high, pixels.max(0))
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return {"mean": (mean / 255).tolist(), "std": (std / 255).tolist(), "min": (low / 255).tolist(),
+            "max": (high / 255).tolist(), "count": [int(count)]}
+
+
 def _fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
     values = np.ascontiguousarray(values, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
@@ -183,8 +200,7 @@ def export_lerobot(episodes: Sequence[Episode], root: str | Path, fps: float, ta
                 "info": {"video.height": int(H), "video.width": int(W), "video.codec": "h264",
                          "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "video.fps": float(fps),
                          "video.channels": 3, "has_audio": False}}
-            pixels = np.concatenate([ep.frames[:-1].reshape(-1, 3) for ep in episodes]).astype(np.float64) / 255.0
-            channel = _stats(pixels)
+            channel = _pixel_stats(ep.frames[:-1] for ep in episodes)
             stats[image_key] = {k: [[[v]] for v in channel[k]] if k != "count" else channel[k] for k in channel}
         info = {
             "codebase_version": CODEBASE_VERSION, "robot_type": robot_type, "total_episodes": len(episodes),
