@@ -58,6 +58,7 @@ class AlgoConfig:
 
 
 REWARD_SOURCES = ("none", "learned", "gt")
+EVAL_PROTOCOLS = ("episodes", "metaworld")
 
 
 @dataclass
@@ -157,13 +158,45 @@ class EvalConfig:
     """Final-evaluation episodes recorded as mp4 in ``videos/`` (the first ones). Default 2."""
     video_size: int = 256
     """Video frame side in pixels. Default 256."""
+    protocol: str = "episodes"
+    """``episodes``: ours, episode i reset with ``seed + i`` and run to its end; ``metaworld``:
+    Meta-World's official protocol (``metaworld.evaluation``: a new goal variant per episode, the
+    episode ends on success), for Meta-World tasks only."""
 
     def __post_init__(self) -> None:
+        if self.protocol not in EVAL_PROTOCOLS:
+            raise ValueError(f"eval.protocol={self.protocol!r}; expected one of {EVAL_PROTOCOLS}")
         if self.episodes < 1 or self.episodes_during_training < 1:
             raise ValueError(f"eval.episodes={self.episodes} and eval.episodes_during_training="
                              f"{self.episodes_during_training}; expected >= 1")
         if self.videos < 0 or not 16 <= self.video_size <= 1024:
             raise ValueError(f"eval.videos={self.videos} (>= 0) and eval.video_size={self.video_size} (16..1024 px)")
+
+
+@dataclass
+class SuiteConfig:
+    """A benchmark suite (``python -m embodied.benchmark suite=NAME``): a sweep over tasks x rows
+    (``algo`` configs) x seeds, one job each."""
+
+    name: str = MISSING
+    """Suite name, in the sweep folder's name (``mt10``, ``quick``)."""
+    tasks: list[str] = MISSING
+    """Meta-World v3 task names (``task.env.task`` of each job)."""
+    algos: list[str] = field(default_factory=lambda: ["iql", "bc", "iql_gt", "expert"])
+    """Rows of the table, as ``algo`` configs: ``iql`` (learned reward from ``labeler``), ``bc``,
+    ``iql_gt`` (true reward), ``expert`` (the scripted expert, evaluated only)."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Run seeds (the dataset is shared: ``dataset.seed`` stays fixed)."""
+    threads_per_job: int = 1
+    """torch threads in each job; jobs run in parallel, one per core by default."""
+    learner_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per row, ``algo.learner`` fields to set, e.g. ``{iql: {preset: kitchen}}``."""
+
+    def __post_init__(self) -> None:
+        if not self.tasks or not self.algos or not self.seeds:
+            raise ValueError(f"suite {self.name!r}: tasks, algos and seeds must not be empty")
+        if self.threads_per_job < 1:
+            raise ValueError(f"suite.threads_per_job={self.threads_per_job}; expected >= 1")
 
 
 @dataclass
@@ -191,6 +224,8 @@ class RootConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    suite: Optional[SuiteConfig] = None
+    """benchmark: the suite being swept (``conf/suite/``); unset for the other entry points."""
 
 
 RESUME_CHOICES = ("auto", "true", "false")
@@ -244,6 +279,9 @@ def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore and the ``embodied_run_dir`` resolver."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=RootConfig)
+    if not OmegaConf.has_resolver("embodied_csv"):
+        # A list as a sweep value: [a, b] -> "a,b" (hydra.sweeper.params of the benchmark suites).
+        OmegaConf.register_new_resolver("embodied_csv", lambda values: ",".join(str(v) for v in values))
     if not OmegaConf.has_resolver("embodied_run_dir"):
         # Cached: Hydra resolves hydra.run.dir more than once; the time must not move.
         OmegaConf.register_new_resolver("embodied_run_dir", _run_dir, use_cache=True)

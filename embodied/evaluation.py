@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -55,3 +56,32 @@ def evaluate_policy(
         for i in tqdm(range(episodes), desc="evaluate", unit="episode", disable=not progress, mininterval=1.0)
     ]
     return summarize(rollouts, metric_keys)
+
+
+def evaluate_metaworld(task: Any, policy: Policy, episodes: int, seed: int, progress: bool = True) -> dict[str, float]:
+    """Evaluate on a Meta-World task with Meta-World's official protocol
+    (:func:`envs.metaworld_adapter.official_evaluation`: 50 episodes a task in MT suites, a new
+    goal variant per episode, the episode ends on success).
+
+    Args:
+        task: the task config node; its env must be ``embodied/MetaWorld-v0`` (``+task=metaworld``).
+        policy: deterministic policy, ``act(observation (39,)) -> action (4,)``.
+        episodes: episodes counted; seed: the evaluation env's seed.
+
+    Returns:
+        ``success_rate``, ``return_mean``, ``return_std``, ``episodes``.
+
+    Raises:
+        ValueError: the task is not a Meta-World task.
+    """
+    from envs.metaworld_adapter import official_evaluation
+
+    env_id = str(task.env.get("id", ""))
+    if env_id != "embodied/MetaWorld-v0":
+        raise ValueError(f"eval.protocol=metaworld needs a Meta-World task (+task=metaworld); task "
+                         f"{task.name!r} builds {env_id or task.env.get('_target_')!r}")
+    policy.reset(seed)
+    with tqdm(total=episodes, desc="evaluate (Meta-World protocol)", unit="episode", disable=not progress,
+              mininterval=1.0) as bar:
+        return official_evaluation(policy.act, str(task.env.task), episodes, seed,
+                                   on_episode_end=lambda n: bar.update(min(n, episodes - bar.n)))

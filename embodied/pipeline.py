@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -34,7 +35,7 @@ from embodied.datasets import (
     load_dataset,
     make_dataset_id,
 )
-from embodied.evaluation import evaluate_policy
+from embodied.evaluation import evaluate_metaworld, evaluate_policy
 from embodied.io import atomic_write, write_json_atomic, write_text_atomic
 from embodied.learners import LearnerPolicy, restore_learner, save_learner
 from embodied.loggers import Logger
@@ -86,18 +87,22 @@ def dataset_stage(cfg: DictConfig, keep_frames: bool = False) -> OfflineDataset:
                         frames=config.frames, width=config.width, height=config.height)
         render = {"render_mode": "rgb_array", "width": config.width, "height": config.height} if config.frames else {}
         policies = {}
-        if not is_complete(root / dataset_id):  # a finished dataset needs no env to be built
-            probe = make_env(cfg.task)
-            try:
-                policies = make_policies(cfg.task, probe.action_space, names=list(config.mixture))
-            finally:
-                probe.close()
-        collect_dataset(
-            dataset_id, lambda: make_env(cfg.task, **render), policies, recipe,
-            info_keys=list(dict.fromkeys([*cfg.task.info_keys, *cfg.task.metrics])),
-            provenance={"task": cfg.task.name, "task_config": OmegaConf.to_container(cfg.task, resolve=True)},
-            root=root, progress=bool(cfg.trainer.progress),
-        )
+        lock_path = root / f"{dataset_id}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        # Parallel jobs of a sweep share the dataset: one collects it, the others wait, then load.
+        with FileLock(str(lock_path)):
+            if not is_complete(root / dataset_id):  # a finished dataset needs no env to be built
+                probe = make_env(cfg.task)
+                try:
+                    policies = make_policies(cfg.task, probe.action_space, names=list(config.mixture))
+                finally:
+                    probe.close()
+            collect_dataset(
+                dataset_id, lambda: make_env(cfg.task, **render), policies, recipe,
+                info_keys=list(dict.fromkeys([*cfg.task.info_keys, *cfg.task.metrics])),
+                provenance={"task": cfg.task.name, "task_config": OmegaConf.to_container(cfg.task, resolve=True)},
+                root=root, progress=bool(cfg.trainer.progress),
+            )
     return load_dataset(dataset_id, root, keep_frames=keep_frames, progress=bool(cfg.trainer.progress))
 
 
@@ -212,8 +217,12 @@ def reward_stage(cfg: DictConfig, episodes: list[Episode], labels: PreferenceLab
 
 def evaluate_stage(cfg: DictConfig, policy: Any, episodes: int | None = None) -> dict[str, float]:
     """Evaluate a policy on the task with ``eval.*`` settings (``episodes`` overrides
-    ``eval.episodes``); returns ``summarize`` metrics."""
+    ``eval.episodes``); returns ``summarize`` metrics, or with ``eval.protocol=metaworld`` those
+    of :func:`embodied.evaluation.evaluate_metaworld`."""
     evaluation: EvalConfig = OmegaConf.to_object(cfg.eval)
+    if evaluation.protocol == "metaworld":
+        return evaluate_metaworld(cfg.task, policy, episodes or evaluation.episodes, evaluation.seed,
+                                  progress=bool(cfg.trainer.progress))
     env = make_env(cfg.task)
     try:
         return evaluate_policy(
@@ -299,6 +308,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         RunFolderError: ``resume=false`` but the run folder already has checkpoints.
     """
     run_dir = Path(run_dir)
+    if cfg.algo.learner is None:
+        raise ValueError(f"algo={cfg.algo.name} has no learner to train; it is evaluated as it is by "
+                         "python -m embodied.benchmark (or python -m embodied.evaluate policy=expert)")
     resume = normalize_resume(cfg.resume)
     trainer: TrainerConfig = OmegaConf.to_object(cfg.trainer)
     generator = seed_everything(int(cfg.seed))

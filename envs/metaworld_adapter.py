@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -68,11 +70,21 @@ class MetaWorldEnv(gym.Wrapper):
                        width=width, height=height, disable_env_checker=True)
         super().__init__(env)
         self.task, self.camera = task, camera
+        self._kwargs = {"task": task, "render_mode": render_mode, "camera": camera, "width": width, "height": height,
+                        "seed": seed}
         space = env.observation_space
         self.observation_space = gym.spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), dtype=np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=env.action_space.shape, dtype=np.float32)
         base = env.unwrapped
         self._flip = camera_is_upside_down(base.model, base.data, camera)
+
+    @property
+    def spec(self) -> gym.envs.registration.EnvSpec | None:
+        """``embodied/MetaWorld-v0`` with this env's arguments (what Minari records to recreate
+        it), rather than Meta-World's inner wrapper chain, which cannot be recreated."""
+        if "embodied/MetaWorld-v0" not in gym.registry:
+            return None
+        return dataclasses.replace(gym.spec("embodied/MetaWorld-v0"), kwargs=dict(self._kwargs))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is not None:
@@ -119,3 +131,96 @@ class MetaWorldExpert:
         """Action ``(4,) float32`` for an observation ``(39,)``."""
         action = self.policy.get_action(np.asarray(observation, dtype=np.float64))
         return np.clip(action, self.low, self.high).astype(np.float32)
+
+
+def suite_tasks(suite: str) -> list[str]:
+    """The task names of a Meta-World suite: ``mt1:<task>``, ``mt10`` or ``mt50`` (benchmark order).
+
+    Raises:
+        ValueError: unknown suite or task.
+    """
+    from metaworld import env_dict
+
+    name = suite.lower()
+    if name == "mt10":
+        return list(env_dict.MT10_V3)
+    if name == "mt50":
+        return list(env_dict.MT50_V3)
+    if name.startswith("mt1:"):
+        task = suite.split(":", 1)[1]
+        if task not in task_names():
+            raise ValueError(f"unknown Meta-World task {task!r} in suite {suite!r}")
+        return [task]
+    raise ValueError(f"unknown Meta-World suite {suite!r}; expected mt10, mt50 or mt1:<task>")
+
+
+def official_eval_env(task: str, seed: int) -> gym.vector.SyncVectorEnv:
+    """The evaluation env of one task exactly as Meta-World's MT benchmarks build it.
+
+    ``metaworld.make_mt_envs``: the task's 50 goal variants drawn with ``seed``, a new variant on
+    every reset, ``TimeLimit`` 500, ``AutoTerminateOnSuccessWrapper``, ``RecordEpisodeStatistics``
+    and the goal in the observation; one env in a synchronous vector env that resets in the same
+    step (``SAME_STEP``), as ``gym.make_vec("Meta-World/MT10")`` holds one env per task.
+    Observations ``(1, 39) float64``, actions ``(1, 4)`` in [-1, 1].
+
+    Raises:
+        ValueError: unknown task.
+    """
+    import metaworld
+
+    if task not in task_names():
+        raise ValueError(f"unknown Meta-World task {task!r}")
+    return gym.vector.SyncVectorEnv([lambda: metaworld.make_mt_envs(task, seed=int(seed))],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+class _OfficialAgent:
+    """``metaworld.evaluation.Agent`` around a one-observation policy; counts finished episodes."""
+
+    def __init__(self, act: Callable[[np.ndarray], np.ndarray], on_episode_end: Callable[[int], None] | None):
+        self.act, self.on_episode_end, self.started = act, on_episode_end, False
+
+    def eval_action(self, observations: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(self.act(o.astype(np.float32)), dtype=np.float64) for o in observations])
+
+    def reset(self, env_mask: np.ndarray) -> None:
+        if not self.started:  # the first call marks every env at the start, not an episode's end
+            self.started = True
+        elif self.on_episode_end is not None and env_mask.any():
+            self.on_episode_end(int(env_mask.sum()))
+
+
+def official_evaluation(act: Callable[[np.ndarray], np.ndarray], task: str, episodes: int = 50, seed: int = 0,
+                        on_episode_end: Callable[[int], None] | None = None) -> dict[str, float]:
+    """Evaluate a policy on one task with Meta-World's own protocol (``metaworld.evaluation``).
+
+    The episode ends on success (the protocol turns ``terminate_on_success`` on) or after 500
+    steps; the success rate counts episodes that ended in success over the first ``episodes``.
+    MT suites use 50 episodes a task.
+
+    Args:
+        act: ``observation (39,) float32 -> action (4,)`` in [-1, 1].
+        task: v3 task name.
+        episodes: episodes to count (50 in the MT protocol).
+        seed: seed of the evaluation env (goal variants and resets).
+        on_episode_end: called with the number of episodes that just ended (progress bars).
+
+    Returns:
+        ``success_rate``, ``return_mean``, ``return_std`` (returns of Meta-World's v2 reward, to
+        the end of each episode) and ``episodes``.
+
+    Raises:
+        ValueError: unknown task, or ``episodes < 1``.
+    """
+    from metaworld.evaluation import evaluation
+
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes}; expected >= 1")
+    envs = official_eval_env(task, seed)
+    try:
+        success, _, _, returns = evaluation(_OfficialAgent(act, on_episode_end), envs, num_episodes=episodes)
+    finally:
+        envs.close()
+    values = np.asarray(returns[task], dtype=np.float64)
+    return {"success_rate": float(success), "return_mean": float(values.mean()),
+            "return_std": float(values.std()), "episodes": float(len(values))}

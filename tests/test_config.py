@@ -26,10 +26,10 @@ def _options(group: str) -> list[str]:
 
 
 def test_every_yaml_is_covered_by_a_group_test():
-    groups = {"algo", "experiment", "labeler", "logger", "reward_model", "task"}
+    groups = {"algo", "experiment", "labeler", "logger", "reward_model", "suite", "task"}
     found = {p.relative_to(CONF).parts[0] for p in CONF.rglob("*.yaml") if p.parent != CONF}
     assert found == groups, f"a new config group needs a test here: {found - groups}"
-    assert [p.name for p in CONF.glob("*.yaml")] == ["config.yaml"]
+    assert sorted(p.name for p in CONF.glob("*.yaml")) == ["benchmark.yaml", "config.yaml"]  # test_benchmark.py
 
 
 @pytest.mark.parametrize("task", _options("task"))
@@ -53,13 +53,22 @@ def test_task_configs_instantiate_env_and_every_policy(compose_config, task):
         env.close()
 
 
-@pytest.mark.parametrize("algo", _options("algo"))
+@pytest.mark.parametrize("algo", [a for a in _options("algo") if a != "expert"])
 def test_algo_configs_instantiate_a_learner(compose_config, algo):
     cfg = compose_config(["+task=pointmass", f"algo={algo}"])
     config = instantiate(cfg.algo.learner)
     assert config.name == cfg.algo.name
     learner = make_learner(config, observation_dim=6, action_dim=2)
     assert learner.act(torch.zeros(3, 6)).shape == (3, 2)
+
+
+def test_expert_algo_has_no_learner_and_train_refuses_it(compose_config, tmp_path):
+    from embodied.pipeline import train
+
+    cfg = compose_config(["+task=pointmass", "algo=expert"])
+    assert cfg.algo.learner is None and cfg.algo.reward == "none"
+    with pytest.raises(ValueError, match="algo=expert has no learner to train"):
+        train(cfg, tmp_path)
 
 
 @pytest.mark.parametrize("labeler", _options("labeler"))

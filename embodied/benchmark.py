@@ -1,0 +1,252 @@
+"""Benchmark feedback-driven offline RL on Meta-World: ``python -m embodied.benchmark suite=mt10``.
+
+Each task x row x seed of the suite (``conf/suite/``) is one job of a Hydra multirun; the joblib
+launcher runs them in parallel processes here, the submitit launcher on a SLURM cluster
+(``hydra/launcher=submitit_slurm``, docs/benchmark.md). A job:
+
+1. collects or reuses the task's mixed-quality dataset (scripted expert, expert plus noise,
+   random), shared by the task's jobs (one collects, the others wait on a file lock);
+2. for a learner row, runs the main job's stages (:func:`embodied.pipeline.train`): labels from
+   ``labeler``, Bradley-Terry reward model, training; ``algo=expert`` trains nothing;
+3. evaluates with Meta-World's official protocol (``metaworld.evaluation``, ``eval.episodes``
+   episodes, 50 in the MT suites) and writes ``result.json`` in its folder.
+
+When every job has finished, :class:`AggregateResults` writes ``results.json``, ``results.md``
+(per-task success, mean and std over seeds, a row per algo) and ``results.png`` in the sweep
+folder. Rerunning with ``hydra.sweep.dir=<that folder>`` skips finished jobs and resumes the
+others from their checkpoints. ``python -m embodied.benchmark aggregate <sweep folder>`` redoes
+the tables from whatever jobs have finished.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from embodied.cli import run_dir
+from embodied.io import write_json_atomic, write_text_atomic
+from embodied.pipeline import evaluate_stage, train
+from embodied.runtime import seed_everything
+from embodied.tasks import make_env, make_policies
+
+RESULT_FILE = "result.json"
+
+
+def row_label(algo: str, reward: str, labeler: str | None) -> str:
+    """A row's name in the table, e.g. ``IQL, learned reward (oracle)``."""
+    if algo == "expert":
+        return "scripted expert"
+    name = {"iql_gt": "IQL", "iql": "IQL", "bc": "BC"}.get(algo, algo)
+    if reward == "learned":
+        return f"{name}, learned reward ({labeler})"
+    if reward == "gt":
+        return f"{name}, true reward"
+    return name
+
+
+def run_job(cfg: DictConfig, folder: Path) -> dict[str, Any]:
+    """One benchmark job: train (unless ``algo=expert``), evaluate, write ``folder/result.json``.
+
+    A finished job (its ``result.json`` exists) is returned as it is.
+
+    Returns:
+        ``task``, ``algo``, ``row``, ``reward``, ``labeler``, ``seed``, ``eval`` (success rate,
+        return mean and std, episodes), ``reward_model`` (held-out accuracy etc. for learned
+        rewards), ``wall_time_s`` and ``checkpoint``.
+    """
+    path = folder / RESULT_FILE
+    if path.exists():
+        return json.loads(path.read_text())
+    torch.set_num_threads(int(cfg.suite.threads_per_job) if cfg.suite else 1)
+    warnings.filterwarnings("ignore", message="Constant\\(s\\) may be too high")  # Meta-World's experts
+    started = time.time()
+    task = str(OmegaConf.select(cfg, "task.env.task", default=cfg.task.name))
+    reward_report: dict[str, Any] = {}
+    checkpoint = None
+    if cfg.algo.learner is None:
+        seed_everything(int(cfg.seed))
+        env = make_env(cfg.task)
+        try:
+            policy = make_policies(cfg.task, env.action_space, names=[cfg.algo.name])[cfg.algo.name]
+        finally:
+            env.close()
+        metrics = evaluate_stage(cfg, policy)
+    else:
+        overrides = OmegaConf.select(cfg, f"suite.learner_overrides.{cfg.algo.name}", default=None) or {}
+        for key, value in overrides.items():
+            OmegaConf.update(cfg, f"algo.learner.{key}", value, merge=False)
+        report = train(cfg, folder)
+        metrics, checkpoint = report["eval"], report["checkpoint"]
+        reward_report = {k: v for k, v in report["reward"].items() if k not in ("source", "labeler")}
+    labeler = str(cfg.labeler.name) if cfg.algo.reward == "learned" else None
+    result = {
+        "task": task,
+        "algo": str(cfg.algo.name),
+        "row": row_label(str(cfg.algo.name), str(cfg.algo.reward), labeler),
+        "reward": str(cfg.algo.reward),
+        "labeler": labeler,
+        "seed": int(cfg.seed),
+        "eval": metrics,
+        "reward_model": reward_report,
+        "protocol": str(cfg.eval.protocol),
+        "wall_time_s": round(time.time() - started, 1),
+        "checkpoint": checkpoint,
+    }
+    write_json_atomic(path, result)
+    return result
+
+
+def _row_order(result: dict[str, Any]) -> tuple[int, str]:
+    """Feedback-trained rows first, then true reward, other learners, the scripted expert."""
+    rank = 3 if result["algo"] == "expert" else {"learned": 0, "gt": 1}.get(result["reward"], 2)
+    return rank, result["row"]
+
+
+def aggregate(sweep_dir: str | Path, wall_time_s: float | None = None, tasks: list[str] | None = None) -> dict[str, Any]:
+    """Gather the jobs' ``result.json`` under ``sweep_dir`` into ``results.json``, ``results.md``
+    and ``results.png`` there. ``tasks``: the table's task order (default: as found).
+
+    Per row and task: success rate mean and std over seeds. Per row: the mean over tasks, its
+    std over seeds (the mean over tasks of each seed), and the number of seeds.
+
+    Raises:
+        FileNotFoundError: no finished job under ``sweep_dir``.
+    """
+    sweep_dir = Path(sweep_dir)
+    results = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{RESULT_FILE}"))]
+    if not results:
+        raise FileNotFoundError(f"no finished benchmark job (*/{RESULT_FILE}) under {sweep_dir}")
+    found = list(dict.fromkeys(r["task"] for r in results))
+    tasks = [t for t in tasks if t in found] + [t for t in found if t not in tasks] if tasks else found
+    results.sort(key=_row_order)
+    success: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in results:
+        success[r["row"]][r["task"]][int(r["seed"])] = float(r["eval"]["success_rate"])
+    rows = {}
+    for row, per_task in success.items():
+        seeds = sorted({s for values in per_task.values() for s in values})
+        complete = [s for s in seeds if all(s in per_task.get(t, {}) for t in tasks)]
+        per_seed = [float(np.mean([per_task[t][s] for t in tasks])) for s in complete]
+        rows[row] = {
+            "tasks": {t: {"mean": float(np.mean(list(per_task[t].values()))), "std": float(np.std(list(per_task[t].values()))),
+                          "seeds": {str(s): v for s, v in sorted(per_task[t].items())}} for t in tasks if t in per_task},
+            "mean": float(np.mean(per_seed)) if per_seed else float("nan"),
+            "std": float(np.std(per_seed)) if per_seed else float("nan"),
+            "seeds": len(complete),
+        }
+    first = results[0]
+    summary = {
+        "sweep_dir": str(sweep_dir),
+        "protocol": first.get("protocol"),
+        "episodes_per_task": first["eval"].get("episodes"),
+        "tasks": tasks,
+        "rows": rows,
+        "jobs": len(results),
+        "job_time_s": round(float(sum(r["wall_time_s"] for r in results)), 1),
+        "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 1),
+    }
+    write_json_atomic(sweep_dir / "results.json", summary)
+    write_text_atomic(sweep_dir / "results.md", render_table(summary))
+    plot_results(summary, sweep_dir / "results.png")
+    return summary
+
+
+def render_table(summary: dict[str, Any]) -> str:
+    """Markdown: a row per task and a column per row of the benchmark (success rate mean +- std
+    over seeds), then the mean over tasks."""
+    names = list(summary["rows"])
+    cell = lambda d: f"{d['mean']:.2f} ± {d['std']:.2f}" if d else "–"  # noqa: E731
+    lines = [
+        f"Success rate ({summary['protocol']} protocol, {summary['episodes_per_task']:.0f} episodes a task; "
+        "mean ± std over seeds)",
+        "",
+        "| task | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for task in summary["tasks"]:
+        lines.append(f"| {task} | " + " | ".join(cell(summary["rows"][n]["tasks"].get(task)) for n in names) + " |")
+    lines.append("| **mean** | " + " | ".join(f"**{cell(summary['rows'][n])}** ({summary['rows'][n]['seeds']} seeds)"
+                                            for n in names) + " |")
+    timing = f"{summary['jobs']} jobs, {summary['job_time_s']:.0f} s of job time"
+    if summary.get("wall_time_s") is not None:
+        timing += f", {summary['wall_time_s']:.0f} s wall time"
+    return "\n".join([*lines, "", timing + ".", ""])
+
+
+def plot_results(summary: dict[str, Any], path: Path) -> Path:
+    """``results.png``: success rate per task, a bar per row with the std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks, names = [*summary["tasks"], "mean"], list(summary["rows"])
+    width = 0.8 / len(names)
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.9 * len(tasks) * max(1, len(names)) / 2), 3.6), dpi=100)
+    x = np.arange(len(tasks))
+    for i, name in enumerate(names):
+        row = summary["rows"][name]
+        stats = [row["tasks"].get(t) for t in summary["tasks"]] + [row]
+        means = [s["mean"] if s else np.nan for s in stats]
+        stds = [s["std"] if s else 0.0 for s in stats]
+        axis.bar(x + (i - (len(names) - 1) / 2) * width, means, width, yerr=stds, label=name, capsize=2)
+    axis.set_xticks(x, [t.removesuffix("-v3") for t in tasks], rotation=35, ha="right", fontsize=8)
+    axis.set_ylabel("success rate")
+    axis.set_ylim(0, 1.05)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axis.set_title(f"Meta-World, {summary['protocol']} protocol", fontsize=10)
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(tmp)
+    plt.close(figure)
+    tmp.replace(path)
+    return path
+
+
+class AggregateResults(Callback):
+    """Hydra callback (``hydra.callbacks.aggregate``): times the sweep and, when every job has
+    finished, writes the tables with :func:`aggregate`."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        tasks = list(OmegaConf.select(config, "suite.tasks", default=None) or [])
+        summary = aggregate(config.hydra.sweep.dir, time.time() - getattr(self, "started", time.time()), tasks)
+        print(render_table(summary))
+        print(f"results: {Path(config.hydra.sweep.dir) / 'results.md'}")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="benchmark")
+def _main(cfg: DictConfig) -> None:
+    folder = run_dir()
+    result = run_job(cfg, folder)
+    print(f"[benchmark] {result['task']} | {result['row']} | seed {result['seed']}: success "
+          f"{result['eval']['success_rate']:.2f} ({result['wall_time_s']:.0f} s)", flush=True)
+
+
+def main() -> None:
+    """Console entry point; ``aggregate <sweep folder>`` redoes the tables of a sweep."""
+    if len(sys.argv) >= 2 and sys.argv[1] == "aggregate":
+        if len(sys.argv) != 3:
+            print("usage: python -m embodied.benchmark aggregate <sweep folder>", file=sys.stderr)
+            raise SystemExit(2)
+        summary = aggregate(sys.argv[2])
+        print(render_table(summary))
+        return
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""The Meta-World benchmark: official evaluation, suites, the sweep and its tables."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from embodied.benchmark import aggregate, render_table
+from embodied.evaluation import evaluate_metaworld
+from envs.metaworld_adapter import MetaWorldExpert, official_evaluation, suite_tasks, task_names
+from tests.conftest import run_module
+
+
+def _compose_benchmark(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="conf", version_base="1.3"):
+            return compose(config_name="benchmark", overrides=overrides, return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_official_evaluation_scores_the_expert_and_a_still_arm():
+    ended = []
+    expert = official_evaluation(MetaWorldExpert(task="reach-v3").act, "reach-v3", episodes=4, seed=3,
+                                 on_episode_end=ended.append)
+    assert expert["success_rate"] == 1.0 and expert["episodes"] == 4 and sum(ended) >= 4
+    still = official_evaluation(lambda observation: np.zeros(4, np.float32), "reach-v3", episodes=2, seed=3)
+    assert still["success_rate"] == 0.0  # a 500-step episode that never reaches: the protocol can fail
+
+
+def test_metaworld_protocol_refuses_other_tasks():
+    task = OmegaConf.create({"name": "pointmass", "env": {"_target_": "envs.make", "id": "embodied/PointMass-v0"}})
+    with pytest.raises(ValueError, match="eval.protocol=metaworld needs a Meta-World task"):
+        evaluate_metaworld(task, MetaWorldExpert(task="reach-v3"), 1, 0, progress=False)
+
+
+def test_suites_name_metaworld_tasks():
+    from metaworld import env_dict
+
+    assert suite_tasks("mt10") == list(env_dict.MT10_V3) and len(suite_tasks("mt50")) == 50
+    assert suite_tasks("mt1:reach-v3") == ["reach-v3"]
+    with pytest.raises(ValueError, match="unknown Meta-World suite"):
+        suite_tasks("mt11")
+    with pytest.raises(ValueError, match="unknown Meta-World task"):
+        suite_tasks("mt1:reach-v9")
+
+
+@pytest.mark.parametrize("suite", ["mt10", "mt50", "quick"])
+def test_suite_configs_sweep_their_tasks_rows_and_seeds(suite):
+    cfg = _compose_benchmark([f"suite={suite}"])
+    params = cfg.hydra.sweeper.params
+    tasks = params["task.env.task"].split(",")
+    assert tasks == list(cfg.suite.tasks) and set(tasks) <= set(task_names())
+    if suite != "quick":
+        assert tasks == suite_tasks(suite) and cfg.eval.episodes == 50 and cfg.suite.seeds == [0, 1, 2]
+    assert params["algo"].split(",") == ["iql", "bc", "iql_gt", "expert"]
+    assert cfg.hydra.mode.name == "MULTIRUN" and cfg.eval.protocol == "metaworld"
+    assert "JoblibLauncher" in cfg.hydra.launcher._target_
+
+
+def test_task_list_suite_needs_tasks():
+    cfg = _compose_benchmark(["suite=tasks", "suite.tasks=[drawer-open-v3]", "suite.seeds=[4,5]"])
+    assert cfg.hydra.sweeper.params["task.env.task"] == "drawer-open-v3"
+    assert cfg.hydra.sweeper.params.seed == "4,5"
+    with pytest.raises(Exception, match="suite.tasks"):
+        OmegaConf.to_container(_compose_benchmark(["suite=tasks"]).suite, throw_on_missing=True)
+
+
+def test_submitit_slurm_launcher_config_composes():
+    cfg = _compose_benchmark(["suite=mt10", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu",
+                              "hydra.launcher.timeout_min=120", "hydra.launcher.cpus_per_task=4"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.timeout_min, launcher.cpus_per_task) == ("gpu", 120, 4)
+    # the sweep (and the tables at its end) is the same whichever launcher runs it
+    assert cfg.hydra.callbacks.aggregate._target_ == "embodied.benchmark.AggregateResults"
+
+
+def _write_result(folder: Path, task: str, algo: str, reward: str, seed: int, success: float) -> None:
+    from embodied.benchmark import row_label
+
+    job = folder / f"mw-{task}_{algo}_seed{seed}"
+    job.mkdir(parents=True)
+    (job / "result.json").write_text(json.dumps({
+        "task": task, "algo": algo, "reward": reward, "row": row_label(algo, reward, "oracle"), "seed": seed,
+        "labeler": "oracle", "protocol": "metaworld", "wall_time_s": 10.0,
+        "eval": {"success_rate": success, "episodes": 50.0},
+    }))
+
+
+def test_aggregate_means_and_stds_over_seeds(tmp_path):
+    values = {("reach-v3", 0): 1.0, ("reach-v3", 1): 0.6, ("push-v3", 0): 0.2, ("push-v3", 1): 0.4}
+    for (task, seed), success in values.items():
+        _write_result(tmp_path, task, "iql", "learned", seed, success)
+        _write_result(tmp_path, task, "bc", "none", seed, success / 2)
+    summary = aggregate(tmp_path, wall_time_s=42.0, tasks=["reach-v3", "push-v3"])
+    iql = summary["rows"]["IQL, learned reward (oracle)"]
+    assert iql["tasks"]["reach-v3"]["mean"] == pytest.approx(0.8) and iql["tasks"]["reach-v3"]["std"] == pytest.approx(0.2)
+    # per seed: mean over tasks (0.6, 0.5); then mean and std over seeds
+    assert iql["mean"] == pytest.approx(0.55) and iql["std"] == pytest.approx(0.05) and iql["seeds"] == 2
+    assert list(summary["rows"]) == ["IQL, learned reward (oracle)", "BC"] and summary["tasks"] == ["reach-v3", "push-v3"]
+    table = (tmp_path / "results.md").read_text()
+    assert "| reach-v3 | 0.80 ± 0.20 | 0.40 ± 0.10 |" in table and "42 s wall time" in table
+    assert json.loads((tmp_path / "results.json").read_text())["jobs"] == 8
+    assert (tmp_path / "results.png").stat().st_size > 1000
+    assert render_table(summary) == table
+
+
+def test_aggregate_refuses_an_empty_sweep(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no finished benchmark job"):
+        aggregate(tmp_path)
+
+
+@pytest.mark.slow
+def test_quick_suite_end_to_end_and_rerun_skips_finished_jobs(tmp_path):
+    """``python -m embodied.benchmark suite=quick``: 2 tasks x 4 rows, in parallel processes, then
+    the tables; the scripted-expert row checks the evaluation path (experts succeed >= 0.9)."""
+    os.environ["MINARI_DATASETS_PATH"] = str(tmp_path / "datasets")
+    try:
+        sweep = tmp_path / "sweep"
+        args = ["suite=quick", f"output_root={tmp_path}", f"hydra.sweep.dir={sweep}", "hydra.launcher.n_jobs=2"]
+        result = run_module("embodied.benchmark", *args, cwd=tmp_path, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = json.loads((sweep / "results.json").read_text())
+        assert summary["jobs"] == 8 and summary["tasks"] == ["reach-v3", "drawer-close-v3"]
+        assert set(summary["rows"]) == {"IQL, learned reward (oracle)", "IQL, true reward", "BC", "scripted expert"}
+        assert summary["rows"]["scripted expert"]["mean"] >= 0.9
+        assert summary["protocol"] == "metaworld" and summary["episodes_per_task"] == 3
+        assert "results:" in result.stdout and (sweep / "results.png").exists()
+        job = json.loads((sweep / "mw-reach-v3_iql_seed0" / "result.json").read_text())
+        assert 0.0 <= job["reward_model"]["heldout_accuracy"] <= 1.0 and job["checkpoint"]
+        stamp = (sweep / "mw-reach-v3_iql_seed0" / "result.json").stat().st_mtime_ns
+        again = run_module("embodied.benchmark", *args, cwd=tmp_path, timeout=900)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert (sweep / "mw-reach-v3_iql_seed0" / "result.json").stat().st_mtime_ns == stamp
+    finally:
+        os.environ.pop("MINARI_DATASETS_PATH", None)
