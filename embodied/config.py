@@ -226,6 +226,14 @@ class RootConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     suite: Optional[SuiteConfig] = None
     """benchmark: the suite being swept (``conf/suite/``); unset for the other entry points."""
+    robot: Any = None
+    """deploy, sim_robot: the robot backend (``conf/robot/``: mujoco or ros2)."""
+    deploy: Any = None
+    """deploy: the control loop (``real_robot.deploy.DeployConfig``)."""
+    safety: Any = None
+    """deploy: the safety layer (``real_robot.safety.SafetyConfig``)."""
+    sim: Any = None
+    """sim_robot: rate, lockstep, episodes of the simulated robot node."""
 
 
 RESUME_CHOICES = ("auto", "true", "false")

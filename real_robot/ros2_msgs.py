@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from cyclonedds.idl import IdlStruct
-from cyclonedds.idl.types import float64, int32, sequence, uint8, uint32
+from cyclonedds.idl.types import float64, int32, int64, sequence, uint8, uint32
 
 
 @dataclass
@@ -158,6 +158,42 @@ class TwistStamped(IdlStruct, typename="geometry_msgs::msg::dds_::TwistStamped_"
     twist: Twist = field(default_factory=Twist)
 
 
+@dataclass
+class Int64(IdlStruct, typename="std_msgs::msg::dds_::Int64_"):
+    """``std_msgs/msg/Int64`` (the simulated robot's reset request: the episode's seed)."""
+
+    data: int64 = 0
+
+
+@dataclass
+class Duration(IdlStruct, typename="builtin_interfaces::msg::dds_::Duration_"):
+    """``builtin_interfaces/msg/Duration``: seconds and nanoseconds."""
+
+    sec: int32 = 0
+    nanosec: uint32 = 0
+
+
+@dataclass
+class JointTrajectoryPoint(IdlStruct, typename="trajectory_msgs::msg::dds_::JointTrajectoryPoint_"):
+    """``trajectory_msgs/msg/JointTrajectoryPoint``: rad (m), rad/s, rad/s^2, N m; time from the
+    trajectory's start."""
+
+    positions: sequence[float64] = field(default_factory=list)
+    velocities: sequence[float64] = field(default_factory=list)
+    accelerations: sequence[float64] = field(default_factory=list)
+    effort: sequence[float64] = field(default_factory=list)
+    time_from_start: Duration = field(default_factory=Duration)
+
+
+@dataclass
+class JointTrajectory(IdlStruct, typename="trajectory_msgs::msg::dds_::JointTrajectory_"):
+    """``trajectory_msgs/msg/JointTrajectory`` (ros2_control's joint trajectory controller)."""
+
+    header: Header = field(default_factory=Header)
+    joint_names: sequence[str] = field(default_factory=list)
+    points: sequence[JointTrajectoryPoint] = field(default_factory=list)
+
+
 #: ROS 2 type name -> IDL struct.
 MESSAGES: dict[str, type] = {
     "builtin_interfaces/msg/Time": Time,
@@ -168,4 +204,6 @@ MESSAGES: dict[str, type] = {
     "sensor_msgs/msg/Image": Image,
     "geometry_msgs/msg/PoseStamped": PoseStamped,
     "geometry_msgs/msg/TwistStamped": TwistStamped,
+    "std_msgs/msg/Int64": Int64,
+    "trajectory_msgs/msg/JointTrajectory": JointTrajectory,
 }

@@ -3,9 +3,9 @@
 Every command a policy proposes passes :meth:`SafetyLayer.filter` before it is sent. The layer
 decides, in this order:
 
-1. **e-stop** (latched): once :meth:`SafetyLayer.estop` is called, every command is the hold
-   command until :meth:`SafetyLayer.reset_estop` *and* a new :meth:`SafetyLayer.arm`.
-2. **arming**: nothing but the hold command before :meth:`SafetyLayer.arm`.
+1. **e-stop** (latched): once :meth:`SafetyLayer.estop` is called, no command is sent at all
+   until :meth:`SafetyLayer.reset_estop` *and* a new :meth:`SafetyLayer.arm`.
+2. **arming**: no command is sent before :meth:`SafetyLayer.arm`.
 3. **watchdog**: when the newest observation is older than ``watchdog_s`` (default 0.1 s), the
    hold command (zero velocity, or no displacement).
 4. **NaN guard**: a command with a NaN or infinite entry is not sent; the hold command is.
@@ -151,10 +151,10 @@ class SafetyLayer:
         """The hold command: zeros ``(A,)``."""
         return np.zeros(self.dim)
 
-    def _stop(self, reason: str) -> Decision:
+    def _stop(self, reason: str, send: bool = True) -> Decision:
         self.counters[reason] += 1
         self._last_command = self.hold()
-        return Decision(self.hold(), not self.config.dry_run, [reason])
+        return Decision(self.hold(), send and not self.config.dry_run, [reason])
 
     def filter(self, proposal: Sequence[float] | np.ndarray, position: Sequence[float] | None = None,
                step_scale: float = 1.0) -> Decision:
@@ -175,10 +175,10 @@ class SafetyLayer:
         proposal = np.asarray(proposal, dtype=np.float64)
         if proposal.shape != (self.dim,):
             raise ValueError(f"command must have shape ({self.dim},), got {proposal.shape}")
-        if self._estopped:
-            return self._stop("blocked_estop")
+        if self._estopped:  # nothing is sent at all: the robot's own stop holds it
+            return self._stop("blocked_estop", send=False)
         if not self._armed:
-            return self._stop("blocked_unarmed")
+            return self._stop("blocked_unarmed", send=False)
         if self.observation_age() > self.config.watchdog_s:
             return self._stop("watchdog")
         if not np.isfinite(proposal).all():

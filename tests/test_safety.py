@@ -28,7 +28,7 @@ def test_nothing_is_sent_before_arming():
     layer = SafetyLayer(SafetyConfig(), Clock())
     layer.observed()
     decision = layer.filter([0.3, 0.0, 0.0])
-    assert decision.reasons == ["blocked_unarmed"] and not decision.command.any()
+    assert decision.reasons == ["blocked_unarmed"] and not decision.command.any() and not decision.send
     layer.arm()
     assert layer.filter([0.3, 0.0, 0.0]).command.tolist() == [0.3, 0.0, 0.0]
 
@@ -68,7 +68,8 @@ def test_out_of_limit_commands_are_clamped_and_rate_limited():
 def test_the_estop_latches_until_reset_and_rearmed():
     layer, _ = armed_layer()
     layer.estop()
-    assert layer.filter([0.1, 0, 0]).reasons == ["blocked_estop"]
+    blocked = layer.filter([0.1, 0, 0])
+    assert blocked.reasons == ["blocked_estop"] and not blocked.send
     with pytest.raises(RuntimeError, match="reset_estop"):
         layer.arm()
     layer.reset_estop()

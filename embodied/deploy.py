@@ -1,0 +1,127 @@
+"""Deploy a policy to a robot: ``python -m embodied.deploy checkpoint=PATH robot=ros2|mujoco``.
+
+A fixed-rate control loop (``deploy.rate_hz``) through the safety layer (``safety.*``), with
+deadline accounting, that records every episode (``episodes/``, then a Minari dataset in
+``dataset/``, our dataset format, so deployments become new data). ``robot=mujoco`` steps the
+task's simulation; ``robot=ros2`` talks to a ROS 2 robot, or to ``python -m embodied.sim_robot``,
+over Cyclone DDS. Without ``checkpoint`` the task's behaviour policy ``policy=`` (default
+``expert``) runs, and ``+task=NAME`` is needed; with one, the task comes from the checkpoint's run
+folder unless given. Prints and writes ``deploy.json``: success rate, latency, missed deadlines,
+safety counters, dropped messages. Rerunning into the same folder continues with the next episode.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from embodied.cli import run_dir
+from embodied.io import write_json_atomic
+from embodied.pipeline import print_json
+from embodied.runtime import resolve_device, seed_everything
+from embodied.tasks import make_env, make_policies
+
+
+def task_from_checkpoint(checkpoint: str | Path) -> DictConfig:
+    """The task config of the run that wrote ``checkpoint`` (``<run>/.hydra/config.yaml``).
+
+    Raises:
+        FileNotFoundError: no run folder with a ``.hydra/config.yaml`` above the checkpoint.
+    """
+    path = Path(checkpoint).resolve()
+    for folder in [path, *path.parents][:4]:
+        config = folder / ".hydra" / "config.yaml"
+        if config.exists():
+            return OmegaConf.load(config).task
+    raise FileNotFoundError(f"no .hydra/config.yaml in the run folder of {checkpoint}; give the task with +task=NAME")
+
+
+def build_policy(cfg: DictConfig, task: Any, action_space: Any) -> tuple[Any, str]:
+    """The policy to deploy and its name: the checkpoint's learner, or the task's ``cfg.policy``."""
+    if cfg.checkpoint:
+        from embodied.learners import LearnerPolicy, load_learner
+
+        device = resolve_device(cfg.device)
+        learner, checkpoint = load_learner(cfg.checkpoint, device)
+        return LearnerPolicy(learner, device), f"checkpoint {checkpoint.path}"
+    return make_policies(task, action_space, names=[cfg.policy])[cfg.policy], str(cfg.policy)
+
+
+def build_robot(cfg: DictConfig, task: Any, observation_dim: int, action_dim: int) -> Any:
+    """``robot=mujoco``: :class:`MujocoRobot` on the task's env; ``robot=ros2``: :class:`ROS2Robot`.
+
+    Raises:
+        ValueError: an unknown ``robot.name``.
+    """
+    from real_robot.robot import MujocoRobot, ROS2Robot, ROS2RobotConfig
+
+    if cfg.robot.name == "mujoco":
+        return MujocoRobot(lambda: make_env(task), list(cfg.robot.position_indices), list(task.info_keys))
+    if cfg.robot.name == "ros2":
+        return ROS2Robot(ROS2RobotConfig(**OmegaConf.to_container(cfg.robot.ros2, resolve=True)), observation_dim, action_dim)
+    raise ValueError(f"robot.name={cfg.robot.name!r}; expected mujoco or ros2")
+
+
+def write_deploy_dataset(folder: Path, task_name: str, episodes: list, observation_space: Any, action_space: Any,
+                         env_spec: Any = None) -> Path:
+    """The recorded episodes as a Minari dataset ``embodied/<task>/deploy-v0`` under
+    ``folder/dataset`` (rewritten from ``episodes/`` when more were recorded)."""
+    from embodied.datasets import write_minari
+
+    root = folder / "dataset"
+    dataset_id = f"embodied/{task_name}/deploy-v0"
+    if (root / dataset_id).exists():
+        shutil.rmtree(root / dataset_id)
+    return write_minari(dataset_id, episodes, observation_space, action_space, root,
+                        metadata={"source": "embodied.deploy"}, env_spec=env_spec)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="deploy")
+def _main(cfg: DictConfig) -> None:
+    from embodied.data import load_episodes
+    from real_robot.deploy import DeployLoop
+    from real_robot.safety import SafetyLayer
+
+    folder = run_dir()
+    seed_everything(int(cfg.seed))
+    if OmegaConf.is_missing(cfg, "task"):
+        if not cfg.checkpoint:
+            raise SystemExit("error: deploy without checkpoint= runs a behaviour policy of a task; give +task=NAME")
+        task = task_from_checkpoint(cfg.checkpoint)
+    else:
+        task = cfg.task
+    probe = make_env(task)
+    observation_space, action_space, env_spec = probe.observation_space, probe.action_space, probe.spec
+    probe.close()
+    policy, name = build_policy(cfg, task, action_space)
+    safety_overrides = {}
+    if cfg.safety.low is None:
+        safety_overrides = {"low": action_space.low.tolist(), "high": action_space.high.tolist()}
+    safety = SafetyLayer(instantiate(cfg.safety, **safety_overrides))
+    config = instantiate(cfg.deploy)
+    robot = build_robot(cfg, task, int(observation_space.shape[0]), int(action_space.shape[0]))
+    with robot:
+        loop = DeployLoop(robot, policy, safety, config, record_dir=folder / "episodes", policy_name=name)
+        report = loop.run()
+        if hasattr(robot, "dropped_counts"):
+            report["dropped_messages"] = robot.dropped_counts()
+    episodes = [ep for path in sorted((folder / "episodes").glob("episode_*.npz")) for ep in load_episodes(path)]
+    dataset = write_deploy_dataset(folder, str(task.name), episodes, observation_space, action_space, env_spec)
+    report = {"task": str(task.name), "robot": str(cfg.robot.name), "policy": name, **report, "dataset": str(dataset)}
+    write_json_atomic(folder / "deploy.json", report)
+    print_json(f"{task.name} on robot={cfg.robot.name}, {name}:", report)
+    print(f"deploy report: {folder / 'deploy.json'}")
+
+
+def main() -> None:
+    """Console entry point."""
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""The deploy loop: a policy drives a robot at a fixed rate through the safety layer, and every
+episode is recorded as data.
+
+Each control step (period ``1 / rate_hz``):
+
+1. take the newest observation (waiting at most until the step's deadline for a fresh one);
+   apply e-stop and arm events from the robot's topics to the safety layer;
+2. the policy proposes a command; :meth:`real_robot.safety.SafetyLayer.filter` decides what is
+   sent (watchdog on the observation's age, NaN guard, limits, rate limit, workspace, e-stop);
+3. send it, and account the step: observation-to-command latency, and a missed deadline when the
+   step ran past its period;
+4. sleep until the next period starts.
+
+An episode ends when the robot reports termination or truncation, after ``max_steps``, or when the
+e-stop latches. It is recorded as an :class:`embodied.data.Episode` (observations ``(T+1, D)``,
+the commands actually sent ``(T, A)``, the robot's reward when it reports one, else zeros) and
+saved at once (``episodes/episode_<k>.npz``, atomically), so a crash loses at most the running
+episode and a rerun continues with the next one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from real_robot.robot import Robot, RobotObservation
+from real_robot.safety import SafetyLayer
+
+
+@dataclass
+class DeployConfig:
+    """The control loop's settings.
+
+    Raises:
+        ValueError: ``rate_hz <= 0``, ``episodes < 1`` or ``max_steps < 1``.
+    """
+
+    episodes: int = 10
+    """Episodes to run. Default 10."""
+    rate_hz: float = 10.0
+    """Control rate, Hz (the period is the deadline of each step). Default 10 (dressing)."""
+    max_steps: int = 150
+    """Steps before an episode is truncated. Default 150 (15 s at 10 Hz)."""
+    seed: int = 1_000_000
+    """Seed of the first episode (simulation resets; episode k uses seed + k)."""
+    arm_on_start: bool = True
+    """Arm the safety layer when the loop starts; False: wait for True on the arm topic."""
+    pace: bool = True
+    """Sleep to the period's end; False: start the next step as soon as an observation is fresh
+    (simulation and lockstep testing)."""
+    step_scale: float = 1.0
+    """m of end-effector motion per unit of command (workspace rule). Dressing: 0.02."""
+
+    def __post_init__(self) -> None:
+        if not self.rate_hz > 0 or self.episodes < 1 or self.max_steps < 1:
+            raise ValueError(f"deploy: rate_hz={self.rate_hz} (> 0), episodes={self.episodes} (>= 1), "
+                             f"max_steps={self.max_steps} (>= 1) expected")
+
+
+def _record(observations: list[np.ndarray], actions: list[np.ndarray], rewards: list[float], terminated: bool,
+            truncated: bool, infos: dict[str, list], seed: int, policy: str) -> Any:
+    from embodied.data import Episode
+
+    T = len(actions)
+    terminations = np.zeros(T, dtype=bool)
+    truncations = np.zeros(T, dtype=bool)
+    if T:
+        terminations[-1], truncations[-1] = terminated, truncated and not terminated
+    return Episode(np.asarray(observations, dtype=np.float32), np.asarray(actions, dtype=np.float32),
+                   np.asarray(rewards, dtype=np.float32), terminations, truncations,
+                   {k: np.asarray(v) for k, v in infos.items()}, policy, int(seed))
+
+
+class DeployLoop:
+    """Runs a policy on a robot (module docstring).
+
+    Args:
+        robot: connected robot.
+        policy: ``act(observation (D,) float32) -> (A,)``; ``reset(seed)`` when it has one.
+        safety: the safety layer (its clock should be the loop's).
+        config: rate, episodes, arming.
+        record_dir: where each finished episode is saved, or None.
+        policy_name: stored with recorded episodes.
+        clock, sleep: injectable time (tests).
+        log: one line per episode.
+    """
+
+    def __init__(self, robot: Robot, policy: Any, safety: SafetyLayer, config: DeployConfig,
+                 record_dir: str | Path | None = None, policy_name: str = "deployed",
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 log: Callable[[str], None] = print):
+        self.robot, self.policy, self.safety, self.config = robot, policy, safety, config
+        self.record_dir = None if record_dir is None else Path(record_dir)
+        self.policy_name, self.clock, self.sleep, self.log = policy_name, clock, sleep, log
+        self.period = 1.0 / config.rate_hz
+        self.latencies: list[float] = []
+        self.step_times: list[float] = []
+        self.counters: Counter = Counter()
+
+    def _events(self) -> None:
+        for name, value in self.robot.control_events():
+            if name == "estop" and value:
+                self.safety.estop()
+                self.counters["estop_received"] += 1
+            elif name == "estop":
+                self.safety.reset_estop()
+            elif name == "arm" and value:
+                try:
+                    self.safety.arm()
+                except RuntimeError:
+                    self.counters["arm_refused_estop"] += 1
+            elif name == "arm":
+                self.safety.disarm()
+
+    def step(self, obs: RobotObservation) -> tuple[np.ndarray, bool]:
+        """One control decision for ``obs``: ``(command sent or held, whether it was sent)``."""
+        self._events()
+        if obs.fresh:
+            self.safety.observed(obs.received)
+        proposal = np.asarray(self.policy.act(obs.observation), dtype=np.float64)
+        decision = self.safety.filter(proposal, position=obs.position, step_scale=self.config.step_scale)
+        if decision.send:
+            self.robot.send_action(decision.command, respond_to=obs)
+            self.latencies.append(self.clock() - obs.received)
+        return decision.command, decision.send
+
+    def run_episode(self, index: int) -> Any:
+        """Run episode ``index`` (seed ``config.seed + index``); returns the recorded episode."""
+        seed = self.config.seed + index
+        if hasattr(self.policy, "reset"):
+            self.policy.reset(seed)
+        obs = self.robot.reset(seed)
+        if obs is None:
+            raise TimeoutError(f"no observation from the robot after the reset of episode {index} (seed {seed}); "
+                               "is the robot (or python -m embodied.sim_robot) running on this ROS domain?")
+        observations, actions, rewards = [obs.observation], [], []
+        infos: dict[str, list] = {"success": [], "safety_hold": []}
+        terminated = truncated = False
+        next_tick = self.clock()
+        while len(actions) < self.config.max_steps:
+            started = self.clock()
+            command, sent = self.step(obs)
+            if self.safety.estopped:
+                truncated = True
+                self.counters["episodes_stopped_by_estop"] += 1
+                break
+            deadline = next_tick + self.period
+            following = self.robot.get_observation(timeout_s=max(0.0, deadline - self.clock()) if self.config.pace
+                                                   else max(self.period, 1.0))
+            if following is None:
+                raise TimeoutError("the robot stopped publishing observations")
+            self.step_times.append(self.clock() - started)
+            if self.clock() > deadline:
+                self.counters["missed_deadlines"] += 1
+            if self.config.pace:
+                self.sleep(max(0.0, deadline - self.clock()))
+                next_tick = max(deadline, self.clock() - self.period)
+            else:
+                next_tick = self.clock()
+            if not following.fresh:
+                self.counters["stale_observations"] += 1
+            obs = following
+            actions.append(command if sent else np.zeros_like(command))
+            observations.append(obs.observation)
+            rewards.append(0.0 if obs.reward is None else obs.reward)
+            infos["success"].append(bool(obs.success))
+            infos["safety_hold"].append(not sent)
+            if obs.terminated or obs.truncated:
+                terminated, truncated = obs.terminated, obs.truncated
+                break
+        else:
+            truncated = True
+        episode = _record(observations, actions, rewards, terminated, truncated, infos, seed, self.policy_name)
+        if self.record_dir is not None and len(episode):
+            from embodied.data import save_episodes
+
+            self.record_dir.mkdir(parents=True, exist_ok=True)
+            save_episodes(self.record_dir / f"episode_{index:05d}.npz", [episode])
+        self.log(f"episode {index} (seed {seed}): {len(episode)} steps, success {episode.success}, "
+                 f"return {float(episode.rewards.sum()):.3f}")
+        return episode
+
+    def run(self) -> dict[str, Any]:
+        """Run the remaining episodes (those not yet recorded in ``record_dir``) and report.
+
+        Returns:
+            ``episodes``, ``success_rate``, ``return_mean``, ``latency_ms`` (p50, p99, max of
+            observation-to-command), ``step_ms`` (p50, p99), ``missed_deadlines``, ``safety``
+            (the layer's counters) and the loop's counters.
+        """
+        if self.config.arm_on_start:
+            self.safety.arm()
+        done = sorted(self.record_dir.glob("episode_*.npz")) if self.record_dir is not None else []
+        episodes = []
+        if done:
+            from embodied.data import load_episodes
+
+            episodes = [ep for path in done for ep in load_episodes(path)]
+            self.log(f"{len(done)} episodes already recorded in {self.record_dir}; continuing")
+        for index in range(len(done), self.config.episodes):
+            episodes.append(self.run_episode(index))
+        return self.report(episodes)
+
+    def report(self, episodes: list[Any]) -> dict[str, Any]:
+        """The numbers of :meth:`run` for ``episodes``."""
+        def percentiles(values: list[float]) -> dict[str, float]:
+            if not values:
+                return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+            ms = 1000.0 * np.asarray(values)
+            return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "max": float(ms.max())}
+
+        return {
+            "episodes": len(episodes),
+            "success_rate": float(np.mean([ep.success for ep in episodes])) if episodes else float("nan"),
+            "return_mean": float(np.mean([ep.rewards.sum() for ep in episodes])) if episodes else float("nan"),
+            "steps": int(sum(len(ep) for ep in episodes)),
+            "latency_ms": percentiles(self.latencies),
+            "step_ms": percentiles(self.step_times),
+            "missed_deadlines": int(self.counters["missed_deadlines"]),
+            "safety": dict(self.safety.counters),
+            "loop": dict(self.counters),
+        }
