@@ -33,12 +33,12 @@ def _main(cfg: DictConfig) -> None:
           f"{'lockstep' if cfg.sim.lockstep else f'real time at {cfg.sim.rate_hz} Hz'}; waiting for "
           f"{config.reset_topic} and {config.command.topic}", flush=True)
     try:
-        counters = node.spin(duration_s=cfg.sim.duration_s, episodes=cfg.sim.episodes)
+        node.spin(duration_s=cfg.sim.duration_s, episodes=cfg.sim.episodes)
     except KeyboardInterrupt:
-        counters = node.counters
+        pass
     finally:
         node.close()
-    print_json("sim_robot counters:", dict(counters))
+    print_json("sim_robot counters:", node.report())
 
 
 def main() -> None:

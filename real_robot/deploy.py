@@ -3,13 +3,17 @@ episode is recorded as data.
 
 Each control step (period ``1 / rate_hz``):
 
-1. take the newest observation (waiting at most until the step's deadline for a fresh one);
-   apply e-stop and arm events from the robot's topics to the safety layer;
-2. the policy proposes a command; :meth:`real_robot.safety.SafetyLayer.filter` decides what is
-   sent (watchdog on the observation's age, NaN guard, limits, rate limit, workspace, e-stop);
+1. apply e-stop and arm events from the robot's topics to the safety layer;
+2. the policy proposes a command for the newest observation;
+   :meth:`real_robot.safety.SafetyLayer.filter` decides what is sent (watchdog on the
+   observation's age, NaN guard, limits, rate limit, workspace, e-stop);
 3. send it, and account the step: observation-to-command latency, and a missed deadline when the
-   step ran past its period;
-4. sleep until the next period starts.
+   command left more than one period after its observation arrived;
+4. wait for the next complete observation. A self-clocked robot (a real one, the simulated robot
+   node) sets the rate: the loop acts as soon as its observation arrives, and counts a late
+   observation when none came within 1.5 periods (the watchdog then holds the robot). A robot
+   that moves only when commanded (:class:`real_robot.robot.MujocoRobot`) is paced here: the loop
+   sleeps to the end of the period (``pace=false``: no sleeping).
 
 An episode ends when the robot reports termination or truncation, after ``max_steps``, or when the
 e-stop latches. It is recorded as an :class:`embodied.data.Episode` (observations ``(T+1, D)``,
@@ -142,29 +146,27 @@ class DeployLoop:
         observations, actions, rewards = [obs.observation], [], []
         infos: dict[str, list] = {"success": [], "safety_hold": []}
         terminated = truncated = False
-        next_tick = self.clock()
+        paced = self.config.pace and not self.robot.self_clocked
         while len(actions) < self.config.max_steps:
             started = self.clock()
             command, sent = self.step(obs)
+            # Deadline: the command for an observation goes out within one period of its arrival.
+            self.step_times.append(self.clock() - obs.received)
+            if self.step_times[-1] > self.period:
+                self.counters["missed_deadlines"] += 1
             if self.safety.estopped:
                 truncated = True
                 self.counters["episodes_stopped_by_estop"] += 1
                 break
-            deadline = next_tick + self.period
-            following = self.robot.get_observation(timeout_s=max(0.0, deadline - self.clock()) if self.config.pace
-                                                   else max(self.period, 1.0))
+            if paced:  # a robot that moves only when told: keep the rate here
+                self.sleep(max(0.0, started + self.period - self.clock()))
+            # A self-clocked robot sets the pace: act as soon as its next observation is complete.
+            # Lockstep simulation (pace=false) waits as long as it takes.
+            following = self.robot.get_observation(timeout_s=1.5 * self.period if self.config.pace else max(self.period, 1.0))
             if following is None:
                 raise TimeoutError("the robot stopped publishing observations")
-            self.step_times.append(self.clock() - started)
-            if self.clock() > deadline:
-                self.counters["missed_deadlines"] += 1
-            if self.config.pace:
-                self.sleep(max(0.0, deadline - self.clock()))
-                next_tick = max(deadline, self.clock() - self.period)
-            else:
-                next_tick = self.clock()
             if not following.fresh:
-                self.counters["stale_observations"] += 1
+                self.counters["late_observations"] += 1
             obs = following
             actions.append(command if sent else np.zeros_like(command))
             observations.append(obs.observation)
@@ -191,8 +193,9 @@ class DeployLoop:
 
         Returns:
             ``episodes``, ``success_rate``, ``return_mean``, ``latency_ms`` (p50, p99, max of
-            observation-to-command), ``step_ms`` (p50, p99), ``missed_deadlines``, ``safety``
-            (the layer's counters) and the loop's counters.
+            observation arrival to command sent, commands sent only), ``step_ms`` (the same for
+            every step, held ones included), ``missed_deadlines``, ``safety`` (the layer's
+            counters) and the loop's counters (``late_observations``, e-stops).
         """
         if self.config.arm_on_start:
             self.safety.arm()

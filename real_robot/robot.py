@@ -73,6 +73,11 @@ class RobotObservation:
 class Robot(ABC):
     """A robot the deploy loop can drive (module docstring for the calls)."""
 
+    self_clocked: bool = True
+    """The robot moves on its own clock and publishes at its rate (a real robot, the simulated
+    robot node); False: it moves only when sent a command (:class:`MujocoRobot`), so the deploy
+    loop paces it."""
+
     observation_features: dict[str, tuple[int, ...]]
     """Name -> shape of what :meth:`get_observation` returns (``observation``: ``(D,)``)."""
     action_features: dict[str, tuple[int, ...]]
@@ -120,6 +125,8 @@ class MujocoRobot(Robot):
         info_keys: ``info`` entries copied into :attr:`RobotObservation.info`.
         clock: monotonic seconds.
     """
+
+    self_clocked = False
 
     def __init__(self, make_env: Callable[[], Any], position_indices: list[int] | None = (0, 1, 2),
                  info_keys: list[str] | None = None, clock: Callable[[], float] = time.monotonic):
@@ -464,14 +471,22 @@ class ROS2Robot(Robot):
     def reset(self, seed: int) -> RobotObservation | None:
         """Ask for a new episode (``reset_topic``) and wait for its first observation (step 0 of a
         new episode when the robot reports status; else any fresh observation)."""
-        previous = None if self._latest_status is None else int(self._latest_status.data[0])
-        if self._reset is not None:
-            from real_robot.ros2_msgs import Int64
+        from real_robot.ros2_msgs import Int64
 
-            self._reset.publish(Int64(int(seed)))
+        previous = None if self._latest_status is None else int(self._latest_status.data[0])
         deadline = self.clock() + self.config.reset_timeout_s
+        if self._reset is not None:
+            # A request written before discovery matched the robot's reader would be lost.
+            self._reset.wait_for_subscribers(self.config.reset_timeout_s)
+            self._command.wait_for_subscribers(max(0.0, deadline - self.clock()))
+        retry = self.clock()
         while self.clock() < deadline:
-            obs = self.get_observation(timeout_s=max(0.0, deadline - self.clock()))
+            if self._reset is not None and self.clock() >= retry:
+                # Repeated requests carry the same seed; the simulated robot ignores a repeat of
+                # the episode it has just started.
+                self._reset.publish(Int64(int(seed)))
+                retry = self.clock() + 1.0
+            obs = self.get_observation(timeout_s=max(0.0, min(retry, deadline) - self.clock()))
             if obs is None or not obs.fresh:
                 continue
             if obs.episode is None or (obs.step == 0 and obs.episode != previous):

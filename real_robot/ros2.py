@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,6 +132,20 @@ class Publisher:
     def publish(self, msg) -> None:
         self._writer.write(msg)
         self.sent += 1
+
+    def matched(self) -> int:
+        """Subscriptions discovered on this topic (0 until DDS discovery has matched them)."""
+        return len(self._writer.get_matched_subscriptions())
+
+    def wait_for_subscribers(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` until some subscription is matched (a message written before
+        that is lost on a volatile topic). Returns whether one is."""
+        deadline = time.monotonic() + timeout_s
+        while not self.matched():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
 
 class Subscription:

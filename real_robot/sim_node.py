@@ -83,19 +83,23 @@ class SimRobotNode:
         self._commands = self.node.subscription(config.command.topic, config.command.type, q)
         self._resets = self.node.subscription(config.reset_topic, "std_msgs/msg/Int64", q) if config.reset_topic else None
         self.counters: Counter = Counter()
+        self.round_trips: list[float] = []
+        """s from publishing an observation to receiving the command stamped with it."""
         self.episode = -1
         self.step_index = 0
         self._observation: np.ndarray | None = None
         self._stamp = 0.0
         self._done = True
+        self._seed: int | None = None
         self._status_values = (0.0, False, False, False)
 
     # -- publishing ---------------------------------------------------------------------------
-    def _publish(self) -> None:
+    def _publish(self, repeat: bool = False) -> None:
         from real_robot.ros2_msgs import Float64MultiArray, Header, Image, Time
 
         assert self._observation is not None
-        self._stamp = time.time()
+        if not repeat:  # a repeat keeps its stamp, so that a command answering either copy matches
+            self._stamp = time.time()
         if self._status is not None:
             reward, terminated, truncated, success = self._status_values
             self._status.publish(Float64MultiArray(data=[float(self.episode), float(self.step_index), float(reward),
@@ -113,7 +117,13 @@ class SimRobotNode:
 
     # -- episode ------------------------------------------------------------------------------
     def reset(self, seed: int) -> None:
-        """Start an episode with ``seed`` and publish its first observation."""
+        """Start an episode with ``seed`` and publish its first observation. A repeated request
+        for the episode just started (same seed, no step yet) publishes that observation again."""
+        if self._observation is not None and seed == self._seed and self.step_index == 0 and not self._done:
+            self.counters["repeated_resets"] += 1
+            self._publish(repeat=True)
+            return
+        self._seed = int(seed)
         observation, _ = self.env.reset(seed=int(seed))
         self.episode, self.step_index, self._done = self.episode + 1, 0, False
         self._observation = np.asarray(observation, dtype=np.float64)
@@ -146,6 +156,8 @@ class SimRobotNode:
             if self.lockstep and stamp is not None and abs(stamp - self._stamp) > 1e-6:
                 self.counters["stale_commands"] += 1  # answers an earlier step
                 continue
+            if stamp is not None and abs(stamp - self._stamp) <= 1e-6:
+                self.round_trips.append(time.time() - self._stamp)
             newest = (action, stamp)
         return newest
 
@@ -157,29 +169,31 @@ class SimRobotNode:
             ``"reset"``, ``"step"``, ``"hold"`` (real time, no new command) or ``"idle"``.
         """
         deadline = self.clock() + (self.period if timeout_s is None else timeout_s)
+        pending = None
         while True:
             seed = self._take_reset()
             if seed is not None:
                 self.reset(seed)
                 return "reset"
-            if self.lockstep and not self._done:
-                action, _ = self._take_command()
+            if not self._done:
+                action, _ = self._take_command()  # taken as it arrives, so round trips are exact
                 if action is not None:
-                    self.apply(action)
-                    return "step"
+                    if self.lockstep:
+                        self.apply(action)
+                        return "step"
+                    pending = action
             if self.clock() >= deadline:
                 break
             time.sleep(0.0002)
         if self.lockstep or self._done or self._observation is None:
             if self._done and self._observation is not None and not self.lockstep:
-                self._publish()  # a finished episode stays visible until the next reset
+                self._publish(repeat=True)  # a finished episode stays visible until the next reset
             return "idle"
-        action, _ = self._take_command()
-        if action is None:
+        if pending is None:
             self.counters["missed_commands"] += 1
             self.apply(np.zeros(self.action_dim))
             return "hold"
-        self.apply(action)
+        self.apply(pending)
         return "step"
 
     def spin(self, duration_s: float | None = None, episodes: int | None = None) -> Counter:
@@ -195,6 +209,15 @@ class SimRobotNode:
                 if episodes is not None and finished >= episodes:
                     break
         return self.counters
+
+    def report(self) -> dict[str, float]:
+        """Counters, and the observation-to-command round trip (ms: p50, p99, max) seen here."""
+        out: dict[str, float] = dict(self.counters)
+        if self.round_trips:
+            ms = 1000.0 * np.asarray(self.round_trips)
+            out.update({"round_trip_ms_p50": float(np.percentile(ms, 50)), "round_trip_ms_p99": float(np.percentile(ms, 99)),
+                        "round_trip_ms_max": float(ms.max()), "round_trips": len(ms)})
+        return out
 
     def close(self) -> None:
         self.env.close()

@@ -1,0 +1,240 @@
+"""The robot bridge end to end: the deploy loop against real DDS participants on loopback.
+
+Faults are injected over topics, as a robot or an operator would: a test participant publishes
+the observation topics (and stops, or sends malformed messages), the e-stop and arm topics, and
+listens to the command topic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from real_robot.deploy import DeployConfig, DeployLoop
+from real_robot.robot import ARRAY, POSE, ObservationSource, ROS2Robot, ROS2RobotConfig, encode_source, latched_qos
+from real_robot.ros2 import ROS2Node
+from real_robot.ros2_msgs import Bool, Float64MultiArray, PoseStamped
+from real_robot.safety import SafetyConfig, SafetyLayer
+from tests.conftest import REPO
+
+_domains = iter(range(150, 230))
+
+
+def _config(domain: int, **overrides) -> ROS2RobotConfig:
+    """Observation: ee position (PoseStamped) + 2 task values; no status or resets (a real robot)."""
+    return ROS2RobotConfig(domain_id=domain, observation=[ObservationSource("/ee_pose", POSE, ["position"]),
+                                                           ObservationSource("/task_state", ARRAY, [])],
+                           status_topic=None, reset_topic=None, **overrides)
+
+
+class FakeRobotSide:
+    """The robot's side of the topics, in the test: publishes observations, listens to commands."""
+
+    def __init__(self, config: ROS2RobotConfig):
+        self.node = ROS2Node(config.domain_id)
+        self.pose = self.node.publisher("/ee_pose", POSE, config.sensor_qos)
+        self.state = self.node.publisher("/task_state", ARRAY, config.sensor_qos)
+        self.commands = self.node.subscription(config.command.topic, config.command.type, config.sensor_qos)
+        self.estop = self.node.publisher(config.estop_topic, "std_msgs/msg/Bool", latched_qos())
+        self.arm = self.node.publisher(config.arm_topic, "std_msgs/msg/Bool", latched_qos())
+        self.sources = config.observation
+        self.received: list[tuple[float, np.ndarray]] = []
+
+    def publish(self, observation: np.ndarray) -> None:
+        self.pose.publish(encode_source(self.sources[0], observation[:3], time.time()))
+        self.state.publish(encode_source(self.sources[1], observation[3:], time.time()))
+
+    def collect(self) -> list[tuple[float, np.ndarray]]:
+        for msg in self.commands.take():
+            t = msg.twist.linear
+            self.received.append((time.monotonic(), np.array([t.x, t.y, t.z])))
+        return self.received
+
+
+class ScriptedPolicy:
+    def __init__(self, actions):
+        self.actions, self.calls = actions, 0
+
+    def act(self, observation):
+        action = self.actions(self.calls, observation)
+        self.calls += 1
+        return action
+
+
+def _wait_connected(robot: ROS2Robot, side: FakeRobotSide, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        side.publish(np.array([0.5, 0.0, 1.0, 0.1, 0.2]))
+        if robot.get_observation(timeout_s=0.05) is not None:
+            return
+    raise AssertionError("no DDS discovery between the test participants")
+
+
+def _loop(robot, actions, safety=None, **deploy):
+    safety = safety or SafetyLayer(SafetyConfig(watchdog_s=0.1, max_delta=None))
+    return DeployLoop(robot, ScriptedPolicy(actions), safety, DeployConfig(rate_hz=50, **deploy), log=lambda _: None)
+
+
+def _drive(loop: DeployLoop, robot: ROS2Robot, side: FakeRobotSide, steps: int, publish_until: int | None = None,
+           observation=lambda k: np.array([0.5, 0.0, 1.0, 0.1, 0.2]), before_step=None):
+    """Run the loop at 50 Hz for ``steps`` steps; the robot side publishes an observation before each
+    step up to ``publish_until``. Returns the time of the last observation received."""
+    for k in range(steps):
+        if publish_until is None or k < publish_until:
+            side.publish(observation(k))
+        if before_step:
+            before_step(k)
+        obs = robot.get_observation(timeout_s=0.015)
+        loop.step(obs)
+        side.collect()
+        time.sleep(0.02)
+    time.sleep(0.1)
+    side.collect()
+
+
+def test_observations_stop_then_zero_command_within_the_watchdog_time():
+    config = _config(next(_domains))
+    side = FakeRobotSide(config)
+    with ROS2Robot(config, observation_dim=5, action_dim=3) as robot:
+        _wait_connected(robot, side)
+        loop = _loop(robot, lambda k, o: np.array([0.5, 0.0, 0.0]))
+        loop.safety.arm()
+        stopped = {}
+
+        def mark(k):
+            if k == 30:
+                stopped["t"] = robot._received  # the last observation arrived before this step
+        _drive(loop, robot, side, steps=50, publish_until=30, before_step=mark)
+        received = side.received
+        moving = [t for t, c in received if c[0] > 0]
+        holds = [t for t, c in received if t > stopped["t"] and not c.any()]
+        assert moving and holds, "commands before the stop and hold commands after it"
+        # the first hold answers the first step whose observation is older than the watchdog
+        assert holds[0] - stopped["t"] <= 0.1 + 0.02 + 0.05
+        assert all(not c.any() for t, c in received if t > holds[0]), "no motion after the watchdog fired"
+        assert loop.safety.counters["watchdog"] >= 15
+
+
+def test_nan_action_is_not_sent_and_out_of_limit_action_is_clamped():
+    config = _config(next(_domains))
+    side = FakeRobotSide(config)
+    with ROS2Robot(config, observation_dim=5, action_dim=3) as robot:
+        _wait_connected(robot, side)
+        script = {3: np.array([np.nan, 0.0, 0.0]), 6: np.array([5.0, -7.0, 0.25])}
+        loop = _loop(robot, lambda k, o: script.get(k, np.array([0.1, 0.0, 0.0])))
+        loop.safety.arm()
+        _drive(loop, robot, side, steps=10)
+        commands = np.array([c for _, c in side.received])
+        assert len(commands) == 10 and np.isfinite(commands).all(), "a NaN never reaches the topic"
+        assert not commands[3].any(), "the NaN step sends the hold command instead"
+        scale = config.command.scale
+        assert np.allclose(commands[6], np.array([1.0, -1.0, 0.25]) * scale), "clamped to the limits"
+        assert loop.safety.counters["nan"] == 1 and loop.safety.counters["clamped"] == 1
+
+
+def test_estop_topic_latches_no_command_until_rearmed():
+    config = _config(next(_domains))
+    side = FakeRobotSide(config)
+    with ROS2Robot(config, observation_dim=5, action_dim=3) as robot:
+        _wait_connected(robot, side)
+        loop = _loop(robot, lambda k, o: np.array([0.2, 0.0, 0.0]))
+        loop.safety.arm()
+
+        def operator(k):
+            if k == 5:
+                side.estop.publish(Bool(True))
+            if k == 15:
+                side.estop.publish(Bool(False))  # released, but not re-armed: still nothing
+            if k == 25:
+                side.arm.publish(Bool(True))
+            time.sleep(0.005 if k in (5, 15, 25) else 0)
+        _drive(loop, robot, side, steps=40, before_step=operator)
+        times = [t for t, _ in side.received]
+        assert len(times) < 40 and loop.safety.counters["blocked_estop"] >= 5
+        assert loop.safety.counters["blocked_unarmed"] >= 5, "released e-stop alone does not re-arm"
+        gaps = np.diff(times)
+        assert gaps.max() > 0.3, "no command at all between the e-stop and re-arming"
+        assert all(c[0] == pytest.approx(0.2 * config.command.scale) for _, c in side.received)
+        assert loop.counters["estop_received"] == 1
+
+
+def test_malformed_messages_are_dropped_and_counted():
+    config = _config(next(_domains))
+    side = FakeRobotSide(config)
+    with ROS2Robot(config, observation_dim=5, action_dim=3) as robot:
+        _wait_connected(robot, side)
+        robot.get_observation(timeout_s=0.1)
+        good = np.array([0.4, 0.1, 1.1, 0.7, 0.8])
+        side.publish(good)
+        time.sleep(0.05)
+        side.state.publish(Float64MultiArray(data=[1.0, 2.0, 3.0]))              # wrong size
+        side.state.publish(Float64MultiArray(data=[float("nan"), 1.0]))          # NaN
+        bad_pose = encode_source(config.observation[0], np.array([np.inf, 0.0, 1.0]), time.time())
+        side.pose.publish(bad_pose)
+        assert isinstance(bad_pose, PoseStamped)
+        time.sleep(0.2)
+        obs = robot.get_observation(timeout_s=0.05)
+        np.testing.assert_allclose(obs.observation, good.astype(np.float32))
+        dropped = robot.dropped_counts()
+        assert dropped == {"/task_state: 3 values, expected 2": 1, "/task_state: a non-finite value": 1,
+                           "/ee_pose: a non-finite value": 1}
+
+
+def test_robot_config_errors_are_named():
+    with pytest.raises(ValueError, match="observation sources fill"):
+        ROS2RobotConfig(observation=[ObservationSource("/ee_pose", POSE, ["position", "orientation"])]).sizes(5)
+    with pytest.raises(ValueError, match="JointState needs joint_names"):
+        ObservationSource("/joint_states", "sensor_msgs/msg/JointState", ["position"])
+    with pytest.raises(ValueError, match="command type"):
+        ROS2RobotConfig(command={"type": "std_msgs/msg/String"})
+    with pytest.raises(ValueError, match="at most one Float64MultiArray"):
+        ROS2RobotConfig(observation=[ObservationSource("/a", ARRAY, []), ObservationSource("/b", ARRAY, [])])
+
+
+def _run(module: str, *args: str, env: dict, timeout: float = 300) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_dressing_over_dds_matches_direct_simulation(tmp_path):
+    """sim_robot in one process, deploy in another, over Cyclone DDS on loopback: the scripted
+    expert's episodes are the same as deploy's robot=mujoco (direct simulation), step for step."""
+    from embodied.datasets import load_dataset
+
+    env = dict(os.environ, ROS_DOMAIN_ID=str(next(_domains)), HYDRA_FULL_ERROR="1", PYTHONUNBUFFERED="1")
+    episodes = "3"
+    sim = _run("embodied.sim_robot", "+task=dressing", f"output_root={tmp_path}", f"sim.episodes={episodes}", env=env)
+    try:
+        common = ["+task=dressing", f"deploy.episodes={episodes}", "deploy.pace=false", f"output_root={tmp_path}"]
+        over_dds = subprocess.run([sys.executable, "-m", "embodied.deploy", "robot=ros2", *common,
+                                   f"hydra.run.dir={tmp_path / 'ros2'}"], cwd=REPO, env=env, capture_output=True,
+                                  text=True, timeout=300)
+        assert over_dds.returncode == 0, over_dds.stderr[-3000:]
+        sim_out, sim_err = sim.communicate(timeout=60)
+        assert sim.returncode == 0, sim_err[-3000:]
+    finally:
+        if sim.poll() is None:
+            sim.kill()
+    direct = subprocess.run([sys.executable, "-m", "embodied.deploy", "robot=mujoco", *common,
+                             f"hydra.run.dir={tmp_path / 'mujoco'}"], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert direct.returncode == 0, direct.stderr[-3000:]
+    ros2 = json.loads((tmp_path / "ros2" / "deploy.json").read_text())
+    mujoco = json.loads((tmp_path / "mujoco" / "deploy.json").read_text())
+    assert ros2["episodes"] == mujoco["episodes"] == 3
+    assert ros2["success_rate"] == mujoco["success_rate"] >= 2 / 3
+    assert ros2["steps"] == mujoco["steps"] and ros2["return_mean"] == pytest.approx(mujoco["return_mean"], abs=1e-4)
+    assert ros2["dropped_messages"] == {} and ros2["safety"].get("watchdog", 0) == 0
+    assert '"episodes": 3' in sim_out
+    # the deployment became data in our format
+    data = load_dataset(ros2["dataset"])
+    assert len(data.episodes) == 3 and sum(len(ep) for ep in data.episodes) == ros2["steps"]
+    assert [ep.success for ep in data.episodes].count(True) == round(3 * ros2["success_rate"])
