@@ -26,10 +26,11 @@ def _options(group: str) -> list[str]:
 
 
 def test_every_yaml_is_covered_by_a_group_test():
-    groups = {"algo", "experiment", "labeler", "logger", "reward_model", "suite", "task"}
+    groups = {"algo", "experiment", "labeler", "logger", "reward_model", "robot", "suite", "task"}
     found = {p.relative_to(CONF).parts[0] for p in CONF.rglob("*.yaml") if p.parent != CONF}
     assert found == groups, f"a new config group needs a test here: {found - groups}"
-    assert sorted(p.name for p in CONF.glob("*.yaml")) == ["benchmark.yaml", "config.yaml"]  # test_benchmark.py
+    # benchmark.yaml: test_benchmark.py; deploy.yaml and sim_robot.yaml: below
+    assert sorted(p.name for p in CONF.glob("*.yaml")) == ["benchmark.yaml", "config.yaml", "deploy.yaml", "sim_robot.yaml"]
 
 
 @pytest.mark.parametrize("task", _options("task"))
@@ -57,7 +58,7 @@ def test_task_configs_instantiate_env_and_every_policy(compose_config, task):
 def test_algo_configs_instantiate_a_learner(compose_config, algo):
     cfg = compose_config(["+task=pointmass", f"algo={algo}"])
     config = instantiate(cfg.algo.learner)
-    assert config.name == cfg.algo.name
+    assert cfg.algo.name.startswith(config.name)  # iql_gt: IQL on the true reward
     learner = make_learner(config, observation_dim=6, action_dim=2)
     assert learner.act(torch.zeros(3, 6)).shape == (3, 2)
 
@@ -171,3 +172,27 @@ def test_entry_points_without_a_task_exit_nonzero_naming_task_and_tasks(tmp_path
 
 def test_available_tasks_match_conf_folder():
     assert available_tasks() == _options("task")
+
+
+@pytest.mark.parametrize("robot", _options("robot"))
+def test_deploy_and_sim_robot_configs_build_their_parts(robot):
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from real_robot.deploy import DeployConfig
+    from real_robot.robot import ROS2RobotConfig
+    from real_robot.safety import SafetyConfig
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="conf", version_base="1.3"):
+            cfg = compose(config_name="deploy", overrides=["+task=dressing", f"robot={robot}"])
+            sim = compose(config_name="sim_robot", overrides=["+task=dressing"])
+    finally:
+        GlobalHydra.instance().clear()
+    assert isinstance(instantiate(cfg.deploy), DeployConfig) and cfg.robot.name == robot
+    assert isinstance(instantiate(cfg.safety, low=[-1.0] * 3, high=[1.0] * 3), SafetyConfig)
+    if robot == "ros2":
+        ros2 = ROS2RobotConfig(**OmegaConf.to_container(cfg.robot.ros2, resolve=True))
+        assert ros2.sizes(26) == [3, 23]  # dressing: end effector + the rest
+    assert sim.robot.name == "ros2" and sim.sim.lockstep is True
