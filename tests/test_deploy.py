@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -77,9 +76,22 @@ def _wait_connected(robot: ROS2Robot, side: FakeRobotSide, timeout: float = 5.0)
     raise AssertionError("no DDS discovery between the test participants")
 
 
-def _loop(robot, actions, safety=None, **deploy):
-    safety = safety or SafetyLayer(SafetyConfig(watchdog_s=0.1, max_delta=None))
-    return DeployLoop(robot, ScriptedPolicy(actions), safety, DeployConfig(rate_hz=50, **deploy), log=lambda _: None)
+def _loop(robot, actions):
+    """An armed 50 Hz loop running the scripted ``actions(k, observation)``."""
+    safety = SafetyLayer(SafetyConfig(watchdog_s=0.1, max_delta=None))
+    loop = DeployLoop(robot, ScriptedPolicy(actions), safety, DeployConfig(rate_hz=50), log=lambda _: None)
+    safety.arm()
+    return loop
+
+
+@pytest.fixture
+def bridge():
+    """``(config, robot side, ROS2Robot)`` on a fresh DDS domain, discovery done."""
+    config = _config(next(_domains))
+    side = FakeRobotSide(config)
+    with ROS2Robot(config, observation_dim=5, action_dim=3) as robot:
+        _wait_connected(robot, side)
+        yield config, side, robot
 
 
 def _drive(loop: DeployLoop, robot: ROS2Robot, side: FakeRobotSide, steps: int, publish_until: int | None = None,
@@ -99,92 +111,77 @@ def _drive(loop: DeployLoop, robot: ROS2Robot, side: FakeRobotSide, steps: int, 
     side.collect()
 
 
-def test_observations_stop_then_zero_command_within_the_watchdog_time():
-    config = _config(next(_domains))
-    side = FakeRobotSide(config)
-    with ROS2Robot(config, observation_dim=5, action_dim=3) as robot:
-        _wait_connected(robot, side)
-        loop = _loop(robot, lambda k, o: np.array([0.5, 0.0, 0.0]))
-        loop.safety.arm()
-        stopped = {}
+def test_observations_stop_then_zero_command_within_the_watchdog_time(bridge):
+    config, side, robot = bridge
+    loop = _loop(robot, lambda k, o: np.array([0.5, 0.0, 0.0]))
+    stopped = {}
 
-        def mark(k):
-            if k == 30:
-                stopped["t"] = robot._received  # the last observation arrived before this step
-        _drive(loop, robot, side, steps=50, publish_until=30, before_step=mark)
-        received = side.received
-        moving = [t for t, c in received if c[0] > 0]
-        holds = [t for t, c in received if t > stopped["t"] and not c.any()]
-        assert moving and holds, "commands before the stop and hold commands after it"
-        # the first hold answers the first step whose observation is older than the watchdog
-        assert holds[0] - stopped["t"] <= 0.1 + 0.02 + 0.05
-        assert all(not c.any() for t, c in received if t > holds[0]), "no motion after the watchdog fired"
-        assert loop.safety.counters["watchdog"] >= 15
+    def mark(k):
+        if k == 30:
+            stopped["t"] = robot._received  # the last observation arrived before this step
+    _drive(loop, robot, side, steps=50, publish_until=30, before_step=mark)
+    received = side.received
+    moving = [t for t, c in received if c[0] > 0]
+    holds = [t for t, c in received if t > stopped["t"] and not c.any()]
+    assert moving and holds, "commands before the stop and hold commands after it"
+    # the first hold answers the first step whose observation is older than the watchdog
+    assert holds[0] - stopped["t"] <= 0.1 + 0.02 + 0.05
+    assert all(not c.any() for t, c in received if t > holds[0]), "no motion after the watchdog fired"
+    assert loop.safety.counters["watchdog"] >= 15
 
 
-def test_nan_action_is_not_sent_and_out_of_limit_action_is_clamped():
-    config = _config(next(_domains))
-    side = FakeRobotSide(config)
-    with ROS2Robot(config, observation_dim=5, action_dim=3) as robot:
-        _wait_connected(robot, side)
-        script = {3: np.array([np.nan, 0.0, 0.0]), 6: np.array([5.0, -7.0, 0.25])}
-        loop = _loop(robot, lambda k, o: script.get(k, np.array([0.1, 0.0, 0.0])))
-        loop.safety.arm()
-        _drive(loop, robot, side, steps=10)
-        commands = np.array([c for _, c in side.received])
-        assert len(commands) == 10 and np.isfinite(commands).all(), "a NaN never reaches the topic"
-        assert not commands[3].any(), "the NaN step sends the hold command instead"
-        scale = config.command.scale
-        assert np.allclose(commands[6], np.array([1.0, -1.0, 0.25]) * scale), "clamped to the limits"
-        assert loop.safety.counters["nan"] == 1 and loop.safety.counters["clamped"] == 1
+def test_nan_action_is_not_sent_and_out_of_limit_action_is_clamped(bridge):
+    config, side, robot = bridge
+    script = {3: np.array([np.nan, 0.0, 0.0]), 6: np.array([5.0, -7.0, 0.25])}
+    loop = _loop(robot, lambda k, o: script.get(k, np.array([0.1, 0.0, 0.0])))
+    _drive(loop, robot, side, steps=10)
+    commands = np.array([c for _, c in side.received])
+    assert len(commands) == 10 and np.isfinite(commands).all(), "a NaN never reaches the topic"
+    assert not commands[3].any(), "the NaN step sends the hold command instead"
+    scale = config.command.scale
+    assert np.allclose(commands[6], np.array([1.0, -1.0, 0.25]) * scale), "clamped to the limits"
+    assert loop.safety.counters["nan"] == 1 and loop.safety.counters["clamped"] == 1
 
 
-def test_estop_topic_latches_no_command_until_rearmed():
-    config = _config(next(_domains))
-    side = FakeRobotSide(config)
-    with ROS2Robot(config, observation_dim=5, action_dim=3) as robot:
-        _wait_connected(robot, side)
-        loop = _loop(robot, lambda k, o: np.array([0.2, 0.0, 0.0]))
-        loop.safety.arm()
+def test_estop_topic_latches_no_command_until_rearmed(bridge):
+    config, side, robot = bridge
+    loop = _loop(robot, lambda k, o: np.array([0.2, 0.0, 0.0]))
 
-        def operator(k):
-            if k == 5:
-                side.estop.publish(Bool(True))
-            if k == 15:
-                side.estop.publish(Bool(False))  # released, but not re-armed: still nothing
-            if k == 25:
-                side.arm.publish(Bool(True))
-            time.sleep(0.005 if k in (5, 15, 25) else 0)
-        _drive(loop, robot, side, steps=40, before_step=operator)
-        times = [t for t, _ in side.received]
-        assert len(times) < 40 and loop.safety.counters["blocked_estop"] >= 5
-        assert loop.safety.counters["blocked_unarmed"] >= 5, "released e-stop alone does not re-arm"
-        gaps = np.diff(times)
-        assert gaps.max() > 0.3, "no command at all between the e-stop and re-arming"
-        assert all(c[0] == pytest.approx(0.2 * config.command.scale) for _, c in side.received)
-        assert loop.counters["estop_received"] == 1
+    def operator(k):
+        if k == 5:
+            side.estop.publish(Bool(True))
+        if k == 15:
+            side.estop.publish(Bool(False))  # released, but not re-armed: still nothing
+        if k == 25:
+            side.arm.publish(Bool(True))
+        time.sleep(0.005 if k in (5, 15, 25) else 0)
+    _drive(loop, robot, side, steps=40, before_step=operator)
+    times = [t for t, _ in side.received]
+    assert len(times) < 40 and loop.safety.counters["blocked_estop"] >= 5
+    assert loop.safety.counters["blocked_unarmed"] >= 5, "released e-stop alone does not re-arm"
+    gaps = np.diff(times)
+    assert gaps.max() > 0.3, "no command at all between the e-stop and re-arming"
+    assert all(c[0] == pytest.approx(0.2 * config.command.scale) for _, c in side.received)
+    assert loop.counters["estop_received"] == 1
 
 
-def test_malformed_messages_are_dropped_and_counted():
-    config = _config(next(_domains))
-    side = FakeRobotSide(config)
-    with ROS2Robot(config, observation_dim=5, action_dim=3) as robot:
-        _wait_connected(robot, side)
-        robot.get_observation(timeout_s=0.1)
-        good = np.array([0.4, 0.1, 1.1, 0.7, 0.8])
-        side.publish(good)
-        time.sleep(0.05)
-        side.state.publish(Float64MultiArray(data=[1.0, 2.0, 3.0]))              # wrong size
-        side.state.publish(Float64MultiArray(data=[float("nan"), 1.0]))          # NaN
-        bad_pose = encode_source(config.observation[0], np.array([np.inf, 0.0, 1.0]), time.time())
-        side.pose.publish(bad_pose)
-        assert isinstance(bad_pose, PoseStamped)
-        time.sleep(0.2)
-        obs = robot.get_observation(timeout_s=0.05)
-        np.testing.assert_allclose(obs.observation, good.astype(np.float32))
-        dropped = robot.dropped_counts()
-        assert dropped == {"/task_state: 3 values, expected 2": 1, "/task_state: a non-finite value": 1,
-                           "/ee_pose: a non-finite value": 1}
+def test_malformed_messages_are_dropped_and_counted(bridge):
+    config, side, robot = bridge
+    robot.get_observation(timeout_s=0.1)
+    good = np.array([0.4, 0.1, 1.1, 0.7, 0.8])
+    side.publish(good)
+    time.sleep(0.05)
+    side.state.publish(Float64MultiArray(data=[1.0, 2.0, 3.0]))              # wrong size
+    side.state.publish(Float64MultiArray(data=[float("nan"), 1.0]))          # NaN
+    bad_pose = encode_source(config.observation[0], np.array([np.inf, 0.0, 1.0]), time.time())
+    side.pose.publish(bad_pose)
+    assert isinstance(bad_pose, PoseStamped)
+    time.sleep(0.2)
+    obs = robot.get_observation(timeout_s=0.05)
+    np.testing.assert_allclose(obs.observation, good.astype(np.float32))
+    dropped = robot.dropped_counts()
+    assert dropped == {"/task_state: 3 values, expected 2": 1, "/task_state: a non-finite value": 1,
+                       "/ee_pose: a non-finite value": 1}
 
 
 def test_robot_config_errors_are_named():
