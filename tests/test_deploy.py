@@ -235,3 +235,37 @@ def test_dressing_over_dds_matches_direct_simulation(tmp_path):
     data = load_dataset(ros2["dataset"])
     assert len(data.episodes) == 3 and sum(len(ep) for ep in data.episodes) == ros2["steps"]
     assert [ep.success for ep in data.episodes].count(True) == round(3 * ros2["success_rate"])
+
+
+def test_sim_node_in_real_time_holds_without_commands_and_applies_the_newest(tmp_path):
+    import envs
+    from real_robot.sim_node import SimRobotNode
+
+    config = ROS2RobotConfig(domain_id=next(_domains), command={"type": ARRAY, "scale": 1.0})
+    node = SimRobotNode(envs.make("embodied/PointMass-v0"), config, rate_hz=50, lockstep=False)
+    commander = ROS2Node(config.domain_id).publisher(config.command.topic, ARRAY, config.sensor_qos)
+    assert commander.wait_for_subscribers(5.0)
+    node.reset(0)
+    assert [node.spin_once() for _ in range(3)] == ["hold"] * 3 and node.counters["missed_commands"] == 3
+    start = node._observation.copy()
+    commander.publish(Float64MultiArray(data=[1.0, 0.0]))
+    commander.publish(Float64MultiArray(data=[float("nan"), 0.0]))  # malformed: counted, not applied
+    time.sleep(0.05)
+    assert node.spin_once() == "step" and node.counters["malformed_commands"] == 1
+    assert node._observation[2] > start[2], "pushed along +x"
+    node.close()
+
+
+def test_deploy_reads_the_task_from_the_checkpoints_run_folder(tmp_path):
+    from omegaconf import OmegaConf
+
+    from embodied.deploy import task_from_checkpoint
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints" / "00000010").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"task": {"name": "dressing", "env": {"id": "embodied/Dressing-v0"}}}),
+                   run / ".hydra" / "config.yaml")
+    assert task_from_checkpoint(run / "checkpoints" / "00000010").name == "dressing"
+    with pytest.raises(FileNotFoundError, match=r"give the task with \+task=NAME"):
+        task_from_checkpoint(tmp_path / "elsewhere")
