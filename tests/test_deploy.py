@@ -269,3 +269,48 @@ def test_deploy_reads_the_task_from_the_checkpoints_run_folder(tmp_path):
     assert task_from_checkpoint(run / "checkpoints" / "00000010").name == "dressing"
     with pytest.raises(FileNotFoundError, match=r"give the task with \+task=NAME"):
         task_from_checkpoint(tmp_path / "elsewhere")
+
+
+def test_joint_state_and_pose_sources_round_trip_by_name():
+    from real_robot.robot import JOINTS, decode_source
+
+    joints = ObservationSource("/joint_states", JOINTS, ["position", "velocity"], ["j1", "j2", "j3"])
+    msg = encode_source(joints, np.array([0.1, 0.2, 0.3, 1.0, 2.0, 3.0]), stamp=12.5)
+    order = [2, 0, 1]  # a robot may list its joints in another order
+    msg.name, msg.position, msg.velocity = [msg.name[i] for i in order], [msg.position[i] for i in order], \
+        [msg.velocity[i] for i in order]
+    values, stamp = decode_source(joints, msg)
+    np.testing.assert_allclose(values, [0.1, 0.2, 0.3, 1.0, 2.0, 3.0])
+    assert stamp == pytest.approx(12.5)
+    pose = ObservationSource("/ee_pose", POSE, ["position", "orientation"])
+    values, _ = decode_source(pose, encode_source(pose, np.array([1.0, 2.0, 3.0, 0.0, 0.0, 0.6, 0.8]), 0.0))
+    np.testing.assert_allclose(values, [1.0, 2.0, 3.0, 0.0, 0.0, 0.6, 0.8])
+
+
+def test_joint_trajectory_commands_and_camera_images_over_dds():
+    from real_robot.robot import TRAJECTORY
+    from real_robot.ros2_msgs import Header, Image, Time
+
+    config = _config(next(_domains), image_topic="/camera/image_raw",
+                     command={"type": TRAJECTORY, "scale": 0.5, "joint_names": ["a", "b"], "time_from_start_s": 0.25})
+    side = FakeRobotSide(config)
+    camera = side.node.publisher("/camera/image_raw", "sensor_msgs/msg/Image", config.sensor_qos)
+    with ROS2Robot(config, observation_dim=5, action_dim=2) as robot:
+        frame = (np.arange(4 * 6 * 3) % 251).astype(np.uint8).reshape(4, 6, 3)
+        deadline = time.monotonic() + 5
+        obs = None
+        while time.monotonic() < deadline and (obs is None or obs.image is None):
+            camera.publish(Image(Header(Time.from_seconds(1.0), "camera"), 4, 6, "rgb8", 0, 18, list(frame.tobytes())))
+            side.publish(np.array([0.5, 0.0, 1.0, 0.1, 0.2]))
+            obs = robot.get_observation(timeout_s=0.05)
+        np.testing.assert_array_equal(obs.image, frame)
+        assert robot._command.wait_for_subscribers(5.0)
+        robot.send_action(np.array([0.2, -0.4]), respond_to=obs)
+        deadline, got = time.monotonic() + 5, []
+        while not got and time.monotonic() < deadline:
+            got = side.commands.take()
+            time.sleep(0.01)
+    assert got, "no JointTrajectory arrived"
+    (msg,) = got
+    assert list(msg.joint_names) == ["a", "b"] and np.allclose(msg.points[0].positions, [0.1, -0.2])
+    assert (msg.points[0].time_from_start.sec, msg.points[0].time_from_start.nanosec) == (0, 250_000_000)
