@@ -13,6 +13,7 @@ safety counters, dropped messages. Rerunning into the same folder continues with
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from embodied.cli import run_dir
+from embodied.cli import require_task, run_dir
 from embodied.io import write_json_atomic
 from embodied.pipeline import print_json
 from embodied.runtime import resolve_device, seed_everything
@@ -90,8 +91,6 @@ def _main(cfg: DictConfig) -> None:
     folder = run_dir()
     seed_everything(int(cfg.seed))
     if OmegaConf.is_missing(cfg, "task"):
-        if not cfg.checkpoint:
-            raise SystemExit("error: deploy without checkpoint= runs a behaviour policy of a task; give +task=NAME")
         task = task_from_checkpoint(cfg.checkpoint)
     else:
         task = cfg.task
@@ -119,7 +118,10 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point; exits 2 when neither a checkpoint nor a task is given."""
+    argv = sys.argv[1:]
+    if not any(a.split("=", 1)[0] == "checkpoint" and not a.endswith("=null") for a in argv):
+        require_task("deploy")  # a behaviour policy (policy=expert) needs its task
     _main()
 
 

@@ -162,7 +162,8 @@ def test_task_detection_and_message(capsys):
     assert "+task=" in err and all(t in err for t in available_tasks())
 
 
-@pytest.mark.parametrize("module", ["embodied.train", "embodied.collect", "embodied.evaluate", "embodied.label"])
+@pytest.mark.parametrize("module", ["embodied.train", "embodied.collect", "embodied.evaluate", "embodied.label",
+                                    "embodied.sim_robot", "embodied.deploy"])
 def test_entry_points_without_a_task_exit_nonzero_naming_task_and_tasks(tmp_path, module):
     result = run_module(module, cwd=tmp_path)
     assert result.returncode == 2
