@@ -12,6 +12,7 @@ safety counters, dropped messages. Rerunning into the same folder continues with
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -84,7 +85,7 @@ def write_deploy_dataset(folder: Path, task_name: str, episodes: list, observati
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="deploy")
 def _main(cfg: DictConfig) -> None:
-    from embodied.data import load_episodes
+    from embodied.data import Episode, load_episodes, save_episodes
     from real_robot.deploy import DeployLoop
     from real_robot.safety import SafetyLayer
 
@@ -104,12 +105,21 @@ def _main(cfg: DictConfig) -> None:
     safety = SafetyLayer(instantiate(cfg.safety, **safety_overrides))
     config = instantiate(cfg.deploy)
     robot = build_robot(cfg, task, int(observation_space.shape[0]), int(action_space.shape[0]))
+    records = folder / "episodes"
+    records.mkdir(exist_ok=True)
+    done = [ep for path in sorted(records.glob("episode_*.npz")) for ep in load_episodes(path)]
+    if done:
+        print(f"{len(done)} episodes already recorded in {records}; continuing")
+
+    def save(index: int, episode: Any) -> None:
+        save_episodes(records / f"episode_{index:05d}.npz", [Episode(**dataclasses.asdict(episode))])
+
     with robot:
-        loop = DeployLoop(robot, policy, safety, config, record_dir=folder / "episodes", policy_name=name)
-        report = loop.run()
+        loop = DeployLoop(robot, policy, safety, config, on_episode=save, policy_name=name)
+        report = loop.run(done)
         if hasattr(robot, "dropped_counts"):
             report["dropped_messages"] = robot.dropped_counts()
-    episodes = [ep for path in sorted((folder / "episodes").glob("episode_*.npz")) for ep in load_episodes(path)]
+    episodes = [ep for path in sorted(records.glob("episode_*.npz")) for ep in load_episodes(path)]
     dataset = write_deploy_dataset(folder, str(task.name), episodes, observation_space, action_space, env_spec)
     report = {"task": str(task.name), "robot": str(cfg.robot.name), "policy": name, **report, "dataset": str(dataset)}
     write_json_atomic(folder / "deploy.json", report)

@@ -18,8 +18,9 @@ Each control step (period ``1 / rate_hz``):
 An episode ends when the robot reports termination or truncation, after ``max_steps``, or when the
 e-stop latches. It is recorded as an :class:`embodied.data.Episode` (observations ``(T+1, D)``,
 the commands actually sent ``(T, A)``, the robot's reward when it reports one, else zeros) and
-saved at once (``episodes/episode_<k>.npz``, atomically), so a crash loses at most the running
-episode and a rerun continues with the next one.
+handed to ``on_episode`` at once (the deploy entry point saves it as
+``episodes/episode_<k>.npz``, atomically), so a crash loses at most the running episode and a
+rerun continues with the next one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,18 +67,41 @@ class DeployConfig:
                              f"max_steps={self.max_steps} (>= 1) expected")
 
 
-def _record(observations: list[np.ndarray], actions: list[np.ndarray], rewards: list[float], terminated: bool,
-            truncated: bool, infos: dict[str, list], seed: int, policy: str) -> Any:
-    from embodied.data import Episode
+@dataclass
+class RecordedEpisode:
+    """One deployed episode, in the layout of :class:`embodied.data.Episode` (which the deploy
+    entry point turns it into): observations ``(T+1, D) float32``, the commands sent ``(T, A)
+    float32`` (zeros where the safety layer held), rewards ``(T,) float32`` (the robot's, zeros
+    when it reports none), terminations and truncations ``(T,) bool``, ``infos`` (``success``,
+    ``safety_hold``) ``(T,)``."""
 
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminations: np.ndarray
+    truncations: np.ndarray
+    infos: dict[str, np.ndarray]
+    policy: str
+    seed: int
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    @property
+    def success(self) -> bool:
+        return bool(np.any(self.infos.get("success", False)))
+
+
+def _record(observations: list[np.ndarray], actions: list[np.ndarray], rewards: list[float], terminated: bool,
+            truncated: bool, infos: dict[str, list], seed: int, policy: str) -> RecordedEpisode:
     T = len(actions)
     terminations = np.zeros(T, dtype=bool)
     truncations = np.zeros(T, dtype=bool)
     if T:
         terminations[-1], truncations[-1] = terminated, truncated and not terminated
-    return Episode(np.asarray(observations, dtype=np.float32), np.asarray(actions, dtype=np.float32),
-                   np.asarray(rewards, dtype=np.float32), terminations, truncations,
-                   {k: np.asarray(v) for k, v in infos.items()}, policy, int(seed))
+    return RecordedEpisode(np.asarray(observations, dtype=np.float32), np.asarray(actions, dtype=np.float32),
+                           np.asarray(rewards, dtype=np.float32), terminations, truncations,
+                           {k: np.asarray(v) for k, v in infos.items()}, policy, int(seed))
 
 
 class DeployLoop:
@@ -89,18 +112,19 @@ class DeployLoop:
         policy: ``act(observation (D,) float32) -> (A,)``; ``reset(seed)`` when it has one.
         safety: the safety layer (its clock should be the loop's).
         config: rate, episodes, arming.
-        record_dir: where each finished episode is saved, or None.
+        on_episode: called with ``(index, episode)`` as each episode ends (the deploy entry
+            point saves it at once), or None.
         policy_name: stored with recorded episodes.
         clock, sleep: injectable time (tests).
         log: one line per episode.
     """
 
     def __init__(self, robot: Robot, policy: Any, safety: SafetyLayer, config: DeployConfig,
-                 record_dir: str | Path | None = None, policy_name: str = "deployed",
+                 on_episode: Callable[[int, RecordedEpisode], None] | None = None, policy_name: str = "deployed",
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
                  log: Callable[[str], None] = print):
         self.robot, self.policy, self.safety, self.config = robot, policy, safety, config
-        self.record_dir = None if record_dir is None else Path(record_dir)
+        self.on_episode = on_episode
         self.policy_name, self.clock, self.sleep, self.log = policy_name, clock, sleep, log
         self.period = 1.0 / config.rate_hz
         self.latencies: list[float] = []
@@ -179,17 +203,15 @@ class DeployLoop:
         else:
             truncated = True
         episode = _record(observations, actions, rewards, terminated, truncated, infos, seed, self.policy_name)
-        if self.record_dir is not None and len(episode):
-            from embodied.data import save_episodes
-
-            self.record_dir.mkdir(parents=True, exist_ok=True)
-            save_episodes(self.record_dir / f"episode_{index:05d}.npz", [episode])
+        if self.on_episode is not None and len(episode):
+            self.on_episode(index, episode)
         self.log(f"episode {index} (seed {seed}): {len(episode)} steps, success {episode.success}, "
                  f"return {float(episode.rewards.sum()):.3f}")
         return episode
 
-    def run(self) -> dict[str, Any]:
-        """Run the remaining episodes (those not yet recorded in ``record_dir``) and report.
+    def run(self, done: list[Any] | None = None) -> dict[str, Any]:
+        """Run episodes ``len(done)`` to ``config.episodes - 1`` and report on all of them
+        (``done``: episodes recorded by an earlier, interrupted run).
 
         Returns:
             ``episodes``, ``success_rate``, ``return_mean``, ``latency_ms`` (p50, p99, max of
@@ -199,14 +221,8 @@ class DeployLoop:
         """
         if self.config.arm_on_start:
             self.safety.arm()
-        done = sorted(self.record_dir.glob("episode_*.npz")) if self.record_dir is not None else []
-        episodes = []
-        if done:
-            from embodied.data import load_episodes
-
-            episodes = [ep for path in done for ep in load_episodes(path)]
-            self.log(f"{len(done)} episodes already recorded in {self.record_dir}; continuing")
-        for index in range(len(done), self.config.episodes):
+        episodes = list(done or [])
+        for index in range(len(episodes), self.config.episodes):
             episodes.append(self.run_episode(index))
         return self.report(episodes)
 

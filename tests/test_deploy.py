@@ -235,6 +235,14 @@ def test_dressing_over_dds_matches_direct_simulation(tmp_path):
     data = load_dataset(ros2["dataset"])
     assert len(data.episodes) == 3 and sum(len(ep) for ep in data.episodes) == ros2["steps"]
     assert [ep.success for ep in data.episodes].count(True) == round(3 * ros2["success_rate"])
+    # a rerun into the same folder keeps the recorded episodes and goes on with the next one
+    more = subprocess.run([sys.executable, "-m", "embodied.deploy", "robot=mujoco", *common[:1], "deploy.episodes=4",
+                           "deploy.pace=false", f"hydra.run.dir={tmp_path / 'mujoco'}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "3 episodes already recorded" in more.stdout and "episode 3 (seed 1000003)" in more.stdout
+    assert "episode 0 (seed" not in more.stdout
+    assert len(load_dataset(json.loads((tmp_path / "mujoco" / "deploy.json").read_text())["dataset"]).episodes) == 4
 
 
 def test_sim_node_in_real_time_holds_without_commands_and_applies_the_newest(tmp_path):
