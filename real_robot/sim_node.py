@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from real_robot.robot import ARRAY, STATUS_FIELDS, TWIST, ROS2RobotConfig, encode_source
+from real_robot.robot import ARRAY, TWIST, ROS2RobotConfig, encode_source
 
 
 def decode_command(config: ROS2RobotConfig, msg: Any, action_dim: int) -> tuple[np.ndarray | None, float | None]:
@@ -222,7 +222,3 @@ class SimRobotNode:
     def close(self) -> None:
         self.env.close()
 
-
-def status_dict(values: list[float]) -> dict[str, float]:
-    """A status message's data as ``{field: value}`` (:data:`STATUS_FIELDS`)."""
-    return dict(zip(STATUS_FIELDS, values))
