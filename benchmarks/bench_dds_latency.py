@@ -84,6 +84,7 @@ def main() -> None:
     robot = subprocess.Popen([sys.executable, "-c", ROBOT, str(domain), str(args.steps), str(args.rate), str(result)],
                              cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
     handled = 0
+    wait = node.waiter([observations])  # a DDS WaitSet: sleep until an observation lands
     while robot.poll() is None:
         for msg in observations.take():
             safety.observed()
@@ -93,7 +94,7 @@ def main() -> None:
             if decision.send:
                 commands.publish(Float64MultiArray(data=[float(msg.header.stamp.sec), *decision.command.tolist()]))
             handled += 1
-        time.sleep(0.0002)
+        wait.wait(0.05)
     if robot.returncode != 0:
         raise SystemExit(f"the robot process failed (exit {robot.returncode})")
     latency = json.loads(result.read_text())["latency"]

@@ -411,6 +411,7 @@ class ROS2Robot(Robot):
         self._arm = self.node.subscription(c.arm_topic, "std_msgs/msg/Bool", latched_qos())
         self._command = self.node.publisher(c.command.topic, c.command.type, c.sensor_qos)
         self._reset = self.node.publisher(c.reset_topic, "std_msgs/msg/Int64", c.sensor_qos) if c.reset_topic else None
+        self._wait = self.node.waiter([*self._sources, *(s for s in (self._status,) if s is not None)])
         self._latest: list[Any] = [None] * len(self._sources)
         self._new = [False] * len(self._sources)
         self._latest_status, self._new_status = None, False
@@ -442,7 +443,7 @@ class ROS2Robot(Robot):
         deadline = self.clock() + timeout_s
         self._poll()
         while not self._complete() and self.clock() < deadline:
-            time.sleep(0.0002)
+            self._wait.wait(deadline - self.clock())
             self._poll()
         if any(m is None for m in self._latest):
             return None

@@ -176,6 +176,25 @@ class Subscription:
         return out
 
 
+class DataWait:
+    """Blocks until one of some subscriptions holds a sample (a DDS WaitSet on read conditions),
+    in place of polling with sleeps: the waiting process uses no CPU and wakes as the sample
+    lands."""
+
+    def __init__(self, participant: DomainParticipant, subscriptions: list[Subscription]):
+        from cyclonedds.core import InstanceState, ReadCondition, SampleState, ViewState, WaitSet
+
+        self._waitset = WaitSet(participant)
+        mask = SampleState.Any | ViewState.Any | InstanceState.Any
+        self._conditions = [ReadCondition(sub._reader, mask) for sub in subscriptions]
+        for condition in self._conditions:
+            self._waitset.attach(condition)
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` (s) for a sample; whether one is there."""
+        return self._waitset.wait(duration(nanoseconds=max(0, int(timeout_s * 1e9)))) > 0
+
+
 class ROS2Node:
     """One DDS participant with ROS 2-named publishers and subscriptions.
 
@@ -204,6 +223,10 @@ class ROS2Node:
         qos = qos or QosConfig()
         return Publisher(DataWriter(self.participant, self._topic(ros_topic, msg_type, qos), qos=qos.to_dds()),
                          ros_topic)
+
+    def waiter(self, subscriptions: list[Subscription]) -> DataWait:
+        """A :class:`DataWait` on ``subscriptions`` (made by this node)."""
+        return DataWait(self.participant, subscriptions)
 
     def subscription(self, ros_topic: str, msg_type: str, qos: QosConfig | None = None,
                      validator: Callable | None = None) -> Subscription:

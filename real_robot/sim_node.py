@@ -82,6 +82,7 @@ class SimRobotNode:
             image and config.image_topic) else None
         self._commands = self.node.subscription(config.command.topic, config.command.type, q)
         self._resets = self.node.subscription(config.reset_topic, "std_msgs/msg/Int64", q) if config.reset_topic else None
+        self._wait = self.node.waiter([self._commands, *(s for s in (self._resets,) if s is not None)])
         self.counters: Counter = Counter()
         self.round_trips: list[float] = []
         """s from publishing an observation to receiving the command stamped with it."""
@@ -184,7 +185,7 @@ class SimRobotNode:
                     pending = action
             if self.clock() >= deadline:
                 break
-            time.sleep(0.0002)
+            self._wait.wait(deadline - self.clock())
         if self.lockstep or self._done or self._observation is None:
             if self._done and self._observation is not None and not self.lockstep:
                 self._publish(repeat=True)  # a finished episode stays visible until the next reset
