@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -322,3 +323,17 @@ def test_joint_trajectory_commands_and_camera_images_over_dds():
     (msg,) = got
     assert list(msg.joint_names) == ["a", "b"] and np.allclose(msg.points[0].positions, [0.1, -0.2])
     assert (msg.points[0].time_from_start.sec, msg.points[0].time_from_start.nanosec) == (0, 250_000_000)
+
+
+def test_data_wait_sleeps_until_a_sample_lands():
+    domain = next(_domains)
+    node = ROS2Node(domain)
+    sub = node.subscription("/ticks", ARRAY)
+    pub = ROS2Node(domain).publisher("/ticks", ARRAY)
+    assert pub.wait_for_subscribers(5.0)
+    wait = node.waiter([sub])
+    assert wait.wait(0.05) is False  # nothing there: it times out
+    threading.Timer(0.1, lambda: pub.publish(Float64MultiArray(data=[1.0]))).start()
+    assert wait.wait(5.0) is True
+    assert [list(m.data) for m in sub.take()] == [[1.0]]
+    assert wait.wait(0.0) is False  # taken: nothing left to wake on
