@@ -20,6 +20,7 @@ are the two directions of that mapping, shared with the simulated robot node.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -29,7 +30,26 @@ from typing import Any
 
 import numpy as np
 
-from real_robot.ros2 import QosConfig
+from real_robot.ros2 import QosConfig, ROS2Node, validate_joint_state, validate_pose_stamped
+from real_robot.ros2_msgs import (
+    Duration,
+    Float64MultiArray,
+    Header,
+    Int64,
+    JointState,
+    JointTrajectory,
+    JointTrajectoryPoint,
+    MultiArrayDimension,
+    MultiArrayLayout,
+    Point,
+    Pose,
+    PoseStamped,
+    Quaternion,
+    Time,
+    Twist,
+    TwistStamped,
+    Vector3,
+)
 
 POSE = "geometry_msgs/msg/PoseStamped"
 JOINTS = "sensor_msgs/msg/JointState"
@@ -160,8 +180,8 @@ class MujocoRobot(Robot):
         if self._current is None:
             return None
         # The simulation does not move between steps: its state is as new as the moment it is read.
-        current = RobotObservation(**{**self._current.__dict__, "received": self.clock()})
-        self._current = RobotObservation(**{**self._current.__dict__, "fresh": False})
+        current = dataclasses.replace(self._current, received=self.clock())
+        self._current = dataclasses.replace(self._current, fresh=False)
         return current
 
     def send_action(self, command: np.ndarray, respond_to: RobotObservation | None = None) -> None:
@@ -296,9 +316,6 @@ class ROS2RobotConfig:
 
 def encode_source(source: ObservationSource, values: np.ndarray, stamp: float, frame_id: str = "world") -> Any:
     """The message carrying ``values`` (this source's slice of the observation)."""
-    from real_robot.ros2_msgs import Float64MultiArray, Header, JointState, MultiArrayDimension, MultiArrayLayout
-    from real_robot.ros2_msgs import Point, Pose, PoseStamped, Quaternion, Time
-
     values = [float(v) for v in np.asarray(values, dtype=np.float64)]
     header = Header(Time.from_seconds(stamp), frame_id)
     if source.type == POSE:
@@ -332,8 +349,6 @@ def decode_source(source: ObservationSource, msg: Any) -> tuple[np.ndarray, floa
 
 def source_validator(source: ObservationSource, size: int) -> Callable[[Any], str | None]:
     """``msg -> reason | None``: shape, names and finiteness of one source's messages."""
-    from real_robot.ros2 import validate_joint_state, validate_pose_stamped
-
     def check(msg: Any) -> str | None:
         if source.type == POSE:
             if "orientation" not in source.fields:  # position-only sources may leave orientation at zero
@@ -398,8 +413,6 @@ class ROS2Robot(Robot):
         self.dropped: Counter = Counter()
 
     def connect(self) -> None:
-        from real_robot.ros2 import ROS2Node
-
         c = self.config
         self.node = ROS2Node(c.domain_id)
         self._sources = [self.node.subscription(s.topic, s.type, c.sensor_qos, source_validator(s, n))
@@ -472,8 +485,6 @@ class ROS2Robot(Robot):
     def reset(self, seed: int) -> RobotObservation | None:
         """Ask for a new episode (``reset_topic``) and wait for its first observation (step 0 of a
         new episode when the robot reports status; else any fresh observation)."""
-        from real_robot.ros2_msgs import Int64
-
         previous = None if self._latest_status is None else int(self._latest_status.data[0])
         deadline = self.clock() + self.config.reset_timeout_s
         if self._reset is not None:
@@ -495,26 +506,13 @@ class ROS2Robot(Robot):
         return None
 
     def send_action(self, command: np.ndarray, respond_to: RobotObservation | None = None) -> None:
-        from real_robot.ros2_msgs import (
-            Duration,
-            Float64MultiArray,
-            Header,
-            JointTrajectory,
-            JointTrajectoryPoint,
-            Time,
-            Twist,
-            TwistStamped,
-            Vector3,
-        )
-
         c = self.config.command
         values = [float(v) * c.scale for v in np.asarray(command, dtype=np.float64)]
         stamp = respond_to.source_stamp if respond_to is not None and respond_to.source_stamp is not None else time.time()
         header = Header(Time.from_seconds(stamp), c.frame_id)
         if c.type == TWIST:
-            linear = Vector3(*values[:3]) if len(values) >= 3 else Vector3(*(values + [0.0] * (3 - len(values))))
-            angular = Vector3(*values[3:6]) if len(values) >= 6 else Vector3()
-            msg: Any = TwistStamped(header, Twist(linear, angular))
+            padded = (values + [0.0] * 6)[:6]  # linear (m/s), then angular (rad/s) when given
+            msg: Any = TwistStamped(header, Twist(Vector3(*padded[:3]), Vector3(*padded[3:])))
         elif c.type == ARRAY:
             msg = Float64MultiArray(data=values)
         else:

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from real_robot.robot import ARRAY, TWIST, ROS2RobotConfig, encode_source
+from real_robot.ros2 import ROS2Node
+from real_robot.ros2_msgs import Float64MultiArray, Header, Image, Time
 
 
 def decode_command(config: ROS2RobotConfig, msg: Any, action_dim: int) -> tuple[np.ndarray | None, float | None]:
@@ -65,8 +67,6 @@ class SimRobotNode:
 
     def __init__(self, env: Any, config: ROS2RobotConfig, rate_hz: float = 10.0, lockstep: bool = True,
                  image: bool = False, clock: Callable[[], float] = time.monotonic):
-        from real_robot.ros2 import ROS2Node
-
         if not rate_hz > 0:
             raise ValueError(f"rate_hz={rate_hz}; expected > 0")
         self.env, self.config, self.period, self.lockstep = env, config, 1.0 / rate_hz, lockstep
@@ -96,8 +96,6 @@ class SimRobotNode:
 
     # -- publishing ---------------------------------------------------------------------------
     def _publish(self, repeat: bool = False) -> None:
-        from real_robot.ros2_msgs import Float64MultiArray, Header, Image, Time
-
         assert self._observation is not None
         if not repeat:  # a repeat keeps its stamp, so that a command answering either copy matches
             self._stamp = time.time()
