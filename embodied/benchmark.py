@@ -35,10 +35,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from embodied.cli import run_dir
-from embodied.io import write_json_atomic, write_text_atomic
+from embodied.io import save_figure, write_json_atomic, write_text_atomic
 from embodied.pipeline import evaluate_stage, train
 from embodied.runtime import seed_everything
-from embodied.tasks import make_env, make_policies
+from embodied.tasks import make_policy
 
 RESULT_FILE = "result.json"
 
@@ -76,11 +76,7 @@ def run_job(cfg: DictConfig, folder: Path) -> dict[str, Any]:
     checkpoint = None
     if cfg.algo.learner is None:
         seed_everything(int(cfg.seed))
-        env = make_env(cfg.task)
-        try:
-            policy = make_policies(cfg.task, env.action_space, names=[cfg.algo.name])[cfg.algo.name]
-        finally:
-            env.close()
+        policy, _ = make_policy(cfg.task, str(cfg.algo.name))
         metrics = evaluate_stage(cfg, policy)
     else:
         overrides = OmegaConf.select(cfg, f"suite.learner_overrides.{cfg.algo.name}", default=None) or {}
@@ -207,11 +203,7 @@ def plot_results(summary: dict[str, Any], path: Path) -> Path:
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axis.set_title(f"Meta-World, {summary['protocol']} protocol", fontsize=10)
     figure.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(tmp)
-    plt.close(figure)
-    tmp.replace(path)
-    return path
+    return save_figure(figure, path)
 
 
 class AggregateResults(Callback):

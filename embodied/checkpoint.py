@@ -30,6 +30,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from embodied.paths import RunPaths
+
 #: Version of the folder layout above; bumped when it changes incompatibly.
 FORMAT_VERSION = 1
 _STEP_DIR = re.compile(r"^\d{8,}$")
@@ -217,7 +219,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if path.is_dir() and _is_complete(path):
         return path.resolve()
-    for root in (path, path / "checkpoints"):
+    for root in (path, RunPaths(path).checkpoints):
         found = latest_checkpoint(root)
         if found is not None:
             return found

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from embodied.cli import require_task, run_dir
 from embodied.io import write_json_atomic
+from embodied.paths import RunPaths
 from embodied.pipeline import dataset_stage, dataset_summary, print_json
 from embodied.runtime import seed_everything
 
@@ -36,7 +37,7 @@ def _main(cfg: DictConfig) -> None:
         "dataset/size_mb": round(size / 2**20, 2),
         "dataset/frames": float(dataset.has_frames),
     }
-    write_json_atomic(folder / "metrics.json", {"dataset_id": dataset.source, "path": str(dataset.path), **summary})
+    write_json_atomic(RunPaths(folder).metrics, {"dataset_id": dataset.source, "path": str(dataset.path), **summary})
     print_json(f"{dataset.source}:", summary)
     print(f"dataset: {dataset.path}")
 

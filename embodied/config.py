@@ -17,6 +17,9 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from embodied.datasets import DatasetConfig
+from reward_models.functions import NORMALIZATIONS
+
 
 @dataclass
 class TaskConfig:
@@ -51,10 +54,16 @@ class AlgoConfig:
     """``none``: no reward (imitation); ``learned``: a Bradley-Terry reward model fitted to the
     labeler's preferences relabels the data; ``gt``: the dataset's ground-truth reward (oracle
     baselines only)."""
+    reward_normalization: str = "standardize"
+    """Applied to whichever reward the learner trains on, true or learned, so the two rows of a
+    table are comparable: ``standardize`` (mean 0, std 1 over the dataset), ``return_range``
+    (the IQL paper's ``r * L / (R_max - R_min)``) or ``none``. Default standardize."""
 
     def __post_init__(self) -> None:
         if self.reward not in REWARD_SOURCES:
             raise ValueError(f"algo.reward={self.reward!r}; expected one of {REWARD_SOURCES}")
+        if self.reward_normalization not in NORMALIZATIONS:
+            raise ValueError(f"algo.reward_normalization={self.reward_normalization!r}; expected one of {NORMALIZATIONS}")
 
 
 REWARD_SOURCES = ("none", "learned", "gt")
@@ -84,36 +93,6 @@ class LabelerConfig:
             raise ValueError(f"labeler.pairs={self.pairs} (>= 20) and segment_length={self.segment_length} (>= 1)")
         if self.sampling not in ("uniform", "disagreement"):
             raise ValueError(f"labeler.sampling={self.sampling!r}; expected 'uniform' or 'disagreement'")
-
-
-@dataclass
-class DatasetConfig:
-    """The offline dataset (Minari format) a run trains on; collected when missing."""
-
-    id: Optional[str] = None
-    """Dataset id or folder. Default ``embodied/<task>/<recipe>-v0``, collected when missing; any
-    other Minari dataset on disk (e.g. ``mujoco/hopper/medium-v0``) is loaded as it is."""
-    root: Optional[str] = None
-    """Datasets root. Default: ``MINARI_DATASETS_PATH``, else ``~/.minari/datasets``."""
-    recipe: str = "mixed"
-    """Recipe name (last part of the default id)."""
-    episodes: int = 60
-    """Episodes to collect. Default 60."""
-    mixture: dict[str, float] = field(default_factory=lambda: {"expert": 0.3, "noisy": 0.5, "random": 0.2})
-    """Share of episodes per behaviour policy of the task (normalised)."""
-    seed: int = 0
-    """Collection seed (episode i resets with seed + i), apart from the run's seed so that seed
-    sweeps share one dataset."""
-    frames: bool = False
-    """Store rendered RGB frames (for image reward models and VLM labelers)."""
-    width: int = 128
-    """Frame width, px."""
-    height: int = 128
-    """Frame height, px."""
-
-    def __post_init__(self) -> None:
-        if self.episodes < 1:
-            raise ValueError(f"dataset.episodes={self.episodes}; expected >= 1")
 
 
 @dataclass

@@ -28,9 +28,9 @@ import platform
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -52,19 +52,26 @@ class DatasetError(ValueError):
 
 
 @dataclass
-class Recipe:
-    """How a dataset is made: which behaviour policies, how many episodes, which frames."""
+class DatasetConfig:
+    """The offline dataset (Minari format) a run trains on, and the recipe it is collected with
+    when it is ours and missing (``dataset.*`` in the Hydra config)."""
 
-    name: str = "mixed"
-    """Recipe name, the last part of the dataset id (``embodied/<task>/<name>-v0``)."""
+    id: Optional[str] = None
+    """Dataset id or folder. Default ``embodied/<task>/<recipe>-v0``, collected when missing; any
+    other Minari dataset on disk (e.g. ``mujoco/hopper/medium-v0``) is loaded as it is."""
+    root: Optional[str] = None
+    """Datasets root. Default: ``MINARI_DATASETS_PATH``, else ``~/.minari/datasets``."""
+    recipe: str = "mixed"
+    """Recipe name, the last part of the default id (``embodied/<task>/<recipe>-v0``)."""
     episodes: int = 60
-    """Episodes to collect."""
+    """Episodes to collect. Default 60."""
     mixture: dict[str, float] = field(default_factory=lambda: {"expert": 0.3, "noisy": 0.5, "random": 0.2})
-    """Share of episodes per behaviour policy (normalised)."""
+    """Share of episodes per behaviour policy of the task (normalised)."""
     seed: int = 0
-    """Episode i is reset with seed + i."""
+    """Collection seed (episode i resets with seed + i), apart from the run's seed so that seed
+    sweeps share one dataset."""
     frames: bool = False
-    """Store rendered RGB frames with every observation."""
+    """Store rendered RGB frames with every observation (image reward models, VLM labelers)."""
     width: int = 128
     """Frame width, px."""
     height: int = 128
@@ -72,12 +79,18 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
-            raise ValueError(f"recipe episodes={self.episodes}; expected >= 1")
-        if not self.name or "/" in self.name or "-v" in self.name:
-            raise ValueError(f"recipe name {self.name!r}: expected a plain name without '/' or '-v'")
+            raise ValueError(f"dataset.episodes={self.episodes}; expected >= 1")
+        if not self.recipe or "/" in self.recipe or "-v" in self.recipe:
+            raise ValueError(f"dataset.recipe={self.recipe!r}: expected a plain name without '/' or '-v'")
         if self.frames and not (0 < self.width <= 512 and 0 < self.height <= 512):
             raise ValueError(f"frame size {self.width}x{self.height}; expected 1..512 px on each side")
         self.mixture = {str(k): float(v) for k, v in self.mixture.items()}
+
+    def recipe_dict(self) -> dict[str, Any]:
+        """How the dataset is made (stored in its provenance and compared on reuse): ``name``
+        (the recipe), episodes, mixture, seed, frames, width, height."""
+        return {"name": self.recipe, "episodes": self.episodes, "mixture": dict(self.mixture), "seed": self.seed,
+                "frames": self.frames, "width": self.width, "height": self.height}
 
 
 def make_dataset_id(task: str, recipe: str) -> str:
@@ -124,7 +137,7 @@ def collect_dataset(
     dataset_id: str,
     make_env: Callable[[], gym.Env],
     policies: Mapping[str, Policy],
-    recipe: Recipe,
+    recipe: DatasetConfig,
     info_keys: Sequence[str] = ("success",),
     provenance: Mapping[str, Any] | None = None,
     root: str | Path | None = None,
@@ -152,10 +165,10 @@ def collect_dataset(
     final = root / dataset_id
     if is_complete(final):
         stored = json.loads(json.loads((final / "data" / "metadata.json").read_text()).get(PROVENANCE_KEY, "{}"))
-        if stored.get("recipe") not in (None, asdict(recipe)):
+        if stored.get("recipe") not in (None, recipe.recipe_dict()):
             raise DatasetError(
                 f"dataset {dataset_id} exists with recipe {stored['recipe']}, not the requested "
-                f"{asdict(recipe)}; choose another recipe name (dataset.recipe=...) or delete {final}"
+                f"{recipe.recipe_dict()}; choose another recipe name (dataset.recipe=...) or delete {final}"
             )
         return final
     if final.exists():
@@ -170,13 +183,13 @@ def collect_dataset(
     recipe_file = staging / "recipe.json"
     if recipe_file.exists():
         staged_recipe = json.loads(recipe_file.read_text())
-        if staged_recipe != asdict(recipe):
+        if staged_recipe != recipe.recipe_dict():
             raise DatasetError(
                 f"{staging} holds episodes of another recipe ({staged_recipe}); this run asks for "
-                f"{asdict(recipe)}. Delete the staging folder or use another recipe name"
+                f"{recipe.recipe_dict()}. Delete the staging folder or use another recipe name"
             )
     else:
-        write_json_atomic(recipe_file, asdict(recipe))
+        write_json_atomic(recipe_file, recipe.recipe_dict())
 
     done = 0
     while (staging / f"episode_{done:06d}.npz").exists():
@@ -211,7 +224,7 @@ def collect_dataset(
         PROVENANCE_KEY: json.dumps({
             **dict(provenance or {}),
             "env_id": env_spec.id if env_spec is not None else "unknown",
-            "recipe": asdict(recipe),
+            "recipe": recipe.recipe_dict(),
             "packages": package_versions(),
             "format": "embodied-minari-1",
         }, sort_keys=True),

@@ -24,9 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from embodied.cli import require_task, run_dir
 from embodied.io import write_json_atomic
+from embodied.paths import RunPaths
 from embodied.pipeline import print_json
-from embodied.runtime import resolve_device, seed_everything
-from embodied.tasks import make_env, make_policies
+from embodied.runtime import seed_everything
+from embodied.tasks import make_env, make_policy
 
 
 def task_from_checkpoint(checkpoint: str | Path) -> DictConfig:
@@ -37,21 +38,10 @@ def task_from_checkpoint(checkpoint: str | Path) -> DictConfig:
     """
     path = Path(checkpoint).resolve()
     for folder in [path, *path.parents][:4]:
-        config = folder / ".hydra" / "config.yaml"
+        config = RunPaths(folder).hydra_config
         if config.exists():
             return OmegaConf.load(config).task
     raise FileNotFoundError(f"no .hydra/config.yaml in the run folder of {checkpoint}; give the task with +task=NAME")
-
-
-def build_policy(cfg: DictConfig, task: Any, action_space: Any) -> tuple[Any, str]:
-    """The policy to deploy and its name: the checkpoint's learner, or the task's ``cfg.policy``."""
-    if cfg.checkpoint:
-        from embodied.learners import LearnerPolicy, load_learner
-
-        device = resolve_device(cfg.device)
-        learner, checkpoint = load_learner(cfg.checkpoint, device)
-        return LearnerPolicy(learner, device), f"checkpoint {checkpoint.path}"
-    return make_policies(task, action_space, names=[cfg.policy])[cfg.policy], str(cfg.policy)
 
 
 def build_robot(cfg: DictConfig, task: Any, observation_dim: int, action_dim: int) -> Any:
@@ -98,7 +88,7 @@ def _main(cfg: DictConfig) -> None:
     probe = make_env(task)
     observation_space, action_space, env_spec = probe.observation_space, probe.action_space, probe.spec
     probe.close()
-    policy, name = build_policy(cfg, task, action_space)
+    policy, name = make_policy(task, cfg.policy, cfg.checkpoint, cfg.device, action_space)
     safety_overrides = {}
     if cfg.safety.low is None:
         safety_overrides = {"low": action_space.low.tolist(), "high": action_space.high.tolist()}

@@ -12,31 +12,22 @@ from omegaconf import DictConfig
 
 from embodied.cli import require_task, run_dir
 from embodied.io import write_json_atomic
-from embodied.learners import LearnerPolicy, load_learner
+from embodied.paths import RunPaths
 from embodied.pipeline import evaluate_stage, print_json
-from embodied.runtime import resolve_device, seed_everything
-from embodied.tasks import make_env, make_policies
+from embodied.runtime import seed_everything
+from embodied.tasks import make_policy
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
     folder = run_dir()
     seed_everything(int(cfg.seed))
-    if cfg.checkpoint:
-        device = resolve_device(cfg.device)
-        learner, checkpoint = load_learner(cfg.checkpoint, device)
-        policy, source = LearnerPolicy(learner, device), f"checkpoint {checkpoint.path}"
-    else:
-        env = make_env(cfg.task)
-        try:
-            policy = make_policies(cfg.task, env.action_space, names=[cfg.policy])[cfg.policy]
-        finally:
-            env.close()
-        source = f"policy {cfg.policy}"
+    policy, source = make_policy(cfg.task, cfg.policy, cfg.checkpoint, cfg.device)
+    source = source if cfg.checkpoint else f"policy {source}"
     metrics = evaluate_stage(cfg, policy)
-    write_json_atomic(folder / "metrics.json", {"task": cfg.task.name, "policy": source, "eval": metrics})
+    write_json_atomic(RunPaths(folder).metrics, {"task": cfg.task.name, "policy": source, "eval": metrics})
     print_json(f"{cfg.task.name}, {source}:", metrics)
-    print(f"metrics: {folder / 'metrics.json'}")
+    print(f"metrics: {RunPaths(folder).metrics}")
 
 
 def main() -> None:

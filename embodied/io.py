@@ -46,3 +46,16 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     """Write ``json.dumps(data, indent=2)`` to ``path`` atomically."""
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def save_figure(figure: Any, path: str | Path) -> Path:
+    """Save a matplotlib ``figure`` as PNG at ``path`` atomically (folder created) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_write(path, "wb") as f:
+            figure.savefig(f, format="png")
+    finally:
+        plt.close(figure)
+    return path

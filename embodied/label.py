@@ -13,10 +13,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from embodied.cli import require_task, run_dir
-from embodied.io import write_json_atomic
+from embodied.io import save_figure, write_json_atomic
+from embodied.paths import RunPaths
 from embodied.pipeline import dataset_stage, label_stage, needs_frames, print_json, reward_stage
 from embodied.runtime import resolve_device, seed_everything
-from reward_models.bradley_terry import relabel
+from reward_models.functions import BradleyTerryReward, normalize_rewards, relabel
 
 
 def plot_reward_vs_true(learned: np.ndarray, true: np.ndarray, path, title: str, max_points: int = 5000) -> None:
@@ -34,9 +35,7 @@ def plot_reward_vs_true(learned: np.ndarray, true: np.ndarray, path, title: str,
     axis.set_ylabel("learned reward (standardised)")
     axis.set_title(title, fontsize=9)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
@@ -47,15 +46,17 @@ def _main(cfg: DictConfig) -> None:
     dataset = dataset_stage(cfg, keep_frames=needs_frames(cfg, labeling=True))
     labels = label_stage(cfg, dataset.episodes, folder)
     model, report = reward_stage(cfg, dataset.episodes, labels, folder, device)
-    learned = np.concatenate(relabel(model, dataset.episodes))
+    learned, _ = normalize_rewards(relabel(BradleyTerryReward(model), dataset.episodes, device), "standardize")
+    learned = learned.cpu().numpy()
     true = np.concatenate([ep.rewards for ep in dataset.episodes])
-    plot = folder / "plots" / "reward_vs_true.png"
+    paths = RunPaths(folder)
+    plot = paths.plots / "reward_vs_true.png"
     plot_reward_vs_true(learned, true, plot, f"{cfg.task.name}, labeler {cfg.labeler.name}: "
                         f"Spearman {report['spearman_true_reward']:.2f}")
-    write_json_atomic(folder / "metrics.json", {"task": cfg.task.name, "labeler": cfg.labeler.name,
+    write_json_atomic(paths.metrics, {"task": cfg.task.name, "labeler": cfg.labeler.name,
                                                 "dataset_id": dataset.source, "reward": report})
     print_json(f"{cfg.task.name}, labeler {cfg.labeler.name}:", report)
-    print(f"metrics: {folder / 'metrics.json'}\nplot: {plot}")
+    print(f"metrics: {paths.metrics}\nplot: {plot}")
 
 
 def main() -> None:

@@ -22,8 +22,10 @@ def save_learner(
     generator: torch.Generator | None = None,
     extra: dict[str, Any] | None = None,
     keep_last: int | None = None,
+    sampler_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Checkpoint a learner: weights, optimiser state, sampler RNG, and how to rebuild it.
+    """Checkpoint a learner: weights, optimiser state, sampler RNG and state (a replay buffer's
+    contents), and how to rebuild it.
 
     ``state["learner"]`` holds ``name``, ``config``, ``observation_dim`` and ``action_dim``, so
     :func:`load_learner` needs nothing but the folder.
@@ -40,6 +42,8 @@ def save_learner(
     }
     if generator is not None:
         state["sampler_rng"] = generator.get_state()
+    if sampler_state:
+        state["sampler"] = sampler_state
     return save_checkpoint(root, step, learner.state_dict(), state, keep_last=keep_last)
 
 
@@ -77,16 +81,34 @@ def load_learner(path: str | Path, device: str | torch.device = "cpu") -> tuple[
 
 
 class LearnerPolicy:
-    """A learner behind the behaviour-policy interface (numpy in, numpy out, deterministic)."""
+    """A learner behind the behaviour-policy interface (numpy in, numpy out).
 
-    def __init__(self, learner: Learner, device: str | torch.device = "cpu"):
+    Args:
+        learner: the learner (its ``reset`` is called at each episode).
+        device: where observations go.
+        condition: ``(C,) float32`` passed to ``act`` on every step (a goal, a latent z, attribute
+            targets, a return), for conditioned learners; None for the others.
+        explore: act with ``learner.explore`` (stochastic) instead of ``learner.act``.
+    """
+
+    def __init__(self, learner: Learner, device: str | torch.device = "cpu", condition: np.ndarray | None = None,
+                 explore: bool = False):
         self.learner = learner
         self.device = torch.device(device)
+        self.condition = None if condition is None else torch.as_tensor(
+            np.asarray(condition, dtype=np.float32), device=self.device)[None]
+        self.explore = bool(explore)
 
     def reset(self, seed: int | None = None) -> None:
-        """Deterministic policy: nothing to reset."""
+        """Start of an episode: the learner's ``reset`` (a planner drops its plan)."""
+        self.learner.reset()
 
     def act(self, observation: np.ndarray) -> np.ndarray:
-        """Action ``(A,) float32`` in [-1, 1] for one observation ``(D,)``."""
+        """Action ``(A,) float32`` in [-1, 1] for one observation ``(D,)``.
+
+        Raises:
+            ValueError: the condition does not fit the learner (see ``Learner.check_condition``).
+        """
         obs = torch.as_tensor(np.asarray(observation, dtype=np.float32), device=self.device)[None]
-        return self.learner.act(obs)[0].cpu().numpy().astype(np.float32)
+        step = self.learner.explore if self.explore else self.learner.act
+        return step(obs, self.condition)[0].cpu().numpy().astype(np.float32)

@@ -21,14 +21,13 @@ import torch
 from filelock import FileLock
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 from embodied.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from embodied.config import DatasetConfig, EvalConfig, LabelerConfig, TrainerConfig, normalize_resume
-from embodied.data import Episode, TransitionStore, rollout
+from embodied.config import EvalConfig, LabelerConfig, TrainerConfig, normalize_resume
+from embodied.data import Episode, rollout
 from embodied.datasets import (
+    DatasetConfig,
     OfflineDataset,
-    Recipe,
     collect_dataset,
     datasets_root,
     is_complete,
@@ -36,19 +35,18 @@ from embodied.datasets import (
     make_dataset_id,
 )
 from embodied.evaluation import evaluate_metaworld, evaluate_policy
-from embodied.io import atomic_write, write_json_atomic, write_text_atomic
-from embodied.learners import LearnerPolicy, restore_learner, save_learner
+from embodied.fit import fit
+from embodied.io import save_figure, write_json_atomic, write_text_atomic
+from embodied.learners import LearnerPolicy
 from embodied.loggers import Logger
+from embodied.paths import RunPaths
 from embodied.runtime import resolve_device, seed_everything
 from embodied.tasks import make_env, make_policies
 from policies import make_learner
-from reward_models.bradley_terry import (
-    RewardEnsemble,
-    RewardModelConfig,
-    ensemble_segment_returns,
-    fit_reward_model,
-    relabel,
-)
+from policies.data import EpisodeData, make_sampler
+from reward_models.bradley_terry import RewardEnsemble, RewardModelConfig, ensemble_segment_returns, fit_reward_model
+from reward_models.functions import BradleyTerryReward, RewardFunction, TrueReward, normalize_rewards, relabel
+from reward_models.labeling import LabelStore, label_pairs
 from reward_models.preferences import PreferenceLabels, sample_pairs, select_by_disagreement
 
 
@@ -83,8 +81,6 @@ def dataset_stage(cfg: DictConfig, keep_frames: bool = False) -> OfflineDataset:
     root = Path(config.root) if config.root else datasets_root()
     dataset_id = config.id or make_dataset_id(cfg.task.name, config.recipe)
     if config.id is None:
-        recipe = Recipe(name=config.recipe, episodes=config.episodes, mixture=config.mixture, seed=config.seed,
-                        frames=config.frames, width=config.width, height=config.height)
         render = {"render_mode": "rgb_array", "width": config.width, "height": config.height} if config.frames else {}
         policies = {}
         lock_path = root / f"{dataset_id}.lock"
@@ -98,7 +94,7 @@ def dataset_stage(cfg: DictConfig, keep_frames: bool = False) -> OfflineDataset:
                 finally:
                     probe.close()
             collect_dataset(
-                dataset_id, lambda: make_env(cfg.task, **render), policies, recipe,
+                dataset_id, lambda: make_env(cfg.task, **render), policies, config,
                 info_keys=list(dict.fromkeys([*cfg.task.info_keys, *cfg.task.metrics])),
                 provenance={"task": cfg.task.name, "task_config": OmegaConf.to_container(cfg.task, resolve=True)},
                 root=root, progress=bool(cfg.trainer.progress),
@@ -126,39 +122,38 @@ def _require_frames(cfg: DictConfig, episodes: list[Episode], what: str) -> None
 
 
 def label_stage(cfg: DictConfig, episodes: list[Episode], run_dir: Path) -> PreferenceLabels:
-    """Label segment pairs with ``labeler`` (cached in ``run_dir/labels/labels.npz``).
+    """Label segment pairs with ``labeler`` into the run's label store (``labels/labels.sqlite``).
 
-    Pairs are drawn with the run's seed (``labeler.sampling``). Scripted teachers read the
-    dataset's ground-truth reward, as a simulated person; the CLIP and VLM labelers look at the
-    frames (the VLM labeler's answer cache lives in ``run_dir/labels/`` unless configured).
+    Pairs are drawn with the run's seed (``labeler.sampling``), so a rerun draws the same pairs;
+    each answer is saved as it arrives, and a rerun after a kill asks the labeler only for the
+    pairs the store does not hold (:func:`reward_models.labeling.label_pairs`). Scripted teachers
+    read the dataset's ground-truth reward, as a simulated person; the CLIP and VLM labelers look
+    at the frames (the VLM labeler's request cache lives in ``labels/`` unless configured).
     """
-    path = run_dir / "labels" / "labels.npz"
-    if path.exists():
-        with np.load(path, allow_pickle=False) as data:
-            return PreferenceLabels(data["pairs"], data["labels"], int(data["segment_length"]),
-                                    json.loads(str(data["provenance"])))
+    paths = RunPaths(run_dir)
     labeler: LabelerConfig = OmegaConf.to_object(cfg.labeler)
     teacher = instantiate(cfg.labeler.teacher)
-    if getattr(teacher, "needs_frames", False):
+    if teacher.needs_frames:
         _require_frames(cfg, episodes, f"labeler={labeler.name}")
     rng = np.random.default_rng(int(cfg.seed))
-    lengths, H, workdir = [len(ep) for ep in episodes], labeler.segment_length, run_dir / "labels"
+    lengths, H = [len(ep) for ep in episodes], labeler.segment_length
     terminated = [bool(labeler.pad_terminal and len(ep.terminations) and ep.terminations[-1]) for ep in episodes]
-    if labeler.sampling == "uniform":
-        labels = teacher.label_segments(episodes, sample_pairs(lengths, H, labeler.pairs, rng, terminated), H, rng, workdir=workdir)
-    else:
-        first = teacher.label_segments(episodes, sample_pairs(lengths, H, labeler.pairs // 2, rng, terminated), H, rng, workdir=workdir)
+    store = LabelStore(paths.label_store)
+    try:
+        def ask(pairs: np.ndarray) -> PreferenceLabels:
+            return label_pairs(teacher, episodes, pairs, H, seed=int(cfg.seed), store=store, workdir=paths.labels)
+
+        if labeler.sampling == "uniform":
+            return ask(sample_pairs(lengths, H, labeler.pairs, rng, terminated))
+        first = ask(sample_pairs(lengths, H, labeler.pairs // 2, rng, terminated))
         model, _ = fit_reward_model(episodes, first, instantiate(cfg.reward_model), seed=int(cfg.seed))
         rest = labeler.pairs - labeler.pairs // 2
         candidates = sample_pairs(lengths, H, 10 * rest, rng, terminated)
-        chosen = candidates[select_by_disagreement(ensemble_segment_returns(model, episodes, candidates, H), rest)]
-        second = teacher.label_segments(episodes, chosen, H, rng, workdir=workdir)
-        labels = PreferenceLabels(np.concatenate([first.pairs, second.pairs]), np.concatenate([first.labels, second.labels]),
-                                  H, {**first.provenance, "sampling": "disagreement", "second": second.provenance})
-    with atomic_write(path, "wb") as f:
-        np.savez(f, pairs=labels.pairs, labels=labels.labels, segment_length=labels.segment_length,
-                 provenance=json.dumps(labels.provenance))
-    return labels
+        second = ask(candidates[select_by_disagreement(ensemble_segment_returns(model, episodes, candidates, H), rest)])
+        return PreferenceLabels(np.concatenate([first.pairs, second.pairs]), np.concatenate([first.labels, second.labels]),
+                                H, {**first.provenance, "sampling": "disagreement", "second": second.provenance})
+    finally:
+        store.close()
 
 
 def label_quality(labels: PreferenceLabels, episodes: list[Episode]) -> dict[str, float]:
@@ -194,7 +189,7 @@ def reward_stage(cfg: DictConfig, episodes: list[Episode], labels: PreferenceLab
     Returns the model and its report: held-out preference accuracy, label rates, and in
     simulation the Pearson and Spearman correlation of learned with true reward.
     """
-    folder = run_dir / "reward_model"
+    folder = RunPaths(run_dir).reward_model
     found = latest_checkpoint(folder)
     if found is not None:
         checkpoint = load_checkpoint(found)
@@ -204,7 +199,7 @@ def reward_stage(cfg: DictConfig, episodes: list[Episode], labels: PreferenceLab
         return model.to(device).eval(), state["report"]
     config: RewardModelConfig = instantiate(cfg.reward_model)
     model, report = fit_reward_model(episodes, labels, config, seed=int(cfg.seed), device=device)
-    learned = np.concatenate(relabel(model, episodes, normalize=False))
+    learned = relabel(BradleyTerryReward(model), episodes, device).cpu().numpy()
     true = np.concatenate([ep.rewards for ep in episodes])
     report = {**report, **label_quality(labels, episodes), "pearson_true_reward": float(np.corrcoef(learned, true)[0, 1]),
               "spearman_true_reward": _spearman(learned, true)}
@@ -290,24 +285,35 @@ def plot_learning_curves(metrics_jsonl: Path, path: Path, title: str) -> Path | 
         axis.tick_params(labelsize=7)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(tmp)
-    plt.close(figure)
-    tmp.replace(path)
-    return path
+    return save_figure(figure, path)
+
+
+def reward_function(cfg: DictConfig, episodes: list[Episode], run_dir: Path,
+                    device: torch.device) -> tuple[RewardFunction | None, dict[str, float]]:
+    """The reward the learner trains on (``algo.reward``), and its report: ``none`` (imitation),
+    ``gt`` (:class:`TrueReward`, the dataset's ground truth: oracle baselines) or ``learned``
+    (the label and reward stages, then :class:`BradleyTerryReward`)."""
+    if cfg.algo.reward == "gt":
+        return TrueReward(), {}
+    if cfg.algo.reward == "learned":
+        labels = label_stage(cfg, episodes, run_dir)
+        model, report = reward_stage(cfg, episodes, labels, run_dir, device)
+        return BradleyTerryReward(model), report
+    return None, {}
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """The main job: dataset -> policy training (checkpointed, resumable) -> evaluation report.
+    """The main job: dataset -> [labels -> reward model] -> rewards -> :func:`embodied.fit.fit`
+    (checkpointed, resumable, evaluated as it goes) -> videos, plots, report.
 
     Returns:
         The report's metrics (also written to ``run_dir/metrics.json``).
 
     Raises:
         RunFolderError: ``resume=false`` but the run folder already has checkpoints.
+        ValueError: ``algo`` has no learner, or a learner that needs rewards got ``algo.reward=none``.
     """
-    run_dir = Path(run_dir)
+    paths = RunPaths(run_dir)
     if cfg.algo.learner is None:
         raise ValueError(f"algo={cfg.algo.name} has no learner to train; it is evaluated as it is by "
                          "python -m embodied.benchmark (or python -m embodied.evaluate policy=expert)")
@@ -315,103 +321,76 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     trainer: TrainerConfig = OmegaConf.to_object(cfg.trainer)
     generator = seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)
-    checkpoints = run_dir / "checkpoints"
-    latest = latest_checkpoint(checkpoints)
+    latest = latest_checkpoint(paths.checkpoints)
     if latest is not None and resume == "false":
         raise RunFolderError(
-            f"{run_dir} already holds checkpoint {latest.name} and resume=false; choose a new "
+            f"{paths.root} already holds checkpoint {latest.name} and resume=false; choose a new "
             "folder, or drop resume=false to continue it"
         )
-
-    report_path = run_dir / "metrics.json"
-    if latest is not None and report_path.exists():
-        done = json.loads(report_path.read_text())
+    if latest is not None and paths.metrics.exists():
+        done = json.loads(paths.metrics.read_text())
         if done.get("step") == trainer.steps and Path(done.get("checkpoint", "")) == latest:
-            print(f"{run_dir} is finished (step {trainer.steps}); nothing to do")
+            print(f"{paths.root} is finished (step {trainer.steps}); nothing to do")
             return done
 
     started = time.time()
     dataset = dataset_stage(cfg, keep_frames=needs_frames(cfg))
     episodes = dataset.episodes
-    reward_report: dict[str, float] = {}
-    train_episodes = episodes
-    if cfg.algo.reward == "learned":
-        labels = label_stage(cfg, episodes, run_dir)
-        reward_model, reward_report = reward_stage(cfg, episodes, labels, run_dir, device)
-        learned = relabel(reward_model, episodes)
-        train_episodes = [dataclasses.replace(ep, rewards=r) for ep, r in zip(episodes, learned)]
-    store = TransitionStore(train_episodes, device, include_reward=cfg.algo.reward in ("gt", "learned"))
-    observation_dim = store.tensors["observation"].shape[1]
-    action_dim = store.tensors["action"].shape[1]
-    learner = make_learner(instantiate(cfg.algo.learner), observation_dim, action_dim, device=str(device))
-    if learner.needs_reward and "reward" not in store.tensors:
+    reward, reward_report = reward_function(cfg, episodes, paths.root, device)
+    learner = make_learner(instantiate(cfg.algo.learner), episodes[0].observations.shape[1],
+                           episodes[0].actions.shape[1], device=str(device))
+    if learner.needs_reward and reward is None:
         raise ValueError(
             f"algo={cfg.algo.name} learns from rewards but algo.reward=none; train with "
             "algo.reward=learned (labels from labeler=..., a Bradley-Terry reward model) or "
             "algo.reward=gt (the ground-truth reward: an oracle baseline)"
         )
+    data = EpisodeData(episodes, device)
+    rewards, reward_stats = None, {}
+    if reward is not None:
+        rewards, reward_stats = normalize_rewards(relabel(reward, episodes, device), cfg.algo.reward_normalization,
+                                                  data.episode)
+    sampler = make_sampler(learner.batch_spec(), data, rewards)
 
-    start = 0
-    if latest is not None:
-        checkpoint = load_checkpoint(latest)
-        restore_learner(learner, checkpoint, generator)
-        start = checkpoint.step
-        print(f"resuming from {latest} (step {start})")
-    else:
-        learner.prepare(store.tensors["observation"], total_steps=trainer.steps)
+    def evaluate(final: bool) -> dict[str, float]:
+        return evaluate_stage(cfg, LearnerPolicy(learner, device), None if final else cfg.eval.episodes_during_training)
 
-    logger: Logger = instantiate(cfg.logger)(run_dir=run_dir, resume_step=start if latest else None)
-    try:
-        if latest is None:
-            logger.log(dataset_summary(episodes), step=0)
-            if reward_report:
-                logger.log({f"reward/{k}": v for k, v in reward_report.items()}, step=0)
-        learner.train()
-        bar = tqdm(total=trainer.steps, initial=start, desc="train", unit="step",
-                   disable=not trainer.progress, mininterval=1.0)
-        for step in range(start + 1, trainer.steps + 1):
-            losses = learner.update(store.sample(trainer.batch_size, generator))
-            if step % trainer.log_every == 0:
-                values = logger.log({f"train/{k}": v for k, v in losses.items()}, step=step)
-                bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-            if trainer.eval_every and step % trainer.eval_every == 0 and step < trainer.steps:
-                learner.eval()
-                during = evaluate_stage(cfg, LearnerPolicy(learner, device), cfg.eval.episodes_during_training)
-                logger.log({f"eval/{k}": v for k, v in during.items()}, step=step)
-                learner.train()
-            if step % trainer.checkpoint_every == 0 or step == trainer.steps:
-                save_learner(checkpoints, step, learner, observation_dim, action_dim, generator,
-                             extra={"task": cfg.task.name}, keep_last=trainer.keep_checkpoints)
-            bar.update(1)
-        bar.close()
-        learner.eval()
+    def on_start(logger: Logger) -> None:
+        logger.log(dataset_summary(episodes), step=0)
+        if reward_report:
+            logger.log({f"reward/{k}": v for k, v in reward_report.items()}, step=0)
 
-        metrics = evaluate_stage(cfg, LearnerPolicy(learner, device))
-        logger.log({f"eval/{k}": v for k, v in metrics.items()}, step=trainer.steps)
-    finally:
-        logger.close()
-    videos = record_videos(cfg, LearnerPolicy(learner, device), run_dir / "videos")
-    curves = plot_learning_curves(run_dir / "metrics.jsonl", run_dir / "plots" / "learning_curves.png",
+    result = fit(
+        learner, sampler, steps=trainer.steps, batch_size=trainer.batch_size, checkpoints=paths.checkpoints,
+        generator=generator, make_logger=lambda step: instantiate(cfg.logger)(run_dir=paths.root, resume_step=step),
+        prepare=lambda: learner.prepare(data.transition_observations(), total_steps=trainer.steps),
+        on_start=on_start, evaluate=evaluate, eval_every=trainer.eval_every, log_every=trainer.log_every,
+        checkpoint_every=trainer.checkpoint_every, keep_checkpoints=trainer.keep_checkpoints,
+        progress=trainer.progress, extra={"task": cfg.task.name},
+    )
+    metrics = result.final_metrics
+    videos = record_videos(cfg, LearnerPolicy(learner, device), paths.videos)
+    curves = plot_learning_curves(paths.metrics_jsonl, paths.plots / "learning_curves.png",
                                   f"{cfg.task.name} / {cfg.algo.name} (reward {cfg.algo.reward}, seed {cfg.seed})")
-
-    final = latest_checkpoint(checkpoints)
     report = {
         "task": cfg.task.name,
         "algo": cfg.algo.name,
         "seed": int(cfg.seed),
         "step": trainer.steps,
-        "checkpoint": str(final),
+        "checkpoint": str(result.checkpoint),
         "wall_time_s": round(time.time() - started, 1),
         "eval": metrics,
         "dataset": dataset_summary(episodes),
-        "reward": {"source": cfg.algo.reward, **({"labeler": cfg.labeler.name} if reward_report else {}), **reward_report},
+        "reward": {"source": cfg.algo.reward, **({"labeler": cfg.labeler.name} if cfg.algo.reward == "learned" else {}),
+                   **({"normalization": cfg.algo.reward_normalization} if reward is not None else {}),
+                   **reward_report, **{f"relabeled_{k}": v for k, v in reward_stats.items()}},
         "dataset_id": dataset.source,
         "dataset_path": str(dataset.path),
         "videos": [str(v) for v in videos],
         "plots": [str(curves)] if curves else [],
     }
-    write_json_atomic(report_path, report)
-    write_text_atomic(run_dir / "report.md", render_report(report))
+    write_json_atomic(paths.metrics, report)
+    write_text_atomic(paths.report, render_report(report))
     return report
 
 

@@ -38,3 +38,39 @@ def make_policies(task: Any, action_space: gym.spaces.Space, names: list[str] | 
     if missing:
         raise KeyError(f"task {task.name!r} has no behaviour policies {missing}; it has {available}")
     return {n: instantiate(task.policies[n], action_space=action_space) for n in names}
+
+
+def make_policy(task: Any, policy: str = "expert", checkpoint: str | None = None, device: str = "auto",
+                action_space: gym.spaces.Space | None = None) -> tuple[Policy, str]:
+    """The policy an entry point runs: a trained learner from ``checkpoint`` (a step, checkpoints
+    or run folder), else the task's behaviour policy named ``policy``. Used by evaluate, deploy
+    and benchmark.
+
+    Args:
+        task: the task config node.
+        policy: a behaviour policy of the task (``expert``, ``noisy``, ...), when no checkpoint.
+        checkpoint: a checkpoint to load the learner from.
+        device: torch device of a loaded learner (``auto``: CUDA when present).
+        action_space: the env's action space (default: read from a probe env of the task).
+
+    Returns:
+        The policy and a description of its source (``checkpoint <path>`` or the policy name).
+
+    Raises:
+        KeyError: no behaviour policy of that name.
+        embodied.checkpoint.CheckpointError: an unreadable checkpoint.
+    """
+    if checkpoint:
+        from embodied.learners import LearnerPolicy, load_learner
+        from embodied.runtime import resolve_device
+
+        resolved = resolve_device(device)
+        learner, loaded = load_learner(checkpoint, resolved)
+        return LearnerPolicy(learner, resolved), f"checkpoint {loaded.path}"
+    if action_space is None:
+        probe = make_env(task)
+        try:
+            action_space = probe.action_space
+        finally:
+            probe.close()
+    return make_policies(task, action_space, names=[policy])[policy], str(policy)

@@ -1,27 +1,65 @@
-"""The learner contract every algorithm in :mod:`policies` follows."""
+"""The learner contract every algorithm in :mod:`policies` follows, and the batch it declares."""
 
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+BATCH_KINDS = ("transitions", "windows", "future")
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """The batches a learner trains on; the loop builds the matching sampler
+    (:func:`policies.data.make_sampler`).
+
+    Attributes:
+        kind: ``transitions`` (``(B, D)`` fields), ``windows`` (``(B, H, D)`` fields and a
+            ``mask (B, H)``), or ``future`` (transitions and a ``future_observation (B, D)`` of the
+            same episode at a geometric offset).
+        reward: whether batches must carry a ``reward``.
+        horizon: H of ``windows``.
+        discount: gamma of the geometric offset of ``future`` (mean offset ``1 / (1 - gamma)``).
+
+    Raises:
+        ValueError: an unknown kind, ``horizon`` < 1 or ``discount`` outside [0, 1).
+    """
+
+    kind: str = "transitions"
+    reward: bool = False
+    horizon: int = 1
+    discount: float = 0.99
+
+    def __post_init__(self) -> None:
+        if self.kind not in BATCH_KINDS:
+            raise ValueError(f"batch kind {self.kind!r}; expected one of {BATCH_KINDS}")
+        if self.horizon < 1 or not 0.0 <= self.discount < 1.0:
+            raise ValueError(f"horizon={self.horizon} (>= 1) and discount={self.discount} (in [0, 1)) expected")
+
 
 class Learner(nn.Module, abc.ABC):
-    """Base class of offline learners.
+    """Base class of learners.
 
     A learner owns its networks (submodules and buffers: everything in ``state_dict()`` is saved
     as weights) and its optimisers. Subclasses implement:
 
-    - ``update(batch) -> dict[str, Tensor]``: one gradient step on a batch of transitions
-      (``observation (B, D) float32``, ``action (B, A) float32`` in [-1, 1], ``reward (B,)``,
-      ``next_observation (B, D)``, ``terminal (B,) float32``); returns detached scalar tensors so
-      the loop never waits for the device;
-    - ``act(observation (B, D) float32) -> (B, A) float32``: deterministic action in [-1, 1];
+    - ``update(batch) -> dict[str, Tensor]``: one gradient step on a batch of the kind
+      :meth:`batch_spec` declares (transitions: ``observation (B, D) float32``, ``action (B, A)
+      float32`` in [-1, 1], ``reward (B,)``, ``next_observation (B, D)``, ``terminal (B,)
+      float32``); returns detached scalar tensors so the loop never waits for the device;
+    - ``act(observation (B, D) float32, condition=None) -> (B, A) float32``: the deterministic
+      action in [-1, 1]; ``condition (B, C) float32`` is a goal, a latent z, attribute targets
+      or a return for conditioned learners (others refuse one);
     - ``prepare(observations (N, D), total_steps)``: fit data statistics (observation
       normalisation) and schedules once before training.
+
+    Optional: ``reset()`` at the start of each episode (planners drop their plan, stateful
+    policies their memory), ``explore(observation, condition)`` for acting while learning online
+    (default: ``act``).
 
     ``training_state()`` / ``load_training_state()`` carry the optimiser and scheduler state that
     a resumed run needs; weights are ``state_dict()``.
@@ -29,18 +67,52 @@ class Learner(nn.Module, abc.ABC):
 
     #: Whether batches must carry a ``reward`` (offline RL) or not (imitation).
     needs_reward: bool = False
+    #: D and A, set by each learner's constructor (recorded in checkpoints).
+    observation_dim: int
+    action_dim: int
+    #: Size C of the condition ``act`` takes; 0 for unconditioned learners.
+    condition_dim: int = 0
+
+    def batch_spec(self) -> BatchSpec:
+        """The batches :meth:`update` takes. Default: transitions, with rewards if ``needs_reward``."""
+        return BatchSpec("transitions", reward=self.needs_reward)
 
     def prepare(self, observations: torch.Tensor, total_steps: int | None = None) -> None:
         """Before training: fit statistics from the dataset's observations ``(N, D) float32``;
         ``total_steps`` is the planned number of updates (for learning-rate schedules)."""
+
+    def reset(self) -> None:
+        """Start of an episode: forget per-episode state (a plan, a history). Default: nothing."""
 
     @abc.abstractmethod
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One gradient step; returns detached scalar losses keyed by name."""
 
     @abc.abstractmethod
-    def act(self, observation: torch.Tensor) -> torch.Tensor:
+    def act(self, observation: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Deterministic actions ``(B, A) float32`` in [-1, 1] for ``(B, D)`` observations."""
+
+    def explore(self, observation: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Actions ``(B, A) float32`` in [-1, 1] for acting while learning. Default: :meth:`act`."""
+        return self.act(observation, condition)
+
+    def check_condition(self, condition: torch.Tensor | None, batch: int) -> None:
+        """Validate ``condition`` against :attr:`condition_dim` for a batch of ``batch`` observations.
+
+        Raises:
+            ValueError: a condition given to an unconditioned learner, none given to a conditioned
+                one, or one of the wrong shape or with non-finite values.
+        """
+        name = type(self).__name__
+        if self.condition_dim == 0:
+            if condition is not None:
+                raise ValueError(f"{name} is not conditioned; act(observation) takes no condition")
+            return
+        if condition is None:
+            raise ValueError(f"{name} acts towards a condition (B, {self.condition_dim}); none was given")
+        if tuple(condition.shape) != (batch, self.condition_dim) or not torch.isfinite(condition).all():
+            raise ValueError(f"{name}: condition must be finite ({batch}, {self.condition_dim}) float32, "
+                             f"got {tuple(condition.shape)}")
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Named optimisers whose state is saved in checkpoints."""

@@ -8,6 +8,18 @@ import torch
 from torch import nn
 
 
+def check_hidden_dims(hidden_dims: Sequence[int], owner: str = "hidden_dims") -> list[int]:
+    """``hidden_dims`` as a list of ints, for configs' ``__post_init__``.
+
+    Raises:
+        ValueError: empty, or an entry that is not a positive integer (names ``owner``).
+    """
+    dims = list(hidden_dims) if hidden_dims is not None else []
+    if not dims or any(isinstance(h, bool) or int(h) != h or h <= 0 for h in dims):
+        raise ValueError(f"{owner}={hidden_dims}; expected a non-empty list of positive integers")
+    return [int(h) for h in dims]
+
+
 def mlp(
     input_dim: int,
     output_dim: int,
@@ -20,8 +32,9 @@ def mlp(
     Raises:
         ValueError: a dimension is not a positive integer.
     """
-    dims = [input_dim, *hidden_dims, output_dim]
-    if any(int(d) != d or d <= 0 for d in dims):
+    hidden = check_hidden_dims(hidden_dims) if len(hidden_dims) else []
+    dims = [input_dim, *hidden, output_dim]
+    if any(int(d) != d or d <= 0 for d in (input_dim, output_dim)):
         raise ValueError(f"MLP dimensions must be positive integers, got {dims}")
     layers: list[nn.Module] = []
     for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):

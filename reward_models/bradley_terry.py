@@ -1,4 +1,4 @@
-"""Bradley-Terry reward models learned from segment preferences, and relabeling.
+"""Bradley-Terry reward models learned from segment preferences.
 
 The preference model (Bradley and Terry 1952; Christiano et al. 2017, Eq. 1):
 
@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from policies.networks import ObservationNormalizer, mlp
+from policies.data import EpisodeData
+from policies.networks import ObservationNormalizer, check_hidden_dims, mlp
 from reward_models.preferences import PreferenceLabels
 
 INPUTS = ("s", "sa", "sas", "image")
@@ -65,6 +66,7 @@ class RewardModelConfig:
     """Channels of the stride-2 3x3 convolutions for ``inputs=image``. Default [16, 32, 32, 32]."""
 
     def __post_init__(self) -> None:
+        self.hidden_dims = check_hidden_dims(self.hidden_dims, "reward_model.hidden_dims")
         if self.ensemble_size < 1 or self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
             raise ValueError("ensemble_size, batch_size, max_epochs and patience must be >= 1")
         if not 0.0 < self.holdout_fraction < 1.0:
@@ -75,77 +77,32 @@ class RewardModelConfig:
             raise ValueError(f"image_size={self.image_size}; expected >= 16 pixels")
 
 
-class TransitionInputs:
-    """Every transition of a list of episodes, flattened, as the tensors a reward model reads.
-
-    ``tensors`` holds ``observation (N, D) float32``, ``action (N, A) float32`` and
-    ``next_observation (N, D) float32``, or for ``inputs=image`` ``frame (N, 3, S, S) uint8``
-    (the frame after each step, resized to ``S = image_size``). Segment ``(episode, start)`` of
-    length H covers rows ``offset[episode] + start + arange(H)``.
+def reward_inputs(episodes: Sequence, config: RewardModelConfig, device: str | torch.device = "cpu") -> EpisodeData:
+    """The episodes as the tensors a reward model of ``config`` reads: observations and actions,
+    or for ``inputs=image`` also the frames resized to ``image_size`` squared pixels.
 
     Raises:
         ValueError: ``inputs=image`` but an episode has no frames.
     """
-
-    def __init__(self, episodes: Sequence, config: RewardModelConfig, device: str | torch.device = "cpu"):
-        self.config = config
-        lengths = [len(ep.actions) for ep in episodes]
-        self.offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(lengths)[:-1]]), dtype=torch.long, device=device)
-        self.lengths = torch.as_tensor(lengths, dtype=torch.long, device=device)
-        self.tensors: dict[str, torch.Tensor] = {}
-        if config.inputs == "image":
-            frames = []
-            for i, ep in enumerate(episodes):
-                if ep.frames is None:
-                    raise ValueError(
-                        f"episode {i} has no frames but reward_model.inputs=image needs them; "
-                        "collect the dataset with dataset.frames=true"
-                    )
-                frames.append(resize_frames(ep.frames[1:], config.image_size))
-            self.tensors["frame"] = torch.cat(frames).to(device)
-        else:
-            def cat(arrays):
-                return torch.as_tensor(np.concatenate(arrays).astype(np.float32), device=device)
-
-            self.tensors["observation"] = cat([ep.observations[:-1] for ep in episodes])
-            self.tensors["action"] = cat([ep.actions for ep in episodes])
-            self.tensors["next_observation"] = cat([ep.observations[1:] for ep in episodes])
-
-    def __len__(self) -> int:
-        return len(next(iter(self.tensors.values())))
-
-    def segment_rows(self, pairs: np.ndarray, segment_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row indices ``(N, 2, H) int64`` of the segments of ``pairs (N, 2, 2)``, and a mask
-        ``(N, 2, H) float32``: 0 for steps past the end of an episode (a segment into the
-        absorbing state after a termination, whose reward is 0); their rows repeat the last."""
-        pairs_t = torch.as_tensor(np.asarray(pairs), dtype=torch.long, device=self.offsets.device)
-        step = pairs_t[..., 1, None] + torch.arange(segment_length, device=self.offsets.device)
-        length = self.lengths[pairs_t[..., 0]][..., None]
-        mask = (step < length).float()
-        return self.offsets[pairs_t[..., 0]][..., None] + torch.minimum(step, length - 1), mask
-
-    def gather(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The tensors at ``rows`` (any shape), each ``(*rows.shape, ...)``."""
-        return {k: v[rows] for k, v in self.tensors.items()}
+    image = config.inputs == "image"
+    if image:
+        missing = [i for i, ep in enumerate(episodes) if ep.frames is None]
+        if missing:
+            raise ValueError(f"episode {missing[0]} has no frames but reward_model.inputs=image needs them; "
+                             "collect the dataset with dataset.frames=true")
+    return EpisodeData(episodes, device, frames=image, frame_size=config.image_size if image else None)
 
 
-def resize_frames(frames: np.ndarray, size: int) -> torch.Tensor:
-    """``(T, H, W, 3) uint8`` -> ``(T, 3, size, size) uint8`` by area averaging.
-
-    Raises:
-        ValueError: frames not ``(T, H, W, 3)``.
-    """
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-    x = torch.as_tensor(frames).permute(0, 3, 1, 2)
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x.float(), size=(size, size), mode="area").round().clamp(0, 255).to(torch.uint8)
-    return x.contiguous()
+def segment_rows(data: EpisodeData, pairs: np.ndarray, segment_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transition rows ``(N, 2, H) int64`` of the segments of ``pairs (N, 2, 2)`` of ``(episode,
+    start)``, and a mask ``(N, 2, H) float32``: 0 for steps past the end of an episode (a segment
+    into the absorbing state after a termination, whose reward is 0)."""
+    pairs_t = torch.as_tensor(np.asarray(pairs), dtype=torch.long, device=data.device)
+    return data.window_rows(pairs_t[..., 0], pairs_t[..., 1], segment_length)
 
 
 class _ImageReward(nn.Module):
-    """One CNN member: ``(..., 3, S, S) uint8 -> (...)`` float32."""
+    """One CNN member: ``(..., S, S, 3) uint8 -> (...)`` float32."""
 
     def __init__(self, config: RewardModelConfig):
         super().__init__()
@@ -158,14 +115,16 @@ class _ImageReward(nn.Module):
 
     def forward(self, frame: torch.Tensor) -> torch.Tensor:
         batch = frame.shape[:-3]
-        x = frame.reshape(-1, *frame.shape[-3:]).float() / 255.0
+        x = frame.reshape(-1, *frame.shape[-3:]).permute(0, 3, 1, 2).float() / 255.0
         return self.head(self.encoder(x)).reshape(batch)
 
 
 class RewardEnsemble(nn.Module):
     """K reward members ``inputs -> (K, ...)`` with shared observation normalisation.
 
-    ``inputs`` is a dict as :meth:`TransitionInputs.gather` returns; leading dimensions are free.
+    ``inputs`` is a dict as :meth:`policies.data.EpisodeData.gather` returns (``observation``,
+    ``action``, ``next_observation``, or ``next_frame (..., S, S, 3) uint8`` for images); leading
+    dimensions are free.
     """
 
     def __init__(self, config: RewardModelConfig, observation_dim: int, action_dim: int):
@@ -181,13 +140,18 @@ class RewardEnsemble(nn.Module):
 
     def _features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.config.inputs == "image":
-            return inputs["frame"]
+            return inputs["next_frame"]
         parts = [self.normalizer(inputs["observation"])]
         if self.config.inputs in ("sa", "sas"):
             parts.append(inputs["action"])
         if self.config.inputs == "sas":
             parts.append(self.normalizer(inputs["next_observation"]))
         return torch.cat(parts, dim=-1)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The transition fields the members read."""
+        return ("next_frame",) if self.config.inputs == "image" else ("observation", "action", "next_observation")
 
     def member_reward(self, k: int, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Member ``k``'s reward ``(...)`` for each transition of ``inputs``."""
@@ -224,13 +188,13 @@ def preference_accuracy(returns: torch.Tensor, labels: torch.Tensor) -> float:
     return float((predicted[decided] == labels[decided]).float().mean())
 
 
-def _segment_returns(model: RewardEnsemble, k: int | None, store: TransitionInputs, rows: torch.Tensor,
+def _segment_returns(model: RewardEnsemble, k: int | None, data: EpisodeData, rows: torch.Tensor,
                      mask: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """Segment returns ``(N, 2)`` (member ``k``, or the ensemble mean when None) of ``rows (N, 2, H)``,
     steps where ``mask`` is 0 left out."""
     out = []
     for part, part_mask in zip(rows.split(chunk), mask.split(chunk)):
-        inputs = store.gather(part)
+        inputs = data.gather(part, model.fields)
         reward = model.member_reward(k, inputs) if k is not None else model.member_rewards(inputs).mean(0)
         out.append((reward * part_mask).sum(-1))
     return torch.cat(out) if out else torch.zeros(0, 2, device=rows.device)
@@ -268,16 +232,15 @@ def fit_reward_model(
     order = rng.permutation(len(pairs))
     n_held = max(1, int(round(config.holdout_fraction * len(pairs))))
     held, train = order[:n_held], order[n_held:]
-    store = TransitionInputs(episodes, config, device)
-    rows, mask = store.segment_rows(pairs, labels.segment_length)
+    data = reward_inputs(episodes, config, device)
+    rows, mask = segment_rows(data, pairs, labels.segment_length)
     y = torch.as_tensor(targets, device=device)
 
     torch.manual_seed(seed)
     observation_dim = episodes[0].observations.shape[-1]
     model = RewardEnsemble(config, observation_dim, episodes[0].actions.shape[-1]).to(device)
     if config.inputs != "image":
-        model.normalizer.fit(torch.as_tensor(np.concatenate([ep.observations for ep in episodes]),
-                                             dtype=torch.float32, device=device))
+        model.normalizer.fit(data.observations)
     held_t, train_t = torch.as_tensor(held, device=device), torch.as_tensor(train, device=device)
     epochs_used = 0
     for k, member in enumerate(model.members):
@@ -287,13 +250,13 @@ def fit_reward_model(
         for epoch in range(config.max_epochs):
             for batch in torch.randperm(len(train), generator=generator).split(config.batch_size):
                 index = train_t[batch.to(device)]
-                returns = (model.member_reward(k, store.gather(rows[index])) * mask[index]).sum(-1)
+                returns = (model.member_reward(k, data.gather(rows[index], model.fields)) * mask[index]).sum(-1)
                 loss = bradley_terry_loss(returns, y[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
             with torch.no_grad():
-                accuracy = preference_accuracy(_segment_returns(model, k, store, rows[held_t], mask[held_t]), y[held_t])
+                accuracy = preference_accuracy(_segment_returns(model, k, data, rows[held_t], mask[held_t]), y[held_t])
             if accuracy > best:
                 best, stale = accuracy, 0
                 best_state = {n: p.detach().clone() for n, p in member.state_dict().items()}
@@ -305,8 +268,8 @@ def fit_reward_model(
         member.load_state_dict(best_state)
     model.eval()
     with torch.no_grad():
-        held_returns = _segment_returns(model, None, store, rows[held_t], mask[held_t])
-        train_returns = _segment_returns(model, None, store, rows[train_t], mask[train_t])
+        held_returns = _segment_returns(model, None, data, rows[held_t], mask[held_t])
+        train_returns = _segment_returns(model, None, data, rows[train_t], mask[train_t])
     report = {
         "heldout_accuracy": preference_accuracy(held_returns, y[held_t]),
         "train_accuracy": preference_accuracy(train_returns, y[train_t]),
@@ -321,26 +284,6 @@ def fit_reward_model(
 def ensemble_segment_returns(model: RewardEnsemble, episodes: Sequence, pairs: np.ndarray, segment_length: int) -> np.ndarray:
     """Every member's predicted returns of the segments of ``pairs``: ``(K, N, 2)`` float32."""
     device = next(model.parameters()).device
-    store = TransitionInputs(episodes, model.config, device)
-    rows, mask = store.segment_rows(pairs, segment_length)
-    return np.stack([_segment_returns(model, k, store, rows, mask).cpu().numpy() for k in range(len(model.members))])
-
-
-@torch.no_grad()
-def relabel(model: RewardEnsemble, episodes: Sequence, normalize: bool = True, chunk: int = 4096) -> list[np.ndarray]:
-    """Learned rewards ``(T,) float32`` for every episode's transitions.
-
-    With ``normalize`` the rewards are standardised over the whole dataset (zero mean, unit
-    standard deviation), the usual input scale for the offline learner.
-
-    Raises:
-        ValueError: ``inputs=image`` and an episode has no frames.
-    """
-    device = next(model.parameters()).device
-    store = TransitionInputs(episodes, model.config, device)
-    rows = torch.arange(len(store), device=device)
-    flat = torch.cat([model(store.gather(part)) for part in rows.split(chunk)]).cpu().numpy().astype(np.float32)
-    if normalize:
-        flat = (flat - flat.mean()) / (flat.std() + 1e-8)
-    bounds = np.cumsum([len(ep.actions) for ep in episodes])[:-1]
-    return np.split(flat, bounds)
+    data = reward_inputs(episodes, model.config, device)
+    rows, mask = segment_rows(data, pairs, segment_length)
+    return np.stack([_segment_returns(model, k, data, rows, mask).cpu().numpy() for k in range(len(model.members))])

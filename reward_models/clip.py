@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from reward_models.preferences import FIRST, SECOND, TIE, PreferenceLabels
+from reward_models.labeling import Answer, Labeler
+from reward_models.preferences import FIRST, SECOND, TIE
 
 PREPROCESS_MODES = ("letterbox", "center_crop", "squash")
 _WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -294,7 +294,7 @@ class CLIPReward:
                 "alpha": self.alpha, "preprocess": self.preprocess}
 
 
-class CLIPPreferenceLabeler:
+class CLIPPreferenceLabeler(Labeler):
     """Preference labels from VLM-RM scores: the segment whose frames score higher is preferred.
 
     A segment's score is the mean CLIP reward of the frames after each of its steps. Pairs whose
@@ -317,19 +317,25 @@ class CLIPPreferenceLabeler:
         self.reward = reward if isinstance(reward, CLIPReward) else CLIPReward(**(reward or {}))
         self.tie_threshold = float(tie_threshold)
 
-    def label_segments(self, episodes: Sequence, pairs: np.ndarray, segment_length: int,
-                       rng: np.random.Generator | None = None, workdir: Path | None = None) -> PreferenceLabels:
-        """Label ``pairs (N, 2, 2)`` of ``(episode, start)`` segments of ``segment_length`` steps.
+    def settings(self) -> dict:
+        """Model, weights, prompts (hash), alpha, preprocessing and the tie threshold."""
+        return {**self.reward.provenance(), "tie_threshold": self.tie_threshold}
+
+    def answers(self, episodes: Sequence, pairs: np.ndarray, segment_length: int, seed: int = 0,
+                workdir: Path | None = None) -> Iterator[Answer]:
+        """Answers for ``pairs (N, 2, 2)`` of ``(episode, start)`` segments: CLIP rewards of the
+        frames of the episodes the pairs touch, then one answer per pair (outcome answered or tie).
 
         Raises:
-            ValueError: an episode has no frames.
+            ValueError: an episode of a pair has no frames.
         """
-        started = time.time()
-        rewards = self.reward.episode_rewards(episodes)
         pairs = np.asarray(pairs, dtype=np.int64)
-        scores = np.array([[rewards[e][s:s + segment_length].mean() for e, s in pair] for pair in pairs])
-        diff = scores[:, 1] - scores[:, 0]
-        labels = np.where(np.abs(diff) <= self.tie_threshold, TIE, np.where(diff > 0, SECOND, FIRST))
-        provenance = {"labeler": self.name, "name": self.name, **self.reward.provenance(),
-                      "tie_threshold": self.tie_threshold, "started": started, "finished": time.time()}
-        return PreferenceLabels(pairs, labels.astype(np.float32), segment_length, provenance)
+        needed = sorted(set(pairs[..., 0].ravel().tolist()))
+        rewards = dict(zip(needed, self.reward.episode_rewards([episodes[e] for e in needed])))
+        for i, pair in enumerate(pairs.tolist()):
+            (e0, s0), (e1, s1) = pair
+            diff = float(rewards[e1][s1:s1 + segment_length].mean() - rewards[e0][s0:s0 + segment_length].mean())
+            if abs(diff) <= self.tie_threshold:
+                yield Answer(i, TIE, "tie", {"score_difference": diff})
+            else:
+                yield Answer(i, SECOND if diff > 0 else FIRST, "answered", {"score_difference": diff})

@@ -20,18 +20,26 @@ myopic (gamma 0.9).
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from reward_models.labeling import Answer, Labeler
 from reward_models.preferences import ABSTAIN, FIRST, SECOND, TIE, PreferenceLabels, segment_sums
 
 
+def pair_uniforms(seed: int, pairs: np.ndarray, k: int = 2) -> np.ndarray:
+    """``(N, k)`` uniforms in [0, 1) for ``pairs (N, 2, 2)``, each row drawn from a generator
+    seeded by ``(seed, pair)``: a pair's draws do not depend on the other pairs asked with it."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 4)
+    return np.array([np.random.default_rng([int(seed) & 0x7FFFFFFF, *p]).random(k) for p in pairs.tolist()]).reshape(-1, k)
+
+
 @dataclass
-class ScriptedTeacher:
+class ScriptedTeacher(Labeler):
     """A B-Pref teacher; see the module docstring for the decision rule.
 
     Attributes:
@@ -74,6 +82,14 @@ class ScriptedTeacher:
             segment_length: H.
             rng: randomness of noisy answers and mistakes.
         """
+        uniforms = rng.random((2, len(pairs))).T
+        labels = self._decide(rewards, np.asarray(pairs, dtype=np.int64), segment_length, uniforms)
+        return PreferenceLabels(pairs, labels, segment_length, provenance={"labeler": self.name, **asdict(self)})
+
+    def _decide(self, rewards: Sequence[np.ndarray], pairs: np.ndarray, segment_length: int,
+                uniforms: np.ndarray) -> np.ndarray:
+        """Labels ``(N,) float32`` from the rule of the module docstring; ``uniforms (N, 2)``
+        drive the noisy choice (column 0) and the mistake flip (column 1)."""
         returns = segment_sums(rewards, pairs, segment_length, self.gamma)
         lengths = np.asarray([len(r) for r in rewards], dtype=np.float64)
         # c: the mean episode return, scaled to a segment (signed).
@@ -83,25 +99,33 @@ class ScriptedTeacher:
             labels = np.where(r1 > r0, SECOND, FIRST).astype(np.float32)
         else:
             p_second = 1.0 / (1.0 + np.exp(-self.beta * (r1 - r0)))
-            labels = np.where(rng.random(len(pairs)) < p_second, SECOND, FIRST).astype(np.float32)
-        flip = rng.random(len(pairs)) < self.eps_mistake
+            labels = np.where(uniforms[:, 0] < p_second, SECOND, FIRST).astype(np.float32)
+        flip = uniforms[:, 1] < self.eps_mistake
         labels[flip] = 1.0 - labels[flip]
         if self.eps_equal > 0:
             labels[np.abs(r1 - r0) < self.eps_equal * abs(scale)] = TIE
         if self.eps_skip > 0:
             labels[np.maximum(r0, r1) < self.eps_skip * scale] = ABSTAIN
-        return PreferenceLabels(pairs, labels, segment_length, provenance={"labeler": "scripted", **asdict(self)})
-
-    needs_frames: ClassVar[bool] = False
-
-    def label_segments(self, episodes: Sequence, pairs: np.ndarray, segment_length: int,
-                       rng: np.random.Generator | None = None, workdir=None) -> PreferenceLabels:
-        """The labeler interface shared with the CLIP and VLM labelers: label ``pairs (N, 2, 2)``
-        of the episodes' segments from their ground-truth ``rewards``, as a simulated person."""
-        started = time.time()
-        labels = self.label([ep.rewards for ep in episodes], pairs, segment_length, rng or np.random.default_rng())
-        labels.provenance.update(started=started, finished=time.time())
         return labels
+
+    def settings(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(self).items()}
+
+    def answers(self, episodes: Sequence, pairs: np.ndarray, segment_length: int, seed: int = 0,
+                workdir: Path | None = None) -> Iterator[Answer]:
+        """Answers from the episodes' ground-truth ``rewards``, as a simulated person; the random
+        draws of pair i come from ``(seed, pair)`` (:func:`pair_uniforms`).
+
+        Raises:
+            ValueError: an episode of a pair has no rewards.
+        """
+        pairs = np.asarray(pairs, dtype=np.int64)
+        if any(getattr(ep, "rewards", None) is None for ep in episodes):
+            raise ValueError("scripted teachers read the true reward; an episode has no rewards")
+        labels = self._decide([ep.rewards for ep in episodes], pairs, segment_length, pair_uniforms(seed, pairs))
+        for i, label in enumerate(labels.tolist()):
+            outcome = "abstain" if np.isnan(label) else "tie" if label == TIE else "answered"
+            yield Answer(i, float(label), outcome)
 
 
 #: The six B-Pref teachers with the reference settings (FACTS.md).

@@ -37,7 +37,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -45,7 +45,8 @@ import httpx
 import numpy as np
 from tqdm.auto import tqdm
 
-from reward_models.preferences import ABSTAIN, FIRST, SECOND, TIE, PreferenceLabels
+from reward_models.labeling import Answer, Labeler
+from reward_models.preferences import ABSTAIN, FIRST, SECOND, TIE
 
 ANALYSIS_PROMPT = (
     "You will see two images of a robot doing a task. The goal of the task is: {task}.\n"
@@ -156,7 +157,7 @@ class _RequestFailed(Exception):
     """Retries exhausted for one request."""
 
 
-class VLMPreferenceLabeler:
+class VLMPreferenceLabeler(Labeler):
     """RL-VLM-F two-stage preference labels from an OpenAI-compatible chat-completions API.
 
     Args:
@@ -305,14 +306,24 @@ class VLMPreferenceLabeler:
             return (TIE, "unsure") if self.unsure_as == "tie" else (ABSTAIN, "unsure")
         return (FIRST if forward == 0 else SECOND), "answered"
 
-    def label_segments(self, episodes: Sequence, pairs: np.ndarray, segment_length: int,
-                       rng: np.random.Generator | None = None, workdir: Path | None = None) -> PreferenceLabels:
-        """Label ``pairs (N, 2, 2)`` of ``(episode, start)`` segments of ``segment_length`` steps.
+    def settings(self) -> dict:
+        """What the answers depend on: model, base URL, prompt hash, task, and how labels are read
+        (the API key is never part of it)."""
+        return {"model": self.model, "base_url": self.base_url, "prompt_hash": self.prompt_hash, "task": self.task,
+                "swap_check": self.swap_check, "unsure_as": self.unsure_as,
+                "frames_per_segment": self.frames_per_segment, "temperature": self.temperature}
 
-        Returns:
-            Labels with provenance: labeler, model, base URL, prompt hash, start and end times,
-            and counts (requests, retries, cache hits, answered, unsure, unparseable, failed,
-            swap_inconsistent).
+    def run_counts(self) -> dict[str, int]:
+        """Requests, retries and cache hits of the last :meth:`answers` call."""
+        return {k: int(v) for k, v in self.counts.items()}
+
+    def answers(self, episodes: Sequence, pairs: np.ndarray, segment_length: int, seed: int = 0,
+                workdir: Path | None = None) -> Iterator[Answer]:
+        """Answers for ``pairs (N, 2, 2)`` of ``(episode, start)`` segments, as the requests
+        complete (``concurrency`` in flight). Outcomes: answered, unsure, unparseable,
+        swap_inconsistent, and failed (retries exhausted; not stored, asked again on a rerun).
+        Request-level answers are also cached in ``cache_path`` (default
+        ``<workdir>/vlm_cache.sqlite``).
 
         Raises:
             ValueError: an episode of a pair has no frames.
@@ -323,14 +334,11 @@ class VLMPreferenceLabeler:
             if episodes[e].frames is None:
                 raise ValueError(f"episode {e} has no frames; the VLM labeler needs a dataset collected with dataset.frames=true")
         self.counts = Counter()
-        started = time.time()
         path = self.cache_path or (Path(workdir) / "vlm_cache.sqlite" if workdir else None)
         cache = AnswerCache(path)
         key = os.environ.get(self.api_key_env, "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         limiter = _RateLimiter(self.requests_per_minute)
-        labels = np.full(len(pairs), ABSTAIN, dtype=np.float32)
-        outcomes: Counter = Counter()
         png_cache: dict[tuple[int, int], bytes] = {}
 
         def image(e: int, s: int) -> bytes:
@@ -343,18 +351,14 @@ class VLMPreferenceLabeler:
                     ThreadPoolExecutor(self.concurrency) as pool:
                 futures = {pool.submit(self._label_pair, client, limiter, cache, image(*pair[0]), image(*pair[1])): i
                            for i, pair in enumerate(pairs)}
-                bar = tqdm(as_completed(futures), total=len(futures), desc="vlm labels", unit="pair",
-                           disable=not self.progress)
-                for future in bar:
-                    labels[futures[future]], outcome = future.result()
-                    outcomes[outcome] += 1
+                try:
+                    bar = tqdm(as_completed(futures), total=len(futures), desc="vlm labels", unit="pair",
+                               disable=not self.progress)
+                    for future in bar:
+                        label, outcome = future.result()
+                        yield Answer(futures[future], float(label), outcome)
+                finally:
+                    for future in futures:
+                        future.cancel()
         finally:
             cache.close()
-        provenance = {
-            "labeler": self.name, "name": self.name, "model": self.model, "base_url": self.base_url,
-            "prompt_hash": self.prompt_hash, "task": self.task, "swap_check": self.swap_check,
-            "unsure_as": self.unsure_as, "frames_per_segment": self.frames_per_segment,
-            "started": started, "finished": time.time(), "cache": str(path) if path else None,
-            "counts": {**{k: int(v) for k, v in outcomes.items()}, **{k: int(v) for k, v in self.counts.items()}},
-        }
-        return PreferenceLabels(pairs, labels, segment_length, provenance)

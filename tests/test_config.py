@@ -102,7 +102,7 @@ def test_reward_model_configs_instantiate(compose_config, reward_model):
     config = instantiate(cfg.reward_model)
     model = RewardEnsemble(config, observation_dim=6, action_dim=2)
     inputs = {"observation": torch.zeros(4, 6), "action": torch.zeros(4, 2), "next_observation": torch.zeros(4, 6),
-              "frame": torch.zeros(4, 3, config.image_size, config.image_size, dtype=torch.uint8)}
+              "next_frame": torch.zeros(4, config.image_size, config.image_size, 3, dtype=torch.uint8)}
     assert model(inputs).shape == (4,)
 
 

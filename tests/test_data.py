@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import envs
-from embodied.data import Episode, TransitionStore, load_episodes, mixture_assignment, rollout, save_episodes
+from embodied.data import Episode, load_episodes, mixture_assignment, rollout, save_episodes
 from envs.pointmass import PointMassExpert
 from envs.policies import RandomPolicy
 
@@ -49,20 +48,3 @@ def test_bad_episode_files_raise_clear_errors(tmp_path):
     save_episodes(tmp_path / "short.npz", [episode])
     with pytest.raises(ValueError, match="episode_000000.*T\\+1"):
         load_episodes(tmp_path / "short.npz")
-
-
-def test_transition_store_pairs_observations_and_samples_reproducibly():
-    episodes = _episodes()
-    store = TransitionStore(episodes)
-    assert store.size == sum(len(e) for e in episodes)
-    t = store.tensors
-    assert torch.equal(t["next_observation"][0], torch.as_tensor(episodes[0].observations[1]))
-    assert torch.equal(t["observation"][100], torch.as_tensor(episodes[1].observations[0]))
-    assert t["timeout"].sum() == len(episodes) and t["terminal"].sum() == 0
-    a = store.sample(8, torch.Generator().manual_seed(0))
-    b = store.sample(8, torch.Generator().manual_seed(0))
-    assert all(torch.equal(a[k], b[k]) for k in a) and a["observation"].shape == (8, 6)
-    bad = _episodes(1)
-    bad[0].rewards[3] = np.nan
-    with pytest.raises(ValueError, match="reward"):
-        TransitionStore(bad)

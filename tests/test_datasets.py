@@ -18,12 +18,12 @@ import pytest
 import torch
 
 import envs
-from embodied.data import TransitionStore
-from embodied.datasets import DatasetError, Recipe, collect_dataset, load_dataset, make_dataset_id, write_minari
 from embodied.data import rollout
+from embodied.datasets import DatasetConfig, DatasetError, collect_dataset, load_dataset, make_dataset_id, write_minari
 from envs.dressing import DressingExpert
 from envs.pointmass import PointMassExpert
 from envs.policies import RandomPolicy
+from policies.data import EpisodeData, TransitionSampler
 
 POINTMASS = make_dataset_id("pointmass", "mixed")
 
@@ -32,14 +32,14 @@ def _pointmass(root: Path, episodes: int = 4, frames: bool = False, name: str = 
     make = (lambda: envs.make("embodied/PointMass-v0", render_mode="rgb_array", width=32, height=24)) if frames \
         else (lambda: envs.make("embodied/PointMass-v0"))
     space = make().action_space
-    recipe = Recipe(name=name, episodes=episodes, mixture={"expert": 1, "random": 1}, frames=frames, width=32, height=24)
+    recipe = DatasetConfig(recipe=name, episodes=episodes, mixture={"expert": 1, "random": 1}, frames=frames, width=32, height=24)
     return collect_dataset(make_dataset_id("pointmass", name), make, {"expert": PointMassExpert(), "random": RandomPolicy(space)},
                            recipe, ["success", "distance"], provenance={"task": "pointmass"}, root=root, progress=False)
 
 
 def test_dressing_dataset_opens_with_minari_and_ours(datasets_root):
     make = lambda: envs.make("embodied/Dressing-v0", render_mode="rgb_array", width=48, height=48)  # noqa: E731
-    recipe = Recipe(name="frames", episodes=3, mixture={"expert": 1.0}, frames=True, width=48, height=48)
+    recipe = DatasetConfig(recipe="frames", episodes=3, mixture={"expert": 1.0}, frames=True, width=48, height=48)
     path = collect_dataset("embodied/dressing/frames-v0", make, {"expert": DressingExpert()}, recipe,
                            ["success", "dressed_distance"], provenance={"task": "dressing"}, progress=False)
     assert path == datasets_root / "embodied/dressing/frames-v0"
@@ -64,13 +64,12 @@ def test_dressing_dataset_opens_with_minari_and_ours(datasets_root):
     assert np.array_equal(direct.observations, ep.observations) and np.array_equal(direct.actions, ep.actions)
 
 
-def test_transition_store_hides_the_true_reward_unless_asked(datasets_root):
+def test_episode_data_hides_the_true_reward_unless_asked(datasets_root):
     _pointmass(datasets_root)
     episodes = load_dataset(POINTMASS).episodes
-    assert "reward" not in TransitionStore(episodes).tensors
-    store = TransitionStore(episodes, include_reward=True)
-    assert torch.allclose(store.tensors["reward"][: len(episodes[0])], torch.as_tensor(episodes[0].rewards))
-    assert torch.allclose(store.observation_mean, store.tensors["observation"].mean(0))
+    assert "reward" not in TransitionSampler(EpisodeData(episodes)).sample(4, torch.Generator())
+    data = EpisodeData(episodes, include_reward=True)
+    assert torch.allclose(data.rewards[: len(episodes[0])], torch.as_tensor(episodes[0].rewards))
 
 
 def test_existing_dataset_is_reused_and_a_changed_recipe_is_refused(datasets_root):
@@ -177,7 +176,7 @@ def test_unknown_id_lists_local_datasets(datasets_root):
 
 
 def test_collect_refuses_unknown_policy_names(datasets_root):
-    recipe = Recipe(episodes=2, mixture={"ghost": 1.0})
+    recipe = DatasetConfig(episodes=2, mixture={"ghost": 1.0})
     with pytest.raises(KeyError, match="ghost"):
         collect_dataset("embodied/pointmass/ghost-v0", lambda: envs.make("embodied/PointMass-v0"),
                         {"expert": PointMassExpert()}, recipe, root=datasets_root, progress=False)

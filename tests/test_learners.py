@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from embodied.data import Episode, TransitionStore
-from embodied.learners import LearnerPolicy, load_learner, save_learner
+from embodied.data import Episode
+from embodied.fit import fit
+from embodied.learners import LearnerPolicy, load_learner
+from embodied.loggers import Logger
 from policies import LEARNERS, config_from_dict, make_learner
 from policies.bc import BCConfig
+from policies.data import EpisodeData, TransitionSampler, make_sampler
 from policies.iql import IQLConfig, IQLLearner
 from policies.iql.model import expectile_loss
 
@@ -101,30 +104,94 @@ def test_iql_refuses_batches_without_rewards_and_bad_configs():
     assert (IQLConfig(preset="antmaze").expectile, IQLConfig(preset="antmaze").temperature) == (0.9, 10.0)
 
 
-@pytest.mark.parametrize("name", sorted(LEARNERS))
-def test_learner_contract_fit_save_load_predict(tmp_path, name):
+#: Every registered learner, plus the variants that change its batch or its act(): the contract
+#: runs over each (a new learner in policies.LEARNERS is picked up automatically).
+VARIANTS = {**{name: {} for name in sorted(LEARNERS)}, "bc_goal": {"name": "bc", "goal_conditioned": True}}
+
+
+def _variant(key: str):
+    values = dict(VARIANTS[key])
+    return config_from_dict(values.pop("name", key), {"hidden_dims": [32, 32], **values})
+
+
+def _contract_data() -> EpisodeData:
+    rng = np.random.default_rng(0)
+    episodes = []
+    for e in range(6):
+        n = 12 + e
+        episodes.append(Episode(observations=rng.normal(size=(n + 1, D)).astype(np.float32),
+                                actions=rng.uniform(-1, 1, (n, A)).astype(np.float32),
+                                rewards=rng.normal(size=n).astype(np.float32), terminations=np.r_[np.zeros(n - 1, bool), e % 2 == 0],
+                                truncations=np.r_[np.zeros(n - 1, bool), e % 2 == 1]))
+    return EpisodeData(episodes, include_reward=True)
+
+
+def _fit(learner, data, folder, steps, evaluate=None, eval_every=0):
+    sampler = make_sampler(learner.batch_spec(), data)
+    return fit(learner, sampler, steps=steps, batch_size=16, checkpoints=folder, generator=torch.Generator().manual_seed(0),
+               make_logger=lambda step: Logger(), prepare=lambda: learner.prepare(data.transition_observations(), steps),
+               evaluate=evaluate, eval_every=eval_every, log_every=1, checkpoint_every=2, progress=False)
+
+
+@pytest.mark.parametrize("key", sorted(VARIANTS))
+def test_learner_contract_fit_save_load_act_resume(tmp_path, key):
+    """Through embodied.fit: train, checkpoint, load from the folder alone, act the same (with a
+    condition when the learner takes one), reset, and resume bit-exact after a crash."""
+    data = _contract_data()
     torch.manual_seed(0)
-    learner = make_learner(_small(name), D, A)
-    batches = [_batch(seed=s) for s in range(4)]
-    learner.prepare(torch.cat([b["observation"] for b in batches]), total_steps=10)
-    for b in batches[:3]:
-        losses = learner.update(b)
-        assert all(torch.isfinite(v) and v.ndim == 0 for v in losses.values())
-    save_learner(tmp_path, 3, learner, D, A)
-    loaded, checkpoint = load_learner(tmp_path)
-    assert checkpoint.step == 3 and type(loaded) is type(learner)
-    obs = batches[3]["observation"]
-    assert torch.equal(loaded.act(obs), learner.eval().act(obs))
-    actions = loaded.act(obs)
-    assert actions.shape == (len(obs), A) and actions.abs().max() <= 1.0
-    # the next update after loading equals the next update of the original (optimiser state restored)
-    loaded.train(), learner.train()
-    torch.manual_seed(1)
-    a = loaded.update(batches[3])
-    torch.manual_seed(1)
-    b = learner.update(batches[3])
-    assert all(torch.allclose(a[k], b[k]) for k in a)
-    assert LearnerPolicy(loaded).act(obs[0].numpy()).shape == (A,)
+    learner = make_learner(_variant(key), D, A)
+    spec = learner.batch_spec()
+    assert spec.reward == learner.needs_reward
+    result = _fit(learner, data, tmp_path / "a", steps=6)
+    assert result.step == 6 and result.checkpoint.name == "00000006" and not result.resumed
+
+    loaded, checkpoint = load_learner(tmp_path / "a")
+    assert checkpoint.step == 6 and type(loaded) is type(learner) and loaded.condition_dim == learner.condition_dim
+    obs = data.transition_observations()[:5]
+    condition = data.observations[-5:] if learner.condition_dim else None
+    assert torch.equal(loaded.act(obs, condition), learner.eval().act(obs, condition))
+    actions = loaded.act(obs, condition)
+    assert actions.shape == (5, A) and actions.abs().max() <= 1.0
+    explored = loaded.explore(obs, condition)
+    assert explored.shape == (5, A) and explored.abs().max() <= 1.0
+    loaded.reset()
+    policy = LearnerPolicy(loaded, condition=None if condition is None else condition[0].numpy())
+    policy.reset(0)
+    assert policy.act(obs[0].numpy()).shape == (A,)
+    if learner.condition_dim:
+        with pytest.raises(ValueError, match="condition"):
+            loaded.act(obs)  # a conditioned learner needs its condition
+        with pytest.raises(ValueError, match="condition"):
+            loaded.act(obs, condition[:, :1])
+    else:
+        with pytest.raises(ValueError, match="not conditioned"):
+            loaded.act(obs, torch.zeros(5, 3))
+
+    # crash after step 3 (a checkpoint at step 2), resume with fresh objects: the same weights as
+    # the uninterrupted run above
+    def crash(final):
+        raise RuntimeError("killed")
+
+    torch.manual_seed(0)
+    first = make_learner(_variant(key), D, A)
+    with pytest.raises(RuntimeError, match="killed"):
+        _fit(first, data, tmp_path / "b", steps=6, evaluate=crash, eval_every=3)
+    torch.manual_seed(123)
+    second = make_learner(_variant(key), D, A)
+    resumed = _fit(second, data, tmp_path / "b", steps=6)
+    assert resumed.resumed and resumed.start_step == 2
+    for name, value in learner.state_dict().items():
+        assert torch.equal(value, second.state_dict()[name]), name
+
+
+def test_goal_conditioned_bc_trains_on_future_observations():
+    data = _contract_data()
+    learner = make_learner(_variant("bc_goal"), D, A)
+    assert learner.batch_spec().kind == "future" and learner.condition_dim == D
+    batch = make_sampler(learner.batch_spec(), data).sample(8, torch.Generator().manual_seed(0))
+    del batch["future_observation"]
+    with pytest.raises(KeyError, match="future_observation"):
+        learner.update(batch)
 
 
 def _line_episode(policy, x0: float, steps: int = 20) -> Episode:
@@ -144,15 +211,15 @@ def test_iql_learns_a_tiny_offline_task_from_random_data():
     """From uniformly random behaviour, IQL learns to move towards the goal; BC cannot."""
     rng = np.random.default_rng(0)
     data = [_line_episode(lambda x: rng.uniform(-1, 1), rng.uniform(-1, 1)) for _ in range(100)]
-    store = TransitionStore(data, include_reward=True)
+    sampler = TransitionSampler(EpisodeData(data, include_reward=True))
     final = {}
     for config in (IQLConfig(hidden_dims=[64, 64]), BCConfig(hidden_dims=[64, 64])):
         torch.manual_seed(0)
         learner = make_learner(config, 1, 1)
-        learner.prepare(store.tensors["observation"], total_steps=800)
+        learner.prepare(sampler.data.transition_observations(), total_steps=800)
         generator = torch.Generator().manual_seed(0)
         for _ in range(800):
-            learner.update(store.sample(256, generator))
+            learner.update(sampler.sample(256, generator))
         policy = LearnerPolicy(learner.eval())
         starts = np.linspace(-0.9, 0.9, 10)
         final[config.name] = np.mean([abs(_line_episode(lambda x: policy.act(np.array([x]))[0], x0).observations[-1, 0])

@@ -13,9 +13,19 @@ import envs
 from embodied.data import rollout
 from envs.pointmass import PointMassExpert
 from envs.policies import NoisyPolicy, RandomPolicy
-from reward_models.bradley_terry import RewardModelConfig, bradley_terry_loss, fit_reward_model, relabel
+from reward_models.bradley_terry import RewardModelConfig, bradley_terry_loss, fit_reward_model
+from reward_models.functions import BradleyTerryReward, normalize_rewards
+from reward_models.functions import relabel as relabel_flat
 from reward_models.preferences import PreferenceLabels, sample_pairs, segment_sums
 from reward_models.teachers import TEACHERS, ScriptedTeacher
+
+
+def relabel(model, episodes, normalize: bool = True) -> list[np.ndarray]:
+    """Per-episode learned rewards through the reward-function seam, standardised like the main job."""
+    flat = relabel_flat(BradleyTerryReward(model), episodes)
+    if normalize:
+        flat, _ = normalize_rewards(flat, "standardize")
+    return np.split(flat.numpy(), np.cumsum([len(e.actions) for e in episodes])[:-1])
 
 
 def test_labels_are_validated():
@@ -154,18 +164,18 @@ def test_image_reward_model_learns_from_frames():
     learned = np.concatenate(relabel(model, episodes))
     assert _spearman(learned, np.concatenate([e.rewards for e in episodes])) >= 0.5
     no_frames = [dataclasses.replace(e, frames=None) for e in episodes]
-    with pytest.raises(ValueError, match="episode 0 has no frames.*dataset.frames=true"):
+    with pytest.raises(ValueError, match=r"episodes \[0, 1, .*have no frames.*dataset.frames=true"):
         relabel(model, no_frames)
 
 
 def test_resize_frames_averages_areas():
-    from reward_models.bradley_terry import resize_frames
+    from policies.data import resize_frames
 
     frames = np.zeros((2, 4, 4, 3), np.uint8)
     frames[:, :2, :2] = 200
     out = resize_frames(frames, 2)
-    assert out.shape == (2, 3, 2, 2) and out.dtype == torch.uint8
-    assert out[0, :, 0, 0].tolist() == [200] * 3 and out[0, :, 1, 1].tolist() == [0] * 3
+    assert out.shape == (2, 2, 2, 3) and out.dtype == torch.uint8
+    assert out[0, 0, 0, :].tolist() == [200] * 3 and out[0, 1, 1, :].tolist() == [0] * 3
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
         resize_frames(np.zeros((4, 4, 3), np.uint8), 2)
 

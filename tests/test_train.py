@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -129,10 +130,16 @@ def test_cli_main_job_on_dressing(tmp_path):
     run_dir = next((tmp_path / "outputs").glob("*/*_dressing_iql"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["reward"]["source"] == "learned" and metrics["reward"]["labeler"] == "oracle"
-    assert (run_dir / "labels" / "labels.npz").is_file() and list((run_dir / "videos").glob("*.mp4"))
+    assert (run_dir / "labels" / "labels.sqlite").is_file() and list((run_dir / "videos").glob("*.mp4"))
     assert {"dressed_distance_final", "max_force_final", "success_rate"} <= set(metrics["eval"])
     assert metrics["dataset"]["dataset/episodes"] == 5
     assert f"report: {run_dir}" in result.stdout or f"report: {run_dir.resolve()}" in result.stdout
+
+
+def _stored_answers(run_dir: Path) -> list[tuple]:
+    """Every row of the run's label store (pair, label, outcome, time written)."""
+    with sqlite3.connect(run_dir / "labels" / "labels.sqlite") as db:
+        return db.execute("SELECT e0, s0, e1, s1, label, outcome, created FROM answers ORDER BY e0, s0, e1, s1").fetchall()
 
 
 def test_main_job_with_labels_and_a_learned_reward_resumes_its_stages(compose_config, tmp_path):
@@ -144,11 +151,11 @@ def test_main_job_with_labels_and_a_learned_reward_resumes_its_stages(compose_co
     report = train(compose_config(overrides), run_dir)
     assert report["reward"]["source"] == "learned" and report["reward"]["labeler"] == "mistake"
     assert 0.0 <= report["reward"]["heldout_accuracy"] <= 1.0 and "spearman_true_reward" in report["reward"]
-    labels_file = run_dir / "labels" / "labels.npz"
     reward_weights = run_dir / "reward_model" / "00000000" / "weights.safetensors"
-    stamps = labels_file.stat().st_mtime_ns, reward_weights.stat().st_mtime_ns
+    stamps = _stored_answers(run_dir), reward_weights.stat().st_mtime_ns
+    assert len(stamps[0]) == 60
     again = train(compose_config(overrides[:-1] + ["trainer.steps=40"]), run_dir)  # resume: stages cached
-    assert (labels_file.stat().st_mtime_ns, reward_weights.stat().st_mtime_ns) == stamps
+    assert (_stored_answers(run_dir), reward_weights.stat().st_mtime_ns) == stamps
     assert again["reward"] == report["reward"] and again["step"] == 40
     lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("reward/heldout_accuracy" in l for l in lines)
@@ -170,7 +177,7 @@ def test_cli_label_reports_reward_quality_and_draws_the_scatter(tmp_path):
     assert metrics["labeler"] == "oracle" and 0.5 <= metrics["reward"]["heldout_accuracy"] <= 1.0
     assert -1.0 <= metrics["reward"]["spearman_true_reward"] <= 1.0
     assert (run_dir / "plots" / "reward_vs_true.png").stat().st_size > 1000
-    assert (run_dir / "labels" / "labels.npz").is_file()
+    assert (run_dir / "labels" / "labels.sqlite").is_file()
 
 
 def test_cli_label_with_the_vlm_labeler_over_http_and_an_image_reward_model(tmp_path):
@@ -187,7 +194,8 @@ def test_cli_label_with_the_vlm_labeler_over_http_and_an_image_reward_model(tmp_
         assert result.returncode == 0, result.stderr
         asked = len(server.bodies)
         assert asked >= 30 * 2 * 2 - 10  # two stages, swapped too; identical images come from the cache
-        (tmp_path / "run" / "labels" / "labels.npz").unlink()  # force the label stage to run again
+        for path in (tmp_path / "run" / "labels").glob("labels.sqlite*"):
+            path.unlink()  # forget the labels: the label stage asks again, the VLM's request cache answers
         rerun = run_module("embodied.label", *args, cwd=tmp_path)
         assert rerun.returncode == 0, rerun.stderr
         assert len(server.bodies) == asked, "the rerun asked the VLM again"
@@ -218,8 +226,9 @@ def test_cli_label_with_the_clip_labeler_from_a_local_model_folder(tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["labeler"] == "clip" and "agreement_with_true_reward" in metrics["reward"]
-    with np.load(tmp_path / "run" / "labels" / "labels.npz") as data:
-        provenance = json.loads(str(data["provenance"]))
+    with sqlite3.connect(tmp_path / "run" / "labels" / "labels.sqlite") as db:
+        (settings,), = db.execute("SELECT settings FROM labelers WHERE name = 'clip'").fetchall()
+    provenance = json.loads(settings)
     assert provenance["model"] == f"local-dir:{folder}" and provenance["goal"] == ["a dot on top of the target"]
 
 

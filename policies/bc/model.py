@@ -2,6 +2,10 @@
 
 Loss (Pomerleau 1989; the BC baseline of the IQL paper, Kostrikov et al. 2022):
 ``L(theta) = E_{(s, a) ~ D} || pi_theta(s) - a ||^2`` with ``pi_theta(s) = tanh(f_theta(s))``.
+
+Goal-conditioned (``goal_conditioned=True``; GCSL, Ghosh et al. 2021, Eq. 3 with a squared
+error): ``L(theta) = E || pi_theta(s_t, s_{t+k}) - a_t ||^2`` with ``k ~ Geometric(1 - gamma)``, the
+goal ``s_{t+k}`` a later observation of the same episode (hindsight relabelling).
 """
 
 from __future__ import annotations
@@ -9,13 +13,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from policies.base import Learner
+from policies.base import BatchSpec, Learner
 from policies.bc.config import BCConfig
 from policies.networks import ObservationNormalizer, mlp
 
 
 class BCLearner(Learner):
-    """Deterministic behaviour cloning.
+    """Deterministic behaviour cloning, optionally goal-conditioned.
 
     Args:
         config: hyperparameters.
@@ -26,11 +30,18 @@ class BCLearner(Learner):
     def __init__(self, config: BCConfig, observation_dim: int, action_dim: int):
         super().__init__()
         self.config = config
+        self.observation_dim, self.action_dim = int(observation_dim), int(action_dim)
+        self.condition_dim = observation_dim if config.goal_conditioned else 0
         self.normalizer = ObservationNormalizer(observation_dim)
-        self.actor = mlp(observation_dim, action_dim, config.hidden_dims, output_activation=nn.Tanh)
+        self.actor = mlp(observation_dim + self.condition_dim, action_dim, config.hidden_dims, output_activation=nn.Tanh)
         self.optimizer = torch.optim.Adam(
             self.actor.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
         )
+
+    def batch_spec(self) -> BatchSpec:
+        if self.config.goal_conditioned:
+            return BatchSpec("future", discount=self.config.goal_discount)
+        return BatchSpec("transitions")
 
     def prepare(self, observations: torch.Tensor, total_steps: int | None = None) -> None:
         if self.config.normalize_observations:
@@ -39,9 +50,18 @@ class BCLearner(Learner):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor": self.optimizer}
 
+    def _inputs(self, observation: torch.Tensor, goal: torch.Tensor | None) -> torch.Tensor:
+        x = self.normalizer(observation)
+        return torch.cat([x, self.normalizer(goal)], dim=-1) if self.condition_dim else x
+
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One Adam step on ``E ||pi(s) - a||^2`` (mean over batch and action dimensions)."""
-        prediction = self.actor(self.normalizer(batch["observation"]))
+        """One Adam step on ``E ||pi(s[, g]) - a||^2`` (mean over batch and action dimensions).
+
+        Raises:
+            KeyError: a goal-conditioned learner got a batch without ``future_observation``.
+        """
+        goal = batch["future_observation"] if self.condition_dim else None
+        prediction = self.actor(self._inputs(batch["observation"], goal))
         loss = (prediction - batch["action"]).pow(2).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -49,6 +69,12 @@ class BCLearner(Learner):
         return {"actor_loss": loss.detach()}
 
     @torch.no_grad()
-    def act(self, observation: torch.Tensor) -> torch.Tensor:
-        """Actions ``(B, A) float32`` in [-1, 1] for observations ``(B, D) float32``."""
-        return self.actor(self.normalizer(observation))
+    def act(self, observation: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Actions ``(B, A) float32`` in [-1, 1] for observations ``(B, D) float32`` (and, when
+        goal-conditioned, goal observations ``condition (B, D) float32``).
+
+        Raises:
+            ValueError: see :meth:`Learner.check_condition`.
+        """
+        self.check_condition(condition, observation.shape[0])
+        return self.actor(self._inputs(observation, condition))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from policies.networks import check_hidden_dims
+
 #: Paper presets: expectile tau and inverse temperature beta (FACTS.md, IQL paper appendix).
 PRESETS: dict[str, dict[str, float]] = {
     "locomotion": {"expectile": 0.7, "temperature": 3.0},
@@ -66,6 +68,4 @@ class IQLConfig:
             raise ValueError("temperature must be >= 0, max_weight and learning_rate > 0")
         if self.log_std_min >= self.log_std_max:
             raise ValueError(f"log_std_min={self.log_std_min} must be below log_std_max={self.log_std_max}")
-        if not self.hidden_dims or any(int(h) != h or h <= 0 for h in self.hidden_dims):
-            raise ValueError(f"hidden_dims={self.hidden_dims}; expected positive integers")
-        self.hidden_dims = [int(h) for h in self.hidden_dims]
+        self.hidden_dims = check_hidden_dims(self.hidden_dims)

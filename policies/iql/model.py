@@ -75,6 +75,7 @@ class IQLLearner(Learner):
     def __init__(self, config: IQLConfig, observation_dim: int, action_dim: int):
         super().__init__()
         self.config = config
+        self.observation_dim, self.action_dim = int(observation_dim), int(action_dim)
         dims = config.hidden_dims
         self.normalizer = ObservationNormalizer(observation_dim)
         self.critic = TwinQ(observation_dim, action_dim, dims)
@@ -163,9 +164,24 @@ class IQLLearner(Learner):
         return {k: v.detach() for k, v in losses.items()}
 
     @torch.no_grad()
-    def act(self, observation: torch.Tensor) -> torch.Tensor:
-        """Deterministic action: the actor's tanh mean, ``(B, A)`` in [-1, 1]."""
+    def act(self, observation: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Deterministic action: the actor's tanh mean, ``(B, A)`` in [-1, 1].
+
+        Raises:
+            ValueError: a condition was given (IQL is not conditioned).
+        """
+        self.check_condition(condition, observation.shape[0])
         return self.actor.mean(self.normalizer(observation))
+
+    @torch.no_grad()
+    def explore(self, observation: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """A sample of pi(a | s), clipped to [-1, 1], ``(B, A)``.
+
+        Raises:
+            ValueError: a condition was given (IQL is not conditioned).
+        """
+        self.check_condition(condition, observation.shape[0])
+        return self.actor.distribution(self.normalizer(observation)).sample().clamp(-1.0, 1.0)
 
 
 __all__ = ["GaussianActor", "IQLLearner", "TwinQ", "expectile_loss"]
