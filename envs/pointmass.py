@@ -23,6 +23,8 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from envs.rendering import OffscreenRendering
+
 _XML = """
 <mujoco model="pointmass">
   <option timestep="0.01" gravity="0 0 -9.81"/>
@@ -62,7 +64,7 @@ SUCCESS_RADIUS = 0.02
 FRAME_SKIP = 5
 
 
-class PointMassEnv(gym.Env):
+class PointMassEnv(OffscreenRendering, gym.Env):
     """Planar point-mass reaching in MuJoCo; see the module docstring for spaces and units.
 
     Args:
@@ -76,16 +78,10 @@ class PointMassEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
     def __init__(self, render_mode: str | None = None, width: int = 128, height: int = 128):
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode={render_mode!r}; expected None or 'rgb_array'")
-        if not (0 < width <= 512 and 0 < height <= 512):
-            raise ValueError(f"frame size {width}x{height} px; expected 1..512 on each side")
-        self.render_mode = render_mode
-        self.width, self.height = int(width), int(height)
+        self._setup_rendering(render_mode, width, height)
         self.model = mujoco.MjModel.from_xml_string(_XML)
         self.data = mujoco.MjData(self.model)
         self._goal_site = self.model.site("goal").id
-        self._renderer: mujoco.Renderer | None = None
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(6,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
 
@@ -110,17 +106,7 @@ class PointMassEnv(gym.Env):
         return self._observation(), float(reward), False, False, info
 
     def render(self):
-        if self.render_mode != "rgb_array":
-            return None
-        if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, height=self.height, width=self.width)
-        self._renderer.update_scene(self.data, camera="top")
-        return self._renderer.render().copy()
-
-    def close(self):
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        return self._render_camera("top")
 
     # -- helpers -------------------------------------------------------------------------------
     @property

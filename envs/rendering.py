@@ -87,6 +87,47 @@ def _load_triton_before_osmesa() -> None:
 logging.getLogger("OpenGL").setLevel(logging.WARNING)
 
 
+class OffscreenRendering:
+    """Offscreen ``rgb_array`` rendering for our MuJoCo envs (mixed in before ``gym.Env``): the
+    render-mode and frame-size checks, a ``mujoco.Renderer`` built on the first frame (in
+    ``_renderer``, where :class:`FastRender` finds its scene), and ``close``.
+
+    The env sets ``self.model`` and ``self.data`` and calls :meth:`_setup_rendering` in its
+    constructor; its ``render`` returns ``self._render_camera(name)``.
+    """
+
+    def _setup_rendering(self, render_mode: str | None, width: int, height: int) -> None:
+        """Check and keep the render settings.
+
+        Raises:
+            ValueError: ``render_mode`` other than None or ``"rgb_array"``; a frame size outside
+                1..512 px.
+        """
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode={render_mode!r}; expected None or 'rgb_array'")
+        if not (0 < width <= 512 and 0 < height <= 512):
+            raise ValueError(f"frame size {width}x{height} px; expected 1..512 on each side")
+        self.render_mode, self.width, self.height = render_mode, int(width), int(height)
+        self._renderer = None
+
+    def _render_camera(self, camera: str) -> Any:
+        """``(height, width, 3) uint8`` from ``camera``, or None without ``render_mode="rgb_array"``."""
+        if self.render_mode != "rgb_array":
+            return None
+        if self._renderer is None:
+            import mujoco
+
+            self._renderer = mujoco.Renderer(self.model, height=self.height, width=self.width)
+        self._renderer.update_scene(self.data, camera=camera)
+        return self._renderer.render().copy()
+
+    def close(self) -> None:
+        """Release the renderer (the env can render again afterwards)."""
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
 def _find_scene(env: Any) -> Any:
     """The ``MjvScene`` an env renders with, once its renderer exists (else ``None``).
 

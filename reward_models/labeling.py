@@ -108,19 +108,17 @@ def labeler_key(labeler: Labeler) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class LabelStore:
-    """Answers about segment pairs in one SQLite file, saved as they arrive.
-
-    Rows: labeler key, segment length, the pair ``(e0, s0, e1, s1)``, the label (NULL =
-    abstain), the outcome, JSON info and the time; the ``labelers`` table holds each labeler's
-    settings (provenance). Writes use SQLite's write-ahead log, so an answer committed before a
-    SIGKILL survives it.
+class SQLiteTable:
+    """One SQLite file shared by threads, with an ``answers`` table; each write is committed
+    before the call returns. Files use the write-ahead log, so a committed write survives a
+    SIGKILL of the process.
 
     Args:
         path: the database file (created with its folder); None: in memory.
+        schema: ``CREATE TABLE IF NOT EXISTS`` statements (one script).
     """
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None, schema: str):
         self.path = Path(path) if path else None
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,40 +128,66 @@ class LabelStore:
             if self.path:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(
-                "CREATE TABLE IF NOT EXISTS labelers (key TEXT PRIMARY KEY, name TEXT NOT NULL, settings TEXT NOT NULL);"
-                "CREATE TABLE IF NOT EXISTS answers (labeler TEXT NOT NULL, segment_length INTEGER NOT NULL,"
-                " e0 INTEGER NOT NULL, s0 INTEGER NOT NULL, e1 INTEGER NOT NULL, s1 INTEGER NOT NULL,"
-                " label REAL, outcome TEXT NOT NULL, info TEXT NOT NULL, created REAL NOT NULL,"
-                " PRIMARY KEY (labeler, segment_length, e0, s0, e1, s1));"
-            )
+            self._db.executescript(schema)
             self._db.commit()
+
+    def _write(self, sql: str, values: tuple) -> None:
+        with self._lock:
+            self._db.execute(sql, values)
+            self._db.commit()
+
+    def _read(self, sql: str, values: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, values).fetchall()
+
+    def __len__(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM answers")[0][0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class LabelStore(SQLiteTable):
+    """Answers about segment pairs in one SQLite file, saved as they arrive.
+
+    Rows: labeler key, segment length, the pair ``(e0, s0, e1, s1)``, the label (NULL =
+    abstain), the outcome, JSON info and the time; the ``labelers`` table holds each labeler's
+    settings (provenance).
+
+    Args:
+        path: the database file (created with its folder); None: in memory.
+    """
+
+    def __init__(self, path: str | Path | None = None):
+        super().__init__(path, (
+            "CREATE TABLE IF NOT EXISTS labelers (key TEXT PRIMARY KEY, name TEXT NOT NULL, settings TEXT NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS answers (labeler TEXT NOT NULL, segment_length INTEGER NOT NULL,"
+            " e0 INTEGER NOT NULL, s0 INTEGER NOT NULL, e1 INTEGER NOT NULL, s1 INTEGER NOT NULL,"
+            " label REAL, outcome TEXT NOT NULL, info TEXT NOT NULL, created REAL NOT NULL,"
+            " PRIMARY KEY (labeler, segment_length, e0, s0, e1, s1));"
+        ))
 
     def register(self, labeler: Labeler) -> str:
         """Record the labeler's settings; returns its key."""
         key = labeler_key(labeler)
-        with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO labelers VALUES (?, ?, ?)",
-                             (key, labeler.name, json.dumps(labeler.settings(), sort_keys=True, default=str)))
-            self._db.commit()
+        self._write("INSERT OR IGNORE INTO labelers VALUES (?, ?, ?)",
+                    (key, labeler.name, json.dumps(labeler.settings(), sort_keys=True, default=str)))
         return key
 
     def put(self, key: str, pair: np.ndarray, segment_length: int, answer: Answer) -> None:
         """Save one answer about ``pair (2, 2)`` (committed before returning)."""
         (e0, s0), (e1, s1) = np.asarray(pair, dtype=np.int64).tolist()
         label = None if np.isnan(answer.label) else float(answer.label)
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             (key, int(segment_length), e0, s0, e1, s1, label, answer.outcome,
-                              json.dumps(answer.info, default=str), time.time()))
-            self._db.commit()
+        self._write("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key, int(segment_length), e0, s0, e1, s1, label, answer.outcome,
+                     json.dumps(answer.info, default=str), time.time()))
 
     def lookup(self, key: str, pairs: np.ndarray, segment_length: int) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
         """Stored answers for ``pairs (N, 2, 2)``: labels ``(N,) float32`` (NaN: abstain or
         missing), found ``(N,) bool`` and the outcome of each (None when missing)."""
-        with self._lock:
-            rows = self._db.execute("SELECT e0, s0, e1, s1, label, outcome FROM answers WHERE labeler = ? AND "
-                                    "segment_length = ?", (key, int(segment_length))).fetchall()
+        rows = self._read("SELECT e0, s0, e1, s1, label, outcome FROM answers WHERE labeler = ? AND segment_length = ?",
+                          (key, int(segment_length)))
         table = {(e0, s0, e1, s1): (label, outcome) for e0, s0, e1, s1, label, outcome in rows}
         labels = np.full(len(pairs), ABSTAIN, dtype=np.float32)
         found = np.zeros(len(pairs), dtype=bool)
@@ -175,14 +199,6 @@ class LabelStore:
                 labels[i] = ABSTAIN if hit[0] is None else hit[0]
                 outcomes[i] = hit[1]
         return labels, found, outcomes
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 def label_pairs(labeler: Labeler, episodes: Sequence, pairs: np.ndarray, segment_length: int, seed: int = 0,
@@ -235,4 +251,4 @@ def label_pairs(labeler: Labeler, episodes: Sequence, pairs: np.ndarray, segment
     return PreferenceLabels(pairs, labels, segment_length, provenance)
 
 
-__all__ = ["Answer", "LabelStore", "Labeler", "OUTCOMES", "label_pairs", "labeler_key"]
+__all__ = ["Answer", "LabelStore", "Labeler", "OUTCOMES", "SQLiteTable", "label_pairs", "labeler_key"]

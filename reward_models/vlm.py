@@ -33,7 +33,6 @@ import json
 import os
 import random
 import re
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -45,7 +44,7 @@ import httpx
 import numpy as np
 from tqdm.auto import tqdm
 
-from reward_models.labeling import Answer, Labeler
+from reward_models.labeling import Answer, Labeler, SQLiteTable
 from reward_models.preferences import ABSTAIN, FIRST, SECOND, TIE
 
 ANALYSIS_PROMPT = (
@@ -98,7 +97,7 @@ def encode_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-class AnswerCache:
+class AnswerCache(SQLiteTable):
     """Request hash -> answer text, in an SQLite file; safe across threads and kills.
 
     Args:
@@ -106,33 +105,15 @@ class AnswerCache:
     """
 
     def __init__(self, path: str | Path | None):
-        self.path = Path(path) if path else None
-        if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path) if self.path else ":memory:", check_same_thread=False)
-        with self._lock:
-            self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL, "
-                             "stage TEXT NOT NULL, created REAL NOT NULL)")
-            self._db.commit()
+        super().__init__(path, "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL, "
+                               "stage TEXT NOT NULL, created REAL NOT NULL);")
 
     def get(self, key: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+        rows = self._read("SELECT answer FROM answers WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
 
     def put(self, key: str, answer: str, stage: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)", (key, answer, stage, time.time()))
-            self._db.commit()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._write("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?)", (key, answer, stage, time.time()))
 
 
 class _RateLimiter:

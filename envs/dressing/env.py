@@ -53,6 +53,7 @@ from envs.dressing.scene import (
     sample_arm,
     scene_xml,
 )
+from envs.rendering import OffscreenRendering
 
 #: Control period, s (10 Hz).
 CONTROL_PERIOD = 0.1
@@ -118,7 +119,7 @@ def winding_number(ring: np.ndarray, origin: np.ndarray, axis: np.ndarray) -> fl
     return float(turns.sum() / (2 * np.pi))
 
 
-class DressingEnv(gym.Env):
+class DressingEnv(OffscreenRendering, gym.Env):
     """Robot-assisted dressing (see the module docstring for spaces, info, reward and units).
 
     Args:
@@ -147,10 +148,7 @@ class DressingEnv(gym.Env):
         unsafe_force: float = 20.0,
         comfort_force: float = 5.0,
     ):
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode={render_mode!r}; expected None or 'rgb_array'")
-        if not (0 < width <= 512 and 0 < height <= 512):
-            raise ValueError(f"frame size {width}x{height} px; expected 1..512 on each side")
+        self._setup_rendering(render_mode, width, height)
         if int(substeps) != substeps or not 1 <= substeps <= 50:
             raise ValueError(f"substeps={substeps}; expected an integer in 1..50")
         n_around, n_along = (int(v) for v in sleeve_resolution)
@@ -158,7 +156,7 @@ class DressingEnv(gym.Env):
             raise ValueError(f"sleeve_resolution={sleeve_resolution}; expected >= (6, 2)")
         if not 0 < comfort_force <= unsafe_force:
             raise ValueError(f"need 0 < comfort_force ({comfort_force}) <= unsafe_force ({unsafe_force}), N")
-        self.render_mode, self.width, self.height, self.camera = render_mode, int(width), int(height), camera
+        self.camera = camera
         self.substeps = int(substeps)
         self.unsafe_force, self.comfort_force = float(unsafe_force), float(comfort_force)
         self.n_around, self.n_along = n_around, n_along
@@ -174,7 +172,6 @@ class DressingEnv(gym.Env):
         self._mocap = self.model.body("gripper").mocapid[0]
         flex = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_FLEX, "sleeve")
         self._vert0 = int(self.model.flex_vertadr[flex])
-        self._renderer: mujoco.Renderer | None = None
 
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(OBSERVATION_DIM,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
@@ -327,14 +324,4 @@ class DressingEnv(gym.Env):
         }
 
     def render(self):
-        if self.render_mode != "rgb_array":
-            return None
-        if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, height=self.height, width=self.width)
-        self._renderer.update_scene(self.data, camera=self.camera)
-        return self._renderer.render().copy()
-
-    def close(self):
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        return self._render_camera(self.camera)
