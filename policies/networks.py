@@ -40,7 +40,8 @@ def mlp(
     for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
         layers.append(nn.Linear(int(d_in), int(d_out)))
         if i < len(dims) - 2:
-            layers.append(activation())
+            # in place after a Linear (whose backward does not need its output): no extra buffer
+            layers.append(nn.ReLU(inplace=True) if activation is nn.ReLU else activation())
     if output_activation is not None:
         layers.append(output_activation())
     return nn.Sequential(*layers)

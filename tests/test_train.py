@@ -275,3 +275,20 @@ def test_label_stage_with_ensemble_disagreement_sampling(compose_config, tmp_pat
     assert label_stage(cfg, episodes, tmp_path / "run").pairs.tolist() == labels.pairs.tolist()  # cached
     with pytest.raises(ValueError, match="labeler.sampling"):
         OmegaConf.to_object(compose_config(["+task=pointmass", "labeler.sampling=active"]).labeler)
+
+
+@pytest.mark.parametrize("normalization", ["standardize", "none"])
+def test_true_and_learned_rewards_share_one_normalisation(compose_config, tmp_path, normalization):
+    """algo.reward=gt goes through the same normalisation as the learned reward (the honest baseline)."""
+    from embodied.datasets import load_dataset, make_dataset_id
+
+    overrides = small_train_overrides(tmp_path) + ["algo=iql", "algo.reward=gt", f"algo.reward_normalization={normalization}",
+                                                   "trainer.steps=10"]
+    report = train(compose_config(overrides), tmp_path / "run")
+    rewards = np.concatenate([ep.rewards for ep in load_dataset(make_dataset_id("pointmass", "mixed")).episodes])
+    assert report["reward"]["source"] == "gt" and report["reward"]["normalization"] == normalization
+    assert report["reward"]["relabeled_reward_mean"] == pytest.approx(rewards.mean(), rel=1e-4)
+    expected_scale = 1 / (rewards.std() + 1e-8) if normalization == "standardize" else 1.0
+    assert report["reward"]["relabeled_scale"] == pytest.approx(expected_scale, rel=1e-4)
+    with pytest.raises(ValueError, match="reward_normalization"):
+        OmegaConf.to_object(compose_config(["+task=pointmass", "algo.reward_normalization=minmax"]).algo)
