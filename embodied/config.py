@@ -200,6 +200,9 @@ class RootConfig:
     """evaluate: the task's behaviour policy to run, unless ``checkpoint`` is given."""
     checkpoint: Optional[str] = None
     """evaluate: a checkpoint (step, checkpoints or run folder) whose policy to run."""
+    condition: Optional[list[float]] = None
+    """evaluate, deploy: the condition a conditioned learner acts towards on every step (a goal
+    observation, a latent z, attribute targets), e.g. ``'condition=[0.1,0.2,...]'``."""
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -88,7 +88,7 @@ def _main(cfg: DictConfig) -> None:
     probe = make_env(task)
     observation_space, action_space, env_spec = probe.observation_space, probe.action_space, probe.spec
     probe.close()
-    policy, name = make_policy(task, cfg.policy, cfg.checkpoint, cfg.device, action_space)
+    policy, name = make_policy(task, cfg.policy, cfg.checkpoint, cfg.device, action_space, cfg.condition)
     safety_overrides = {}
     if cfg.safety.low is None:
         safety_overrides = {"low": action_space.low.tolist(), "high": action_space.high.tolist()}

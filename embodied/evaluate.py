@@ -22,7 +22,7 @@ from embodied.tasks import make_policy
 def _main(cfg: DictConfig) -> None:
     folder = run_dir()
     seed_everything(int(cfg.seed))
-    policy, source = make_policy(cfg.task, cfg.policy, cfg.checkpoint, cfg.device)
+    policy, source = make_policy(cfg.task, cfg.policy, cfg.checkpoint, cfg.device, condition=cfg.condition)
     source = source if cfg.checkpoint else f"policy {source}"
     metrics = evaluate_stage(cfg, policy)
     write_json_atomic(RunPaths(folder).metrics, {"task": cfg.task.name, "policy": source, "eval": metrics})

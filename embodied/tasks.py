@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from hydra.utils import instantiate
 
 from envs.policies import Policy
@@ -41,7 +42,7 @@ def make_policies(task: Any, action_space: gym.spaces.Space, names: list[str] | 
 
 
 def make_policy(task: Any, policy: str = "expert", checkpoint: str | None = None, device: str = "auto",
-                action_space: gym.spaces.Space | None = None) -> tuple[Policy, str]:
+                action_space: gym.spaces.Space | None = None, condition: Any = None) -> tuple[Policy, str]:
     """The policy an entry point runs: a trained learner from ``checkpoint`` (a step, checkpoints
     or run folder), else the task's behaviour policy named ``policy``. Used by evaluate, deploy
     and benchmark.
@@ -52,21 +53,31 @@ def make_policy(task: Any, policy: str = "expert", checkpoint: str | None = None
         checkpoint: a checkpoint to load the learner from.
         device: torch device of a loaded learner (``auto``: CUDA when present).
         action_space: the env's action space (default: read from a probe env of the task).
+        condition: ``(C,)`` floats a conditioned learner acts towards (a goal, a latent z).
 
     Returns:
         The policy and a description of its source (``checkpoint <path>`` or the policy name).
 
     Raises:
         KeyError: no behaviour policy of that name.
+        ValueError: a condition for a behaviour policy or an unconditioned learner, or none (or
+            one of the wrong size) for a conditioned learner.
         embodied.checkpoint.CheckpointError: an unreadable checkpoint.
     """
     if checkpoint:
+        import torch
+
         from embodied.learners import LearnerPolicy, load_learner
         from embodied.runtime import resolve_device
 
         resolved = resolve_device(device)
         learner, loaded = load_learner(checkpoint, resolved)
-        return LearnerPolicy(learner, resolved), f"checkpoint {loaded.path}"
+        values = None if condition is None else np.asarray([float(c) for c in condition], dtype=np.float32)
+        learner.check_condition(None if values is None else torch.as_tensor(values)[None], 1)
+        return LearnerPolicy(learner, resolved, values), f"checkpoint {loaded.path}"
+    if condition is not None:
+        raise ValueError(f"condition={list(condition)} given, but behaviour policy {policy!r} takes none; "
+                         "conditions are for conditioned learners loaded from a checkpoint")
     if action_space is None:
         probe = make_env(task)
         try:

@@ -9,7 +9,7 @@ import torch
 
 from embodied.data import Episode
 from embodied.fit import fit
-from embodied.learners import LearnerPolicy, load_learner
+from embodied.learners import LearnerPolicy, load_learner, save_learner
 from embodied.loggers import Logger
 from policies import LEARNERS, config_from_dict, make_learner
 from policies.bc import BCConfig
@@ -249,3 +249,25 @@ def test_compiled_iql_computes_the_same_update_as_eager():
     assert eager.state_dict().keys() == compiled.state_dict().keys()
     for name, value in eager.state_dict().items():
         assert torch.allclose(value, compiled.state_dict()[name], rtol=1e-4, atol=1e-5), name
+
+
+def test_evaluation_passes_the_condition_of_a_conditioned_learner(compose_config, tmp_path):
+    """make_policy (evaluate, deploy, benchmark) hands a goal to a goal-conditioned learner's act
+    on every step of a PointMass episode, and refuses a missing or misplaced condition."""
+    import envs
+    from embodied.data import rollout
+    from embodied.tasks import make_policy
+
+    task = compose_config(["+task=pointmass"]).task
+    env = envs.make("embodied/PointMass-v0")
+    learner = make_learner(config_from_dict("bc", {"hidden_dims": [16], "goal_conditioned": True}), 6, 2)
+    save_learner(tmp_path, 1, learner, 6, 2)
+    goal = [0.1, -0.1, 0.0, 0.0, 0.1, -0.1]
+    policy, source = make_policy(task, checkpoint=str(tmp_path), device="cpu", condition=goal)
+    episode = rollout(env, policy, seed=0)
+    expected = learner.eval().act(torch.as_tensor(episode.observations[:-1]), torch.tensor([goal] * len(episode)))
+    assert source.startswith("checkpoint") and np.allclose(episode.actions, expected.numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="condition"):
+        make_policy(task, checkpoint=str(tmp_path), device="cpu")
+    with pytest.raises(ValueError, match="takes none"):
+        make_policy(task, policy="expert", condition=goal)
