@@ -111,7 +111,7 @@ def fit(
 
     def save(step: int) -> Path:
         return save_learner(checkpoints, step, learner, learner.observation_dim, learner.action_dim, generator,
-                            extra={**dict(extra or {})}, keep_last=keep_checkpoints,
+                            extra=dict(extra or {}), keep_last=keep_checkpoints,
                             sampler_state=sampler.state_dict())
 
     logger = make_logger(start if latest is not None else None)

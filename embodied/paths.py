@@ -9,64 +9,28 @@ labelers' own caches in ``labels/``, ``reward_model/`` (the Bradley-Terry checkp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 
-@dataclass(frozen=True)
 class RunPaths:
-    """The paths of run folder ``root``."""
-
-    root: Path
+    """The paths of run folder ``root`` (attributes, all :class:`pathlib.Path`)."""
 
     def __init__(self, root: str | Path):
-        object.__setattr__(self, "root", Path(root))
+        self.root = Path(root)
+        self.hydra_config = self.root / ".hydra" / "config.yaml"
+        self.checkpoints = self.root / "checkpoints"
+        self.labels = self.root / "labels"  # the label store and the labelers' caches
+        self.label_store = self.labels / "labels.sqlite"
+        self.reward_model = self.root / "reward_model"
+        self.metrics_jsonl = self.root / "metrics.jsonl"
+        self.tensorboard = self.root / "tensorboard"
+        self.metrics = self.root / "metrics.json"  # the final report's numbers
+        self.report = self.root / "report.md"
+        self.videos = self.root / "videos"
+        self.plots = self.root / "plots"
 
-    @property
-    def hydra_config(self) -> Path:
-        return self.root / ".hydra" / "config.yaml"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def labels(self) -> Path:
-        """Folder of the label store and the labelers' caches."""
-        return self.root / "labels"
-
-    @property
-    def label_store(self) -> Path:
-        return self.labels / "labels.sqlite"
-
-    @property
-    def reward_model(self) -> Path:
-        return self.root / "reward_model"
-
-    @property
-    def metrics_jsonl(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / "tensorboard"
-
-    @property
-    def metrics(self) -> Path:
-        """``metrics.json``: the final report's numbers."""
-        return self.root / "metrics.json"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.md"
-
-    @property
-    def videos(self) -> Path:
-        return self.root / "videos"
-
-    @property
-    def plots(self) -> Path:
-        return self.root / "plots"
+    def __repr__(self) -> str:
+        return f"RunPaths({str(self.root)!r})"
 
 
 __all__ = ["RunPaths"]
