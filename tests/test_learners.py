@@ -271,3 +271,35 @@ def test_evaluation_passes_the_condition_of_a_conditioned_learner(compose_config
         make_policy(task, checkpoint=str(tmp_path), device="cpu")
     with pytest.raises(ValueError, match="takes none"):
         make_policy(task, policy="expert", condition=goal)
+
+
+def test_fit_saves_and_restores_a_replay_buffer_sampler(tmp_path):
+    """A loop that trains from a replay buffer (online, continual) resumes with the buffer's
+    contents from the checkpoint: the same weights as an uninterrupted run."""
+    from policies.data import ReplayBuffer
+
+    data = _contract_data()
+    items = data.gather(torch.arange(data.size), ("observation", "action"))
+
+    def run(folder, crash_at=None, fill=True):
+        torch.manual_seed(0)
+        learner = make_learner(_variant("bc"), D, A)
+        buffer = ReplayBuffer(capacity=50, selection="reservoir")
+        if fill:
+            buffer.add(items, torch.Generator().manual_seed(1))
+
+        def evaluate(final):
+            raise RuntimeError("killed")
+
+        fit(learner, buffer, steps=6, batch_size=8, checkpoints=folder, generator=torch.Generator().manual_seed(0),
+            make_logger=lambda step: Logger(), prepare=lambda: learner.prepare(items["observation"], 6),
+            evaluate=evaluate if crash_at else None, eval_every=crash_at or 0, checkpoint_every=2, progress=False)
+        return learner, buffer
+
+    reference, _ = run(tmp_path / "a")
+    with pytest.raises(RuntimeError, match="killed"):
+        run(tmp_path / "b", crash_at=3)
+    resumed, buffer = run(tmp_path / "b", fill=False)  # an empty buffer: everything comes from the checkpoint
+    assert len(buffer) == 50 and buffer.seen == data.size
+    for name, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
