@@ -1,4 +1,4 @@
-"""Episodes, rollouts and the tensor-resident transition store that learners sample from.
+"""Episodes and rollouts (the tensors learners sample from are in :mod:`policies.data`).
 
 An episode of T steps holds, in Minari's conventions: ``observations (T+1, D) float32`` (the
 last row is the observation after the final action), ``actions (T, A) float32``, ``rewards (T,)
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from embodied.io import atomic_write
 from envs.policies import Policy
@@ -201,50 +200,3 @@ def load_episodes(path: str | Path) -> list[Episode]:
             )
         episodes.append(ep)
     return episodes
-
-
-class TransitionStore:
-    """Flat transitions as tensors on one device, sampled uniformly.
-
-    Tensors: ``observation (N, D) float32``, ``action (N, A) float32``, ``next_observation
-    (N, D) float32``, ``terminal (N,) float32`` (1 where the episode terminated: no
-    bootstrapping), ``timeout (N,) float32`` (truncated: bootstrap), and ``reward (N,) float32``
-    only with ``include_reward`` (the ground truth: oracle baselines; learners from feedback get
-    rewards from a reward model instead). ``observation_mean`` / ``observation_std`` ``(D,)``
-    are the observation normalisation statistics.
-
-    Raises:
-        ValueError: no episodes, inconsistent shapes, or non-finite values.
-    """
-
-    def __init__(self, episodes: Sequence[Episode], device: str | torch.device = "cpu", include_reward: bool = False):
-        if not episodes:
-            raise ValueError("TransitionStore needs at least one episode")
-        cat = np.concatenate
-        data = {
-            "observation": cat([ep.observations[:-1] for ep in episodes]),
-            "action": cat([ep.actions for ep in episodes]),
-            "reward": cat([ep.rewards for ep in episodes]),
-            "next_observation": cat([ep.observations[1:] for ep in episodes]),
-            "terminal": cat([ep.terminations for ep in episodes]),
-            "timeout": cat([ep.truncations for ep in episodes]),
-        }
-        for key, value in data.items():
-            if not np.all(np.isfinite(value.astype(np.float64))):
-                raise ValueError(f"transition field {key!r} has non-finite values")
-        if not include_reward:
-            del data["reward"]
-        self.device = torch.device(device)
-        self.tensors = {k: torch.as_tensor(v, dtype=torch.float32).to(self.device) for k, v in data.items()}
-        self.size = len(data["action"])
-        self.observation_mean = self.tensors["observation"].mean(0)
-        self.observation_std = self.tensors["observation"].std(0, unbiased=False)
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """A uniform batch (with replacement) of ``batch_size`` transitions.
-
-        Indices are drawn on the CPU with ``generator`` (reproducible and checkpointable), then
-        moved to the store's device without a host sync.
-        """
-        index = torch.randint(self.size, (batch_size,), generator=generator).to(self.device, non_blocking=True)
-        return {k: v.index_select(0, index) for k, v in self.tensors.items()}

@@ -40,7 +40,10 @@ def _concat_checked(name: str, arrays: Sequence[np.ndarray], dtype: np.dtype = n
     Raises:
         ValueError: a non-finite value (names the field and the first bad row).
     """
-    out = np.concatenate([np.asarray(a) for a in arrays]).astype(dtype, copy=False)
+    try:
+        out = np.concatenate([np.asarray(a) for a in arrays]).astype(dtype, copy=False)
+    except ValueError as error:  # e.g. observations of another size in one episode
+        raise ValueError(f"transition field {name!r}: episodes do not stack ({error})") from error
     if np.issubdtype(out.dtype, np.floating):
         for start in range(0, len(out), _CHECK_ROWS):
             part = out[start:start + _CHECK_ROWS]
@@ -125,8 +128,15 @@ class EpisodeData:
         self.episode = torch.repeat_interleave(torch.arange(len(lengths), device=dev), self.lengths)
         self.time = torch.arange(int(lengths.sum()), device=dev) - self.offsets[self.episode]
         self.observation_row = torch.arange(int(lengths.sum()), device=dev) + self.episode
-        if len(self.actions) != len(self.episode) or self.observations.shape[1:] == ():
-            raise ValueError("actions and observations of the episodes do not line up")
+        per_transition = {"action": self.actions, "terminal": self.terminals, "timeout": self.timeouts,
+                          **({"reward": self.rewards} if self.rewards is not None else {})}
+        for name, value in per_transition.items():
+            if len(value) != len(self.episode):
+                raise ValueError(f"transition field {name!r} has {len(value)} rows for {len(self.episode)} "
+                                 "transitions; expected one per action in every episode")
+        if self.observations.ndim != 2 or self.actions.ndim != 2:
+            raise ValueError(f"observations {tuple(self.observations.shape)} and actions {tuple(self.actions.shape)}; "
+                             "expected flat (N + E, D) and (N, A)")
         self.size = len(self.actions)
         self.num_episodes = len(lengths)
 

@@ -1,4 +1,4 @@
-"""Episodes on disk, behaviour mixtures and the transition store."""
+"""Episodes on disk, rollouts and behaviour mixtures."""
 
 from __future__ import annotations
 

@@ -63,6 +63,14 @@ def test_episode_data_rejects_bad_episodes():
         EpisodeData([short])
     with pytest.raises(ValueError, match="no frames"):
         EpisodeData([_episode(0, 4)], frames=True)
+    wide = _episode(1, 4)
+    wide.observations = np.zeros((5, D + 1), np.float32)
+    with pytest.raises(ValueError, match="'observation': episodes do not stack"):
+        EpisodeData([_episode(0, 4), wide])
+    long_rewards = _episode(0, 4)
+    long_rewards.rewards = np.zeros(5, np.float32)
+    with pytest.raises(ValueError, match="'reward' has 5 rows for 4 transitions"):
+        EpisodeData([long_rewards], include_reward=True)
     with pytest.raises(KeyError, match="'reward'"):
         EpisodeData([_episode(0, 4)]).gather(torch.arange(2), ("reward",))
 
