@@ -53,7 +53,8 @@ class AlgoConfig:
     reward: str = "none"
     """``none``: no reward (imitation); ``learned``: a Bradley-Terry reward model fitted to the
     labeler's preferences relabels the data; ``gt``: the dataset's ground-truth reward (oracle
-    baselines only)."""
+    baselines only); ``clip``: the CLIP zero-shot reward (VLM-RM, root ``clip`` node) of the frame
+    after each step (needs a dataset with frames)."""
     reward_normalization: str = "standardize"
     """Applied to whichever reward the learner trains on, true or learned, so the two rows of a
     table are comparable: ``standardize`` (mean 0, std 1 over the dataset), ``return_range``
@@ -66,7 +67,7 @@ class AlgoConfig:
             raise ValueError(f"algo.reward_normalization={self.reward_normalization!r}; expected one of {NORMALIZATIONS}")
 
 
-REWARD_SOURCES = ("none", "learned", "gt")
+REWARD_SOURCES = ("none", "learned", "gt", "clip")
 EVAL_PROTOCOLS = ("episodes", "metaworld")
 
 
@@ -200,6 +201,9 @@ class RootConfig:
     """evaluate: the task's behaviour policy to run, unless ``checkpoint`` is given."""
     checkpoint: Optional[str] = None
     """evaluate: a checkpoint (step, checkpoints or run folder) whose policy to run."""
+    clip: Any = None
+    """The CLIP zero-shot reward (``reward_models.clip.CLIPReward`` arguments) of
+    ``algo.reward=clip`` and ``labeler=clip``."""
     condition: Optional[list[float]] = None
     """evaluate, deploy: the condition a conditioned learner acts towards on every step (a goal
     observation, a latent z, attribute targets), e.g. ``'condition=[0.1,0.2,...]'``."""

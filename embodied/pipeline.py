@@ -45,7 +45,8 @@ from embodied.tasks import make_env, make_policies
 from policies import make_learner
 from policies.data import EpisodeData, make_sampler
 from reward_models.bradley_terry import RewardEnsemble, RewardModelConfig, ensemble_segment_returns, fit_reward_model
-from reward_models.functions import BradleyTerryReward, RewardFunction, TrueReward, normalize_rewards, relabel
+from reward_models.clip import CLIPReward
+from reward_models.functions import BradleyTerryReward, CLIPFrameReward, RewardFunction, TrueReward, normalize_rewards, relabel
 from reward_models.labeling import LabelStore, label_pairs
 from reward_models.preferences import PreferenceLabels, sample_pairs, select_by_disagreement
 
@@ -103,9 +104,11 @@ def dataset_stage(cfg: DictConfig, keep_frames: bool = False) -> OfflineDataset:
 
 
 def needs_frames(cfg: DictConfig, labeling: bool | None = None) -> bool:
-    """Whether the run reads rendered frames: an image labeler (clip, vlm) or an image reward
-    model (``reward_model.inputs=image``). ``labeling``: whether the run labels (default: when
-    ``algo.reward=learned``)."""
+    """Whether the run reads rendered frames: ``algo.reward=clip``, an image labeler (clip, vlm)
+    or an image reward model (``reward_model.inputs=image``). ``labeling``: whether the run labels
+    (default: when ``algo.reward=learned``)."""
+    if OmegaConf.select(cfg, "algo.reward") == "clip":
+        return True
     labeling = cfg.algo.reward == "learned" if labeling is None else labeling
     target = OmegaConf.select(cfg, "labeler.teacher._target_", default=None)
     image_labeler = bool(target) and bool(getattr(get_class(str(target)), "needs_frames", False))
@@ -291,10 +294,19 @@ def plot_learning_curves(metrics_jsonl: Path, path: Path, title: str) -> Path | 
 def reward_function(cfg: DictConfig, episodes: list[Episode], run_dir: Path,
                     device: torch.device) -> tuple[RewardFunction | None, dict[str, float]]:
     """The reward the learner trains on (``algo.reward``), and its report: ``none`` (imitation),
-    ``gt`` (:class:`TrueReward`, the dataset's ground truth: oracle baselines) or ``learned``
-    (the label and reward stages, then :class:`BradleyTerryReward`)."""
+    ``gt`` (:class:`TrueReward`, the dataset's ground truth: oracle baselines), ``clip``
+    (:class:`CLIPFrameReward` of the root ``clip`` node, zero-shot) or ``learned`` (the label and
+    reward stages, then :class:`BradleyTerryReward`).
+
+    Raises:
+        ValueError: ``clip`` on a dataset without frames.
+    """
     if cfg.algo.reward == "gt":
         return TrueReward(), {}
+    if cfg.algo.reward == "clip":
+        _require_frames(cfg, episodes, "algo.reward=clip")
+        clip = CLIPReward(**OmegaConf.to_container(cfg.clip, resolve=True))
+        return CLIPFrameReward(clip), {f"clip_{k}": v for k, v in clip.provenance().items() if isinstance(v, (int, float, str))}
     if cfg.algo.reward == "learned":
         labels = label_stage(cfg, episodes, run_dir)
         model, report = reward_stage(cfg, episodes, labels, run_dir, device)
@@ -357,8 +369,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     def on_start(logger: Logger) -> None:
         logger.log(dataset_summary(episodes), step=0)
-        if reward_report:
-            logger.log({f"reward/{k}": v for k, v in reward_report.items()}, step=0)
+        numbers = {f"reward/{k}": v for k, v in reward_report.items() if isinstance(v, (int, float))}
+        if numbers:
+            logger.log(numbers, step=0)
 
     result = fit(
         learner, sampler, steps=trainer.steps, batch_size=trainer.batch_size, checkpoints=paths.checkpoints,

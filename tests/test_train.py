@@ -206,8 +206,8 @@ def test_cli_label_with_the_vlm_labeler_over_http_and_an_image_reward_model(tmp_
     assert metrics["reward"]["swap_consistency"] == 1.0  # the test server's judge is consistent
 
 
-def test_cli_label_with_the_clip_labeler_from_a_local_model_folder(tmp_path):
-    """labeler=clip end to end with an open_clip model folder (local-dir:), built by the test."""
+def _tiny_clip_folder(tmp_path: Path) -> Path:
+    """An open_clip model folder (``open_clip_config.json`` + weights), as ``local-dir:`` reads it."""
     import open_clip
 
     folder = tmp_path / "tiny-clip"
@@ -218,9 +218,38 @@ def test_cli_label_with_the_clip_labeler_from_a_local_model_folder(tmp_path):
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
     (tmp_path / "tiny.json").write_text(json.dumps(config))
     open_clip.add_model_config(tmp_path / "tiny.json")
+    torch.manual_seed(0)
     torch.save(open_clip.create_model("tiny").state_dict(), folder / "open_clip_pytorch_model.bin")
-    args = [*small_train_overrides(tmp_path / "outputs"), "labeler=clip", f"labeler.teacher.reward.model_name=local-dir:{folder}",
-            "labeler.teacher.reward.pretrained=null", "labeler.pairs=40", "labeler.segment_length=5",
+    return folder
+
+
+def test_main_job_trains_on_the_clip_reward_chosen_by_config(compose_config, tmp_path):
+    """algo.reward=clip: the VLM-RM reward of each step's next frame relabels the data, with the
+    same normalisation as the other sources, and IQL trains on it; no frames gives a clear error."""
+    from embodied.datasets import load_dataset, make_dataset_id
+    from reward_models.clip import CLIPReward
+
+    folder = _tiny_clip_folder(tmp_path)
+    overrides = small_train_overrides(tmp_path) + [
+        "algo=iql", "algo.reward=clip", f"clip.model_name=local-dir:{folder}", "clip.pretrained=null", "clip.device=cpu",
+        "dataset.frames=true", "dataset.recipe=frames32", "dataset.width=32", "dataset.height=32", "trainer.steps=10"]
+    report = train(compose_config(overrides), tmp_path / "run")
+    assert report["reward"]["source"] == "clip" and report["reward"]["normalization"] == "standardize"
+    episodes = load_dataset(make_dataset_id("pointmass", "frames32"), keep_frames=True).episodes
+    clip = CLIPReward(f"local-dir:{folder}", pretrained=None, device="cpu", goal_prompts=["a dot on top of the target"],
+                      baseline_prompts=["a dot and a target"])
+    expected = np.concatenate([clip(ep.frames[1:]) for ep in episodes])
+    assert report["reward"]["relabeled_reward_mean"] == pytest.approx(float(expected.mean()), rel=1e-4)
+    with pytest.raises(ValueError, match="algo.reward=clip needs rendered frames"):
+        train(compose_config(small_train_overrides(tmp_path) + ["algo=iql", "algo.reward=clip", "dataset.frames=false"]),
+              tmp_path / "run2")
+
+
+def test_cli_label_with_the_clip_labeler_from_a_local_model_folder(tmp_path):
+    """labeler=clip end to end with an open_clip model folder (local-dir:), built by the test."""
+    folder = _tiny_clip_folder(tmp_path)
+    args = [*small_train_overrides(tmp_path / "outputs"), "labeler=clip", f"clip.model_name=local-dir:{folder}",
+            "clip.pretrained=null", "labeler.pairs=40", "labeler.segment_length=5",
             "dataset.width=32", "dataset.height=32", "reward_model.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}"]
     result = run_module("embodied.label", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
