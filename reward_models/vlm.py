@@ -292,7 +292,8 @@ class VLMPreferenceLabeler(Labeler):
         (the API key is never part of it)."""
         return {"model": self.model, "base_url": self.base_url, "prompt_hash": self.prompt_hash, "task": self.task,
                 "swap_check": self.swap_check, "unsure_as": self.unsure_as,
-                "frames_per_segment": self.frames_per_segment, "temperature": self.temperature}
+                "frames_per_segment": self.frames_per_segment, "temperature": self.temperature,
+                "max_tokens": self.max_tokens}
 
     def run_counts(self) -> dict[str, int]:
         """Requests, retries and cache hits of the last :meth:`answers` call."""
