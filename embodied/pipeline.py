@@ -51,6 +51,14 @@ from reward_models.labeling import LabelStore, label_pairs
 from reward_models.preferences import PreferenceLabels, sample_pairs, select_by_disagreement
 
 
+#: Answered pairs a reward model needs at the least.
+MIN_ANSWERED = 10
+
+
+class LabelingError(RuntimeError):
+    """Too few pairs were answered to fit a reward model (names the outcomes and the failures)."""
+
+
 class RunFolderError(RuntimeError):
     """The run folder's contents conflict with what was asked (e.g. resume=false on checkpoints)."""
 
@@ -132,6 +140,10 @@ def label_stage(cfg: DictConfig, episodes: list[Episode], run_dir: Path) -> Pref
     pairs the store does not hold (:func:`reward_models.labeling.label_pairs`). Scripted teachers
     read the dataset's ground-truth reward, as a simulated person; the CLIP and VLM labelers look
     at the frames (the VLM labeler's request cache lives in ``labels/`` unless configured).
+
+    Raises:
+        LabelingError: fewer than :data:`MIN_ANSWERED` pairs answered (e.g. the VLM server is
+            down): says how many, the outcomes and why pairs failed.
     """
     paths = RunPaths(run_dir)
     labeler: LabelerConfig = OmegaConf.to_object(cfg.labeler)
@@ -144,7 +156,17 @@ def label_stage(cfg: DictConfig, episodes: list[Episode], run_dir: Path) -> Pref
     store = LabelStore(paths.label_store)
     try:
         def ask(pairs: np.ndarray) -> PreferenceLabels:
-            return label_pairs(teacher, episodes, pairs, H, seed=int(cfg.seed), store=store, workdir=paths.labels)
+            labels = label_pairs(teacher, episodes, pairs, H, seed=int(cfg.seed), store=store, workdir=paths.labels)
+            answered = int(labels.answered.sum())
+            if answered < MIN_ANSWERED:
+                failures = "; ".join(labels.provenance.get("failures", [])) or "none failed"
+                raise LabelingError(
+                    f"labeler={labeler.name} answered {answered} of {len(pairs)} pairs (outcomes "
+                    f"{labels.provenance['counts']}); a reward model needs at least {MIN_ANSWERED}. Failures: "
+                    f"{failures}. The answers given so far are kept in {paths.label_store}; once the labeler "
+                    f"answers, rerun with hydra.run.dir={paths.root} and only the missing pairs are asked"
+                )
+            return labels
 
         if labeler.sampling == "uniform":
             return ask(sample_pairs(lengths, H, labeler.pairs, rng, terminated))

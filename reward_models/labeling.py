@@ -209,7 +209,8 @@ def label_pairs(labeler: Labeler, episodes: Sequence, pairs: np.ndarray, segment
     Returns:
         Labels in the order of ``pairs``, with provenance: the labeler's name and settings,
         ``counts`` of outcomes over these pairs (plus ``failed`` and the labeler's run counters
-        of this call), ``asked`` (distinct pairs asked this time), start and finish times.
+        of this call), ``asked`` (distinct pairs asked this time), ``failures`` (up to 3 distinct
+        reasons pairs failed, e.g. a refused connection), start and finish times.
 
     Raises:
         ValueError: the labeler needs frames and an episode of a pair has none; what the labeler
@@ -231,11 +232,14 @@ def label_pairs(labeler: Labeler, episodes: Sequence, pairs: np.ndarray, segment
         # each pair the store lacks, asked once (a sample may hold the same pair twice)
         _, first = np.unique(pairs.reshape(-1, 4), axis=0, return_index=True)
         missing = np.sort(first[~found[first]])
-        failed = 0
+        failed, errors = 0, []
         if len(missing):
             for answer in labeler.answers(episodes, pairs[missing], segment_length, seed=seed, workdir=workdir):
                 if answer.outcome == "failed":
                     failed += 1
+                    message = str(answer.info.get("error", "no reason given"))
+                    if message not in errors and len(errors) < 3:
+                        errors.append(message)
                     continue
                 store.put(key, pairs[missing[answer.index]], segment_length, answer)
         labels, _, outcomes = store.lookup(key, pairs, segment_length)
@@ -246,7 +250,7 @@ def label_pairs(labeler: Labeler, episodes: Sequence, pairs: np.ndarray, segment
     if failed:
         counts["failed"] = failed
     provenance = {"labeler": labeler.name, "name": labeler.name, **labeler.settings(), "seed": int(seed),
-                  "asked": int(len(missing)), "started": started, "finished": time.time(),
+                  "asked": int(len(missing)), "started": started, "finished": time.time(), "failures": errors,
                   "counts": {**{k: int(v) for k, v in counts.items()}, **labeler.run_counts()}}
     return PreferenceLabels(pairs, labels, segment_length, provenance)
 

@@ -61,6 +61,9 @@ LABEL_PROMPT = (
     "or -1 if there is no difference or you are unsure."
 )
 _ANSWER = re.compile(r"^[\s*_`'\"(\[]*(-1|0|1)[\s*_`'\".)\]]*$")
+# "Answer: 1", "Final answer is **0**.", "answer = -1" ending a line (RL-VLM-F's own answer style)
+_LABELLED_ANSWER = re.compile(r"\banswer\b[\s*_`'\"]*(?:is)?[\s*_`'\"]*[:=]?[\s*_`'\"(\[]*(-1|0|1)[\s*_`'\".)\]]*$",
+                              re.IGNORECASE | re.MULTILINE)
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
@@ -71,14 +74,19 @@ class VLMRequestError(RuntimeError):
 def parse_label(answer: str) -> int | None:
     """The label in a stage-2 answer: ``0``, ``1`` or ``-1``; ``None`` when it cannot be parsed.
 
-    The answer must hold the number alone on its last non-empty line (punctuation around it is
-    allowed, e.g. ``"1."`` or ``"**0**"``); anything else is unparseable.
+    Accepted: the number alone on the last non-empty line (punctuation around it is allowed,
+    e.g. ``"1."`` or ``"**0**"``), or else the last line that ends in a labelled answer
+    (``"... Answer: 1"``, ``"The final answer is **0**."``, ``"answer = -1"``). Anything else,
+    including ``"Answer: 1 or 0"`` and numbers other than -1, 0, 1, is unparseable.
     """
     lines = [line.strip() for line in str(answer).strip().splitlines() if line.strip()]
     if not lines:
         return None
     match = _ANSWER.match(lines[-1])
-    return int(match.group(1)) if match else None
+    if match:
+        return int(match.group(1))
+    labelled = _LABELLED_ANSWER.findall("\n".join(lines))
+    return int(labelled[-1]) if labelled else None
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -220,6 +228,7 @@ class VLMPreferenceLabeler(Labeler):
 
     def _post(self, client: httpx.Client, limiter: _RateLimiter, messages: list[dict]) -> str:
         body = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens, "temperature": self.temperature}
+        reason = ""
         for attempt in range(self.max_retries + 1):
             limiter.wait()
             self._count("requests")
@@ -228,14 +237,17 @@ class VLMPreferenceLabeler(Labeler):
                 response = client.post("/chat/completions", json=body)
             except (httpx.TimeoutException, httpx.TransportError) as error:
                 self._count(f"retry_{type(error).__name__}")
+                reason = f"{type(error).__name__} ({error or 'no detail'}) at {self.base_url}/chat/completions"
             else:
                 if response.status_code == 200:
                     try:
                         return str(response.json()["choices"][0]["message"]["content"] or "")
                     except (ValueError, KeyError, IndexError, TypeError):
                         self._count("retry_malformed_response")
+                        reason = f"a malformed response from {self.base_url}/chat/completions: {response.text[:200]!r}"
                 elif response.status_code in RETRY_STATUS:
                     self._count(f"retry_http_{response.status_code}")
+                    reason = f"HTTP {response.status_code} from {self.base_url}/chat/completions"
                     try:
                         wait = float(response.headers.get("retry-after", ""))
                     except ValueError:
@@ -249,7 +261,7 @@ class VLMPreferenceLabeler(Labeler):
                 self._count("retries")
                 backoff = min(self.backoff_max_s, self.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2)
                 time.sleep(max(backoff, wait or 0.0))
-        raise _RequestFailed()
+        raise _RequestFailed(f"{reason}, after {self.max_retries + 1} tries")
 
     def _ask(self, client, limiter, cache: AnswerCache, stage: str, key_parts: list[str], text: str,
              images: Sequence[bytes]) -> str:
@@ -271,12 +283,12 @@ class VLMPreferenceLabeler(Labeler):
                            LABEL_PROMPT.format(task=self.task, analysis=analysis), [image_1, image_2])
         return parse_label(answer)
 
-    def _label_pair(self, client, limiter, cache, image_a: bytes, image_b: bytes) -> tuple[float, str]:
+    def _label_pair(self, client, limiter, cache, image_a: bytes, image_b: bytes) -> tuple[float, str] | tuple[float, str, str]:
         try:
             forward = self._query(client, limiter, cache, image_a, image_b)
             backward = self._query(client, limiter, cache, image_b, image_a) if self.swap_check else None
-        except _RequestFailed:
-            return ABSTAIN, "failed"
+        except _RequestFailed as error:
+            return ABSTAIN, "failed", str(error)
         if forward is None or (self.swap_check and backward is None):
             return ABSTAIN, "unparseable"
         if self.swap_check:
@@ -337,8 +349,8 @@ class VLMPreferenceLabeler(Labeler):
                     bar = tqdm(as_completed(futures), total=len(futures), desc="vlm labels", unit="pair",
                                disable=not self.progress)
                     for future in bar:
-                        label, outcome = future.result()
-                        yield Answer(futures[future], float(label), outcome)
+                        label, outcome, *error = future.result()
+                        yield Answer(futures[future], float(label), outcome, {"error": error[0]} if error else {})
                 finally:
                     for future in futures:
                         future.cancel()

@@ -169,3 +169,26 @@ def test_sigkill_during_labeling_loses_no_answer_and_the_rerun_asks_only_for_the
     first = json.loads((killed / "metrics.json").read_text())["reward"]
     second = json.loads((clean / "metrics.json").read_text())["reward"]
     assert first["heldout_accuracy"] == second["heldout_accuracy"]
+
+
+def test_a_vlm_server_that_is_down_is_named_and_nothing_is_cached(tmp_path):
+    """The label stage says the connection was refused at the URL, stores no abstains, and a rerun
+    with the server up asks for every pair."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = tmp_path / "run"
+    common = ["labeler=vlm", "labeler.teacher.model=test-vlm", "labeler.teacher.requests_per_minute=0",
+              "labeler.teacher.max_retries=1", "labeler.teacher.backoff_s=0.01", "labeler.pairs=20",
+              "dataset.width=32", "dataset.height=32"]
+    down = _run(["-m", *_label_command(run, [*common, f"labeler.teacher.base_url=http://127.0.0.1:{port}/v1"])], tmp_path)
+    assert down.returncode != 0
+    assert "answered 0 of 20 pairs" in down.stderr and "ConnectError" in down.stderr
+    assert f"127.0.0.1:{port}" in down.stderr and f"rerun with hydra.run.dir={run}" in down.stderr
+    assert _stored(run) == {}
+    with FakeVLM() as server:
+        up = _run(["-m", *_label_command(run, [*common, f"labeler.teacher.base_url={server.url}"])], tmp_path)
+        assert up.returncode == 0, up.stderr[-2000:]
+    assert len(_stored(run)) >= 19

@@ -39,7 +39,12 @@ def labeler(server, **kw):
 def test_parse_label_accepts_only_a_clear_last_line():
     assert parse_label("1") == 1 and parse_label("0.") == 0 and parse_label("**-1**") == -1
     assert parse_label("Image 2 is better.\n1") == 1
-    for bad in ["", "Image 2", "1 or 0", "maybe 1?", "2", "10", "The answer is 1"]:
+    # labelled answers, as RL-VLM-F's prompts and chatty models write them
+    assert parse_label("After comparing the two images, image 2 is closer to the goal. Answer: 1") == 1
+    assert parse_label("Image 1 shows the sleeve higher.\nFinal answer: 0\nHope this helps!") == 0
+    assert parse_label("The answer is **-1**.") == -1 and parse_label("answer = 0") == 0
+    for bad in ["", "Image 2", "1 or 0", "maybe 1?", "2", "10", "The answer is 2", "Answer: 1 or 0",
+                "answer: 10", "I would answer 1 if the sleeve were higher, but I cannot tell"]:
         assert parse_label(bad) is None, bad
 
 
