@@ -172,7 +172,7 @@ def render_table(summary: dict[str, Any]) -> str:
     ]
     for task in summary["tasks"]:
         lines.append(f"| {task} | " + " | ".join(cell(summary["rows"][n]["tasks"].get(task)) for n in names) + " |")
-    lines.append("| **mean** | " + " | ".join(f"**{cell(summary['rows'][n])}** ({summary['rows'][n]['seeds']} seeds)"
+    lines.append("| **mean** | " + " | ".join(f"**{cell(summary['rows'][n])}** ({summary['rows'][n]['seeds']} seed{'s' if summary['rows'][n]['seeds'] != 1 else ''})"
                                             for n in names) + " |")
     timing = f"{summary['jobs']} jobs, {summary['job_time_s']:.0f} s of job time"
     if summary.get("wall_time_s") is not None:

@@ -27,6 +27,7 @@ import os
 import platform
 import shutil
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,12 +316,16 @@ def _flush(dataset: Any, buffers: list, dataset_id: str, env_spec: Any, observat
     import minari
 
     if dataset is None:
-        return minari.create_dataset_from_buffers(
-            dataset_id, buffers, env=env_spec, eval_env=env_spec,
-            observation_space=observation_space, action_space=action_space,
-            algorithm_name="embodied.collect", description="episodes collected by embodied",
-            data_format="hdf5",
-        )
+        with warnings.catch_warnings():
+            # Minari asks for author, author_email and code_permalink on every write; a dataset of
+            # ours records its provenance (task, recipe, package versions) in its metadata instead.
+            warnings.filterwarnings("ignore", message=r"`(author|author_email|code_permalink)` is set to None")
+            return minari.create_dataset_from_buffers(
+                dataset_id, buffers, env=env_spec, eval_env=env_spec,
+                observation_space=observation_space, action_space=action_space,
+                algorithm_name="embodied.collect", description="episodes collected by embodied",
+                data_format="hdf5",
+            )
     dataset.storage.update_episodes(buffers)
     return dataset
 

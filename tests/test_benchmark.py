@@ -143,3 +143,9 @@ def test_quick_suite_end_to_end_and_rerun_skips_finished_jobs(tmp_path):
         assert (sweep / "mw-reach-v3_iql_seed0" / "result.json").stat().st_mtime_ns == stamp
     finally:
         os.environ.pop("MINARI_DATASETS_PATH", None)
+
+
+def test_one_seed_is_written_in_the_singular(tmp_path):
+    _write_result(tmp_path, "reach-v3", "iql", "learned", 0, 1.0)
+    table = render_table(aggregate(tmp_path, tasks=["reach-v3"]))
+    assert "(1 seed)" in table and "(1 seeds)" not in table

@@ -230,3 +230,12 @@ def test_collection_killed_midway_resumes_without_duplicates(tmp_path, datasets_
     reference = load_dataset("embodied/pointmass/killed-v0", root=other)
     for a, b in zip(resumed.episodes, reference.episodes):
         assert a.policy == b.policy and np.array_equal(a.observations, b.observations) and np.array_equal(a.actions, b.actions)
+
+
+def test_writing_a_dataset_prints_no_minari_metadata_warnings(datasets_root):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _pointmass(datasets_root)
+    assert not [w for w in caught if "is set to None" in str(w.message)], [str(w.message) for w in caught]
