@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import uuid
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,8 +183,19 @@ def _point_last(root: Path, target: str) -> None:
     os.replace(link, root / "last")
 
 
+_FILES = ("weights.safetensors", "state.safetensors", "state.json")
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint other than the one asked for (or pointed to) is used."""
+
+
+def _missing_files(path: Path) -> list[str]:
+    return [n for n in _FILES if not (path / n).is_file()]
+
+
 def _is_complete(path: Path) -> bool:
-    return all((path / n).is_file() for n in ("weights.safetensors", "state.safetensors", "state.json"))
+    return not _missing_files(path)
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
@@ -202,11 +214,15 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     """
     root = Path(root)
     last = root / "last"
+    found = list_checkpoints(root)
     if last.is_symlink() or last.is_dir():
         target = last.resolve()
         if target.is_dir() and _STEP_DIR.match(target.name) and _is_complete(target):
             return target
-    found = list_checkpoints(root)
+        if found:
+            problem = f"lacks {', '.join(_missing_files(target))}" if target.is_dir() else "does not exist"
+            warnings.warn(f"{last} points to {target.name}, which {problem}; using {found[-1].name}, the newest "
+                          "complete checkpoint", CheckpointWarning, stacklevel=2)
     return found[-1] if found else None
 
 
@@ -219,6 +235,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path).expanduser()
     if path.is_dir() and _is_complete(path):
         return path.resolve()
+    if path.is_dir() and _STEP_DIR.match(path.name) and not path.is_symlink():
+        raise CheckpointError(f"checkpoint {path} is incomplete: it lacks {', '.join(_missing_files(path))}; "
+                              f"load another step of {path.parent} or the folder itself (its newest complete step)")
     for root in (path, RunPaths(path).checkpoints):
         found = latest_checkpoint(root)
         if found is not None:
@@ -233,7 +252,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint (see :func:`resolve_checkpoint` for what ``path`` may be).
 
     Raises:
-        CheckpointError: missing, incomplete, unreadable, or written by a newer format version.
+        CheckpointError: missing, incomplete, unreadable, a ``format_version`` or ``step`` that is
+            not a valid integer, or written by a newer format version.
     """
     step_dir = resolve_checkpoint(path)
     try:
@@ -243,11 +263,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state_tensors = load_file(str(step_dir / "state.safetensors"), device=str(map_location))
     except (OSError, ValueError, SafetensorError) as error:  # e.g. a truncated file
         raise CheckpointError(f"checkpoint {step_dir} cannot be read: {error}") from error
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(
+            f"checkpoint {step_dir}/state.json has format_version={version!r}; expected an integer from 1 to "
+            f"{FORMAT_VERSION}: the file was not written by embodied, or was edited"
+        )
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {step_dir} has format_version={version!r}; this code reads versions "
             f"<= {FORMAT_VERSION}: upgrade embodied to load it"
         )
+    step = meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"checkpoint {step_dir}/state.json has step={step!r}; expected an integer >= 0")
     state = _join_tensors(meta.get("state", {}), state_tensors)
-    return Checkpoint(path=step_dir, step=int(meta["step"]), weights=weights, state=state)
+    return Checkpoint(path=step_dir, step=step, weights=weights, state=state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import torch
 from embodied.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
+    CheckpointWarning,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -67,7 +69,13 @@ def test_broken_last_pointer_falls_back_to_newest_complete(tmp_path):
     save_checkpoint(tmp_path, 1, {"w": torch.ones(1)})
     save_checkpoint(tmp_path, 2, {"w": torch.ones(1) * 2})
     (tmp_path / "00000002" / "state.json").unlink()  # damaged by hand
-    assert latest_checkpoint(tmp_path).name == "00000001"
+    with pytest.warns(CheckpointWarning, match="points to 00000002, which lacks state.json; using 00000001"):
+        assert latest_checkpoint(tmp_path).name == "00000001"
+    with pytest.raises(CheckpointError, match="00000002 is incomplete: it lacks state.json"):
+        load_checkpoint(tmp_path / "00000002")
+    shutil.rmtree(tmp_path / "00000002")  # a `last` pointing to a deleted step
+    with pytest.warns(CheckpointWarning, match="points to 00000002, which does not exist; using 00000001"):
+        assert load_checkpoint(tmp_path).step == 1
 
 
 def test_unreadable_and_future_checkpoints_raise_clear_errors(tmp_path):
@@ -82,7 +90,20 @@ def test_unreadable_and_future_checkpoints_raise_clear_errors(tmp_path):
     meta = json.loads((path / "state.json").read_text())
     meta["format_version"] = FORMAT_VERSION + 1
     (path / "state.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="format_version"):
+    with pytest.raises(CheckpointError, match="upgrade embodied"):
+        load_checkpoint(path)
+    for bad in (0, "1", None, True, 1.5):
+        meta["format_version"] = bad
+        (path / "state.json").write_text(json.dumps(meta))
+        with pytest.raises(CheckpointError, match=r"format_version=.*expected an integer from 1 to"):
+            load_checkpoint(path)
+    del meta["format_version"]
+    (path / "state.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="format_version=None"):
+        load_checkpoint(path)
+    meta.update(format_version=FORMAT_VERSION, step="4")
+    (path / "state.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="step='4'; expected an integer"):
         load_checkpoint(path)
 
 
