@@ -51,8 +51,25 @@ def restore_learner(learner: Learner, checkpoint: Checkpoint, generator: torch.G
     """Load weights, optimiser state and (if given) the sampler RNG into existing objects.
 
     Raises:
-        CheckpointError: the weights do not fit the learner (names the mismatching tensors).
+        CheckpointError: the checkpoint is of another learner or other observation / action sizes
+            (names them), or its weights do not fit (names the mismatching tensors).
     """
+    info = checkpoint.state.get("learner", {})
+    mine = {"name": learner.config.name, "observation_dim": learner.observation_dim, "action_dim": learner.action_dim}
+    theirs = {k: info.get(k) for k in mine}
+    if info and theirs != mine:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} holds learner {theirs['name']!r} for observations of size "
+            f"{theirs['observation_dim']} and actions of size {theirs['action_dim']}; this run builds "
+            f"{mine['name']!r} for {mine['observation_dim']} and {mine['action_dim']} (another task or dataset?); "
+            "use a new run folder, or the task and dataset the checkpoint was trained on"
+        )
+    shapes = {k: tuple(v.shape) for k, v in learner.state_dict().items()}
+    wrong = [f"{k} {tuple(v.shape)} (expected {shapes[k]})" for k, v in checkpoint.weights.items()
+             if k in shapes and tuple(v.shape) != shapes[k]]
+    if wrong:
+        raise CheckpointError(f"checkpoint {checkpoint.path} does not fit {type(learner).__name__}: tensor shapes "
+                              f"{wrong[:3]} (other network sizes?)")
     result = learner.load_state_dict(checkpoint.weights, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(

@@ -313,6 +313,34 @@ def plot_learning_curves(metrics_jsonl: Path, path: Path, title: str) -> Path | 
     return save_figure(figure, path)
 
 
+def check_dataset_fits(cfg: DictConfig, dataset: OfflineDataset, batch_size: int) -> None:
+    """Refuse a dataset that does not fit the task or the batch, before any stage spends time on it.
+
+    Raises:
+        ValueError: observation or action sizes differ from the task env's (names both), or
+            ``batch_size`` exceeds the dataset's transitions.
+    """
+    episodes = dataset.episodes
+    observation_dim, action_dim = int(episodes[0].observations.shape[1]), int(episodes[0].actions.shape[1])
+    transitions = sum(len(ep) for ep in episodes)
+    probe = make_env(cfg.task)
+    try:
+        sizes = int(probe.observation_space.shape[0]), int(np.prod(probe.action_space.shape))
+    finally:
+        probe.close()
+    if sizes != (observation_dim, action_dim):
+        raise ValueError(
+            f"dataset {dataset.source} has observations of size {observation_dim} and actions of size "
+            f"{action_dim}; task {cfg.task.name!r} has {sizes[0]} and {sizes[1]}: choose the task's dataset "
+            "(dataset.id=...) or the dataset's task (+task=...)"
+        )
+    if batch_size > transitions:
+        raise ValueError(
+            f"trainer.batch_size={batch_size} is larger than the dataset's {transitions} transitions; expected at "
+            f"most {transitions} (collect more with dataset.episodes=..., or lower trainer.batch_size)"
+        )
+
+
 def reward_function(cfg: DictConfig, episodes: list[Episode], run_dir: Path,
                     device: torch.device) -> tuple[RewardFunction | None, dict[str, float]]:
     """The reward the learner trains on (``algo.reward``), and its report: ``none`` (imitation),
@@ -370,6 +398,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     started = time.time()
     dataset = dataset_stage(cfg, keep_frames=needs_frames(cfg))
     episodes = dataset.episodes
+    check_dataset_fits(cfg, dataset, trainer.batch_size)
     reward, reward_report = reward_function(cfg, episodes, paths.root, device)
     learner = make_learner(instantiate(cfg.algo.learner), episodes[0].observations.shape[1],
                            episodes[0].actions.shape[1], device=str(device))

@@ -60,8 +60,9 @@ def make_policy(task: Any, policy: str = "expert", checkpoint: str | None = None
 
     Raises:
         KeyError: no behaviour policy of that name.
-        ValueError: a condition for a behaviour policy or an unconditioned learner, or none (or
-            one of the wrong size) for a conditioned learner.
+        ValueError: a checkpoint whose observation or action size differs from the task's; a
+            condition for a behaviour policy or an unconditioned learner, or none (or one of the
+            wrong size) for a conditioned learner.
         embodied.checkpoint.CheckpointError: an unreadable checkpoint.
     """
     if checkpoint:
@@ -72,6 +73,17 @@ def make_policy(task: Any, policy: str = "expert", checkpoint: str | None = None
 
         resolved = resolve_device(device)
         learner, loaded = load_learner(checkpoint, resolved)
+        probe = make_env(task)
+        try:
+            sizes = int(probe.observation_space.shape[0]), int(np.prod(probe.action_space.shape))
+        finally:
+            probe.close()
+        if sizes != (learner.observation_dim, learner.action_dim):
+            raise ValueError(
+                f"checkpoint {loaded.path} was trained on observations of size {learner.observation_dim} and actions "
+                f"of size {learner.action_dim}; task {task.name!r} has {sizes[0]} and {sizes[1]}: evaluate it on "
+                "the task it was trained on (+task=..., or the task of its run folder)"
+            )
         values = None if condition is None else np.asarray([float(c) for c in condition], dtype=np.float32)
         learner.check_condition(None if values is None else torch.as_tensor(values)[None], 1)
         return LearnerPolicy(learner, resolved, values), f"checkpoint {loaded.path}"

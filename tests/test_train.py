@@ -321,3 +321,29 @@ def test_true_and_learned_rewards_share_one_normalisation(compose_config, tmp_pa
     assert report["reward"]["relabeled_scale"] == pytest.approx(expected_scale, rel=1e-4)
     with pytest.raises(ValueError, match="reward_normalization"):
         OmegaConf.to_object(compose_config(["+task=pointmass", "algo.reward_normalization=minmax"]).algo)
+
+
+def test_a_dataset_or_checkpoint_of_another_task_and_a_batch_larger_than_the_data_are_refused(compose_config, tmp_path):
+    from embodied.checkpoint import CheckpointError
+    from embodied.learners import restore_learner, save_learner
+    from embodied.tasks import make_policy
+    from policies import make_learner
+    from policies.bc import BCConfig
+
+    first = train(compose_config(small_train_overrides(tmp_path) + ["trainer.steps=10"]), tmp_path / "run")
+    with pytest.raises(ValueError, match=r"trainer.batch_size=100000 is larger than the dataset's \d+ transitions"):
+        train(compose_config(small_train_overrides(tmp_path) + ["trainer.batch_size=100000"]), tmp_path / "run2")
+    # the PointMass dataset (obs 6, action 2) for the dressing task (obs 26, action 3)
+    dressing_on_pointmass = [o for o in small_train_overrides(tmp_path) if not o.startswith("+task")] + [
+        "+task=dressing", f"dataset.id={first['dataset_id']}"]
+    with pytest.raises(ValueError, match="has observations of size 6 and actions of size 2; task 'dressing' has 26 and 3"):
+        train(compose_config(dressing_on_pointmass), tmp_path / "run3")
+    assert not (tmp_path / "run3" / "labels").exists()  # refused before any stage ran
+    # a PointMass checkpoint evaluated on dressing, or resumed by a learner of other sizes
+    with pytest.raises(ValueError, match="trained on observations of size 6 and actions of size 2; task 'dressing' has 26"):
+        make_policy(compose_config(["+task=dressing"]).task, checkpoint=first["checkpoint"], device="cpu")
+    save_learner(tmp_path / "ck", 1, make_learner(BCConfig(hidden_dims=[8]), 6, 2), 6, 2)
+    with pytest.raises(CheckpointError, match="for observations of size 6 and actions of size 2; this run builds 'bc' for 26"):
+        restore_learner(make_learner(BCConfig(hidden_dims=[8]), 26, 2), load_checkpoint(tmp_path / "ck"))
+    with pytest.raises(CheckpointError, match="tensor shapes"):
+        restore_learner(make_learner(BCConfig(hidden_dims=[16]), 6, 2), load_checkpoint(tmp_path / "ck"))
