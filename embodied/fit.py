@@ -78,7 +78,9 @@ def fit(
         prepare: called once when starting fresh (fit statistics, schedules).
         on_start: called once with the logger when starting fresh (step-0 rows).
         evaluate: ``evaluate(final) -> metrics``; called every ``eval_every`` updates with
-            ``final=False`` and once at the end with ``final=True``; logged under ``eval/``.
+            ``final=False`` and once at the end with ``final=True``; logged under ``eval/``. The
+            final metrics are stored in the last checkpoint, so a finished run is not evaluated
+            again.
         eval_every: updates between evaluations during training (0: only the final one).
         log_every: updates between ``train/`` rows.
         checkpoint_every: updates between checkpoints (one is always written at the end).
@@ -99,23 +101,26 @@ def fit(
                          f"{checkpoint_every} must be >= 1 and eval_every={eval_every} >= 0")
     checkpoints = Path(checkpoints)
     latest = latest_checkpoint(checkpoints)
-    start = 0
+    start, final = 0, {}
     if latest is not None:
         checkpoint = load_checkpoint(latest)
         restore_learner(learner, checkpoint, generator)
         sampler.load_state_dict(checkpoint.state.get("sampler", {}))
         start = checkpoint.step
+        final = dict(checkpoint.state.get("final_metrics", {}))
         print(f"resuming from {latest} (step {start})")
     elif prepare is not None:
         prepare()
 
-    def save(step: int) -> Path:
+    def save(step: int, final_metrics: Mapping[str, float] | None = None) -> Path:
         return save_learner(checkpoints, step, learner, learner.observation_dim, learner.action_dim, generator,
                             extra=dict(extra or {}), keep_last=keep_checkpoints,
-                            sampler_state=sampler.state_dict())
+                            sampler_state=sampler.state_dict(), final_metrics=final_metrics)
 
+    if start >= steps and (final or evaluate is None):  # finished: its final evaluation is in the checkpoint
+        learner.eval()
+        return FitResult(start_step=start, step=start, checkpoint=latest, final_metrics=final, resumed=True)
     logger = make_logger(start if latest is not None else None)
-    final: dict[str, float] = {}
     try:
         if latest is None and on_start is not None:
             on_start(logger)
@@ -131,14 +136,18 @@ def fit(
                 learner.eval()
                 logger.log({f"eval/{k}": v for k, v in evaluate(False).items()}, step=step)
                 learner.train()
-            if step % checkpoint_every == 0 or step == steps:
+            if step % checkpoint_every == 0 and step < steps:
                 save(step)
             bar.update(1)
         bar.close()
         learner.eval()
+        # The final evaluation is logged before the final checkpoint and stored in it: a job killed
+        # after it resumes from the previous checkpoint (dropping the row), one killed after the
+        # checkpoint returns the stored metrics; no row is ever written twice.
         if evaluate is not None:
             final = dict(evaluate(True))
             logger.log({f"eval/{k}": v for k, v in final.items()}, step=steps)
+        save(steps, final)
     finally:
         logger.close()
     return FitResult(start_step=start, step=steps, checkpoint=latest_checkpoint(checkpoints),

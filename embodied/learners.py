@@ -23,6 +23,7 @@ def save_learner(
     extra: dict[str, Any] | None = None,
     keep_last: int | None = None,
     sampler_state: dict[str, Any] | None = None,
+    final_metrics: dict[str, float] | None = None,
 ) -> Path:
     """Checkpoint a learner: weights, optimiser state, sampler RNG and state (a replay buffer's
     contents), and how to rebuild it.
@@ -44,6 +45,8 @@ def save_learner(
         state["sampler_rng"] = generator.get_state()
     if sampler_state:
         state["sampler"] = sampler_state
+    if final_metrics:
+        state["final_metrics"] = {k: float(v) for k, v in final_metrics.items()}
     return save_checkpoint(root, step, learner.state_dict(), state, keep_last=keep_last)
 
 

@@ -101,12 +101,13 @@ class JsonlLogger(Logger):
 
 
 class TensorBoardLogger(Logger):
-    """Scalars to TensorBoard event files in ``log_dir``; a resumed run purges newer steps."""
+    """Scalars to TensorBoard event files in ``log_dir``; a resumed run purges the steps after
+    its checkpoint's (those of the checkpoint's own step were written before it and stay)."""
 
     def __init__(self, log_dir: str | Path, resume_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
-        self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=resume_step)
+        self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=None if resume_step is None else resume_step + 1)
 
     def log(self, metrics: Mapping[str, Any], step: int) -> dict[str, float]:
         values = _check(metrics, step)

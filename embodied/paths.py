@@ -28,6 +28,7 @@ class RunPaths:
         self.report = self.root / "report.md"
         self.videos = self.root / "videos"
         self.plots = self.root / "plots"
+        self.lock = self.root / ".lock"  # held while a job writes the folder
 
     def __repr__(self) -> str:
         return f"RunPaths({str(self.root)!r})"

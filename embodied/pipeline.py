@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -372,10 +372,25 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         The report's metrics (also written to ``run_dir/metrics.json``).
 
     Raises:
-        RunFolderError: ``resume=false`` but the run folder already has checkpoints.
+        RunFolderError: ``resume=false`` but the run folder already has checkpoints; another job
+            is writing the folder (each run folder is locked while a job trains into it).
         ValueError: ``algo`` has no learner, or a learner that needs rewards got ``algo.reward=none``.
     """
     paths = RunPaths(run_dir)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(paths.lock), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunFolderError(f"another job is writing {paths.root} (it holds {paths.lock}); wait for it to finish, "
+                             "or run this one into another folder") from None
+    try:
+        return _train(cfg, paths)
+    finally:
+        lock.release()
+
+
+def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     if cfg.algo.learner is None:
         raise ValueError(f"algo={cfg.algo.name} has no learner to train; it is evaluated as it is by "
                          "python -m embodied.benchmark (or python -m embodied.evaluate policy=expert)")

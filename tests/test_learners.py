@@ -303,3 +303,47 @@ def test_fit_saves_and_restores_a_replay_buffer_sampler(tmp_path):
     assert len(buffer) == 50 and buffer.seen == data.size
     for name, value in reference.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_the_final_evaluation_is_logged_once_whenever_the_job_is_killed(tmp_path):
+    """Killed after the final evaluation was logged but before the last checkpoint, or after the
+    last checkpoint: the rerun ends with one final-evaluation row and the same metrics."""
+    import json
+
+    from embodied.loggers import JsonlLogger
+
+    data = _contract_data()
+    calls = []
+
+    class DiesAfterFinalRow(JsonlLogger):
+        def log(self, metrics, step):
+            values = super().log(metrics, step)
+            if step == 6 and any(k.startswith("eval/") for k in metrics):
+                raise KeyboardInterrupt("killed")
+            return values
+
+    def run(folder, logger_class):
+        learner = make_learner(_variant("bc"), D, A)
+
+        def evaluate(final):
+            calls.append(final)
+            return {"success_rate": 0.5}
+
+        return fit(learner, make_sampler(learner.batch_spec(), data), steps=6, batch_size=8, checkpoints=folder / "checkpoints",
+                   generator=torch.Generator().manual_seed(0), evaluate=evaluate, checkpoint_every=4, progress=False,
+                   make_logger=lambda step: logger_class(folder / "metrics.jsonl", step),
+                   prepare=lambda: learner.prepare(data.transition_observations(), 6))
+
+    def final_rows(folder):
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [r for r in rows if "eval/success_rate" in r]
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "a", DiesAfterFinalRow)  # killed before the last checkpoint: resumes from step 4
+    assert run(tmp_path / "a", JsonlLogger).final_metrics == {"success_rate": 0.5}
+    assert [r["step"] for r in final_rows(tmp_path / "a")] == [6]
+    done = run(tmp_path / "b", JsonlLogger)
+    calls.clear()
+    again = run(tmp_path / "b", JsonlLogger)  # killed after the last checkpoint: nothing to do
+    assert calls == [] and again.final_metrics == done.final_metrics and again.resumed
+    assert [r["step"] for r in final_rows(tmp_path / "b")] == [6]

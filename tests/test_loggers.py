@@ -51,3 +51,16 @@ def test_resume_drops_lines_written_after_the_checkpoint(tmp_path):
     resumed.close()
     steps = [json.loads(l)["step"] for l in path.read_text().splitlines()]
     assert steps == [10, 20, 30]
+
+
+def test_a_resumed_tensorboard_log_keeps_the_checkpoint_step_and_drops_later_ones(tmp_path):
+    logger = build_logger(tmp_path, ["tensorboard"])
+    for step in (10, 20, 30):
+        logger.log({"train/loss": float(step)}, step=step)
+    logger.close()
+    resumed = build_logger(tmp_path, ["tensorboard"], resume_step=20)  # the checkpoint was at step 20
+    resumed.log({"train/loss": 30.5}, step=30)
+    resumed.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(10, 10.0), (20, 20.0), (30, 30.5)]

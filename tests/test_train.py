@@ -347,3 +347,16 @@ def test_a_dataset_or_checkpoint_of_another_task_and_a_batch_larger_than_the_dat
         restore_learner(make_learner(BCConfig(hidden_dims=[8]), 26, 2), load_checkpoint(tmp_path / "ck"))
     with pytest.raises(CheckpointError, match="tensor shapes"):
         restore_learner(make_learner(BCConfig(hidden_dims=[16]), 6, 2), load_checkpoint(tmp_path / "ck"))
+
+
+def test_a_run_folder_is_locked_while_a_job_writes_it(compose_config, tmp_path):
+    from filelock import FileLock
+
+    from embodied.pipeline import RunFolderError
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with FileLock(str(run_dir / ".lock")):  # another job holds the folder
+        with pytest.raises(RunFolderError, match="another job is writing"):
+            train(compose_config(small_train_overrides(tmp_path) + ["trainer.steps=10"]), run_dir)
+    assert train(compose_config(small_train_overrides(tmp_path) + ["trainer.steps=10"]), run_dir)["step"] == 10
