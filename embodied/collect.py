@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from embodied.cli import require_task, run_dir
+from embodied.config import validate_config
 from embodied.io import write_json_atomic
 from embodied.paths import RunPaths
 from embodied.pipeline import dataset_stage, dataset_summary, print_json
@@ -24,6 +25,7 @@ from embodied.runtime import seed_everything
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
     folder = run_dir()
+    validate_config(cfg)
     seed_everything(int(cfg.seed))
     started = time.time()
     dataset = dataset_stage(cfg)

@@ -225,6 +225,45 @@ class RootConfig:
 RESUME_CHOICES = ("auto", "true", "false")
 
 
+def _unknown_keys(node: Any, path: str) -> list[str]:
+    """Keys of ``node`` (and of its typed children) that its dataclass schema does not have."""
+    import dataclasses
+    import difflib
+
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return []
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    problems = []
+    for key in node.keys():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"did you mean {path + '.' if path else ''}{close[0]}? " if close else ""
+            problems.append(f"{where} is not a setting ({hint}{path or 'the root'} has {', '.join(sorted(fields))})")
+            continue
+        child = node._get_node(key)
+        if OmegaConf.is_config(child) and not OmegaConf.is_missing(node, key):
+            problems.extend(_unknown_keys(child, where))
+    return problems
+
+
+def validate_config(cfg: Any, sections: tuple[str, ...] = ("algo", "labeler", "dataset", "trainer", "eval")) -> None:
+    """Check a composed config before a job uses it: no key that its schema lacks (a ``+key=``
+    typo is refused, not ignored), and every typed section's values valid (its dataclass
+    ``__post_init__``, run by ``OmegaConf.to_object``).
+
+    Raises:
+        ValueError: the unknown keys with the nearest known one, or the first invalid value.
+    """
+    problems = _unknown_keys(cfg, "")
+    if problems:
+        raise ValueError("; ".join(problems))
+    for name in sections:
+        if OmegaConf.select(cfg, name, default=None) is not None:
+            OmegaConf.to_object(cfg[name])
+
+
 def normalize_resume(value: Any) -> str:
     """``resume`` as one of ``auto``, ``true``, ``false`` (booleans accepted).
 

@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from embodied.cli import require_task, run_dir
+from embodied.config import validate_config
 from embodied.io import write_json_atomic
 from embodied.paths import RunPaths
 from embodied.pipeline import evaluate_stage, print_json
@@ -21,6 +22,7 @@ from embodied.tasks import make_policy
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
     folder = run_dir()
+    validate_config(cfg)
     seed_everything(int(cfg.seed))
     policy, source = make_policy(cfg.task, cfg.policy, cfg.checkpoint, cfg.device, condition=cfg.condition)
     source = source if cfg.checkpoint else f"policy {source}"

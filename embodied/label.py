@@ -13,6 +13,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from embodied.cli import require_task, run_dir
+from embodied.config import validate_config
 from embodied.io import save_figure, write_json_atomic
 from embodied.paths import RunPaths
 from embodied.pipeline import dataset_stage, label_stage, needs_frames, print_json, reward_stage
@@ -41,6 +42,7 @@ def plot_reward_vs_true(learned: np.ndarray, true: np.ndarray, path, title: str,
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
     folder = run_dir()
+    validate_config(cfg)
     seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)
     dataset = dataset_stage(cfg, keep_frames=needs_frames(cfg, labeling=True))

@@ -23,7 +23,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from embodied.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from embodied.config import EvalConfig, LabelerConfig, TrainerConfig, normalize_resume
+from embodied.config import EvalConfig, LabelerConfig, TrainerConfig, normalize_resume, validate_config
 from embodied.data import Episode, rollout
 from embodied.datasets import (
     DatasetConfig,
@@ -49,7 +49,6 @@ from reward_models.clip import CLIPReward
 from reward_models.functions import BradleyTerryReward, CLIPFrameReward, RewardFunction, TrueReward, normalize_rewards, relabel
 from reward_models.labeling import LabelStore, label_pairs
 from reward_models.preferences import PreferenceLabels, sample_pairs, select_by_disagreement
-
 
 #: Answered pairs a reward model needs at the least.
 MIN_ANSWERED = 10
@@ -391,6 +390,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
+    validate_config(cfg)
     if cfg.algo.learner is None:
         raise ValueError(f"algo={cfg.algo.name} has no learner to train; it is evaluated as it is by "
                          "python -m embodied.benchmark (or python -m embodied.evaluate policy=expert)")

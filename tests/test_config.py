@@ -197,3 +197,30 @@ def test_deploy_and_sim_robot_configs_build_their_parts(robot):
         ros2 = ROS2RobotConfig(**OmegaConf.to_container(cfg.robot.ros2, resolve=True))
         assert ros2.sizes(26) == [3, 23]  # dressing: end effector + the rest
     assert sim.robot.name == "ros2" and sim.sim.lockstep is True
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+trainer.step=100", "trainer.step is not a setting \\(did you mean trainer.steps"),
+    ("+evall.episodes=3", "evall is not a setting \\(did you mean eval"),
+    ("+dataset.episode=3", "dataset.episode is not a setting \\(did you mean dataset.episodes"),
+    ("algo.reward=foo", "algo.reward='foo'; expected one of"),
+])
+def test_unknown_keys_and_bad_values_are_refused_before_a_job_starts(compose_config, tmp_path, override, message):
+    from embodied.config import validate_config
+    from embodied.pipeline import train
+
+    cfg = compose_config(["+task=pointmass", "algo=bc", override])
+    with pytest.raises(ValueError, match=message):
+        validate_config(cfg)
+    with pytest.raises(ValueError, match=message):
+        train(cfg, tmp_path / "run")
+    for path in (tmp_path / "run").rglob("*"):
+        assert path.name == ".lock", f"{path} written by a refused job"
+
+
+@pytest.mark.parametrize("task", ["pointmass", "dressing", "metaworld"])
+@pytest.mark.parametrize("labeler", ["oracle", "mistake", "clip", "vlm"])
+def test_every_shipped_config_validates(compose_config, task, labeler):
+    from embodied.config import validate_config
+
+    validate_config(compose_config([f"+task={task}", f"labeler={labeler}"]))
