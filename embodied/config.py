@@ -9,6 +9,7 @@ runs ``__post_init__``.
 from __future__ import annotations
 
 import datetime as _dt
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -288,15 +289,25 @@ def find_latest_run(output_root: str | Path, label: str) -> Path | None:
     return max(candidates, key=lambda p: (p.parent.name, p.name)) if candidates else None
 
 
+def _refuse(message: str) -> None:
+    """Print ``error: message`` and exit with status 2. Used where Hydra resolves the run folder:
+    an exception there reaches the user as "An error occurred during Hydra's exception
+    formatting" and a long traceback, a clean exit does not."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _run_dir(job: str, output_root: str, task: str, algo: str, resume: Any) -> str:
     label = run_label(job, task, algo)
-    if normalize_resume(resume) == "true":
+    try:
+        resume = normalize_resume(resume)
+    except ValueError as error:
+        _refuse(str(error))
+    if resume == "true":
         latest = find_latest_run(output_root, label)
         if latest is None:
-            raise ValueError(
-                f"resume=true but no earlier run folder '*_{label}' with checkpoints under "
-                f"{output_root}/; run without resume=true, or pass hydra.run.dir=<run folder>"
-            )
+            _refuse(f"resume=true but no earlier run folder '*_{label}' with checkpoints under "
+                    f"{output_root}/; run without resume=true, or pass hydra.run.dir=<run folder>")
         return str(latest)
     now = _dt.datetime.now()
     return str(Path(output_root) / now.strftime("%Y-%m-%d") / f"{now.strftime('%H-%M-%S')}_{label}")

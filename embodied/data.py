@@ -10,6 +10,7 @@ rendered with each observation.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,7 +176,7 @@ def load_episodes(path: str | Path) -> list[Episode]:
     try:
         data = np.load(path, allow_pickle=False)
         arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} is not a readable episode archive: {error}") from error
     if "format_version" not in arrays:
         raise ValueError(f"{path} has no format_version: not written by save_episodes")

@@ -43,6 +43,11 @@ def test_bad_episode_files_raise_clear_errors(tmp_path):
     junk.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable episode archive"):
         load_episodes(junk)
+    whole = save_episodes(tmp_path / "whole.npz", _episodes(1))
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])  # a file cut short
+    with pytest.raises(ValueError, match=f"{cut}.*not a readable episode archive"):
+        load_episodes(cut)
     episode = _episodes(1)[0]
     episode.observations = episode.observations[:-1]
     save_episodes(tmp_path / "short.npz", [episode])

@@ -98,10 +98,12 @@ def test_cli_train_resume_true_and_evaluate_checkpoint(tmp_path):
     assert "00000040" in metrics["policy"] and metrics["eval"]["episodes"] == 2
 
 
-def test_cli_resume_true_without_an_earlier_run_fails_clearly(tmp_path):
-    result = run_module("embodied.train", *small_train_overrides(tmp_path / "outputs"), "resume=true", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "resume=true but no earlier run" in result.stderr
+@pytest.mark.parametrize("resume, message", [("true", "error: resume=true but no earlier run"),
+                                             ("maybe", "error: resume='maybe'; expected one of")])
+def test_cli_resume_true_without_an_earlier_run_or_a_bad_resume_value_fails_clearly(tmp_path, resume, message):
+    result = run_module("embodied.train", *small_train_overrides(tmp_path / "outputs"), f"resume={resume}", cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+    assert "exception formatting" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_cli_evaluate_expert_and_collect(tmp_path):
