@@ -41,7 +41,7 @@ from embodied.learners import LearnerPolicy
 from embodied.loggers import Logger
 from embodied.paths import RunPaths
 from embodied.runtime import resolve_device, seed_everything
-from embodied.tasks import make_env, make_policies
+from embodied.tasks import make_env, make_policies, task_sizes, task_spaces
 from policies import make_learner
 from policies.data import EpisodeData, make_sampler
 from reward_models.bradley_terry import RewardEnsemble, RewardModelConfig, ensemble_segment_returns, fit_reward_model
@@ -96,11 +96,7 @@ def dataset_stage(cfg: DictConfig, keep_frames: bool = False) -> OfflineDataset:
         # Parallel jobs of a sweep share the dataset: one collects it, the others wait, then load.
         with FileLock(str(lock_path)):
             if not is_complete(root / dataset_id):  # a finished dataset needs no env to be built
-                probe = make_env(cfg.task)
-                try:
-                    policies = make_policies(cfg.task, probe.action_space, names=list(config.mixture))
-                finally:
-                    probe.close()
+                policies = make_policies(cfg.task, task_spaces(cfg.task)[1], names=list(config.mixture))
             collect_dataset(
                 dataset_id, lambda: make_env(cfg.task, **render), policies, config,
                 info_keys=list(dict.fromkeys([*cfg.task.info_keys, *cfg.task.metrics])),
@@ -322,11 +318,7 @@ def check_dataset_fits(cfg: DictConfig, dataset: OfflineDataset, batch_size: int
     episodes = dataset.episodes
     observation_dim, action_dim = int(episodes[0].observations.shape[1]), int(episodes[0].actions.shape[1])
     transitions = sum(len(ep) for ep in episodes)
-    probe = make_env(cfg.task)
-    try:
-        sizes = int(probe.observation_space.shape[0]), int(np.prod(probe.action_space.shape))
-    finally:
-        probe.close()
+    sizes = task_sizes(cfg.task)
     if sizes != (observation_dim, action_dim):
         raise ValueError(
             f"dataset {dataset.source} has observations of size {observation_dim} and actions of size "

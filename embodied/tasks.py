@@ -27,6 +27,21 @@ def make_env(task: Any, **overrides: Any) -> gym.Env:
     return env
 
 
+def task_spaces(task: Any) -> tuple[gym.spaces.Box, gym.spaces.Space]:
+    """The observation and action spaces of the task's env (built once and closed again)."""
+    probe = make_env(task)
+    try:
+        return probe.observation_space, probe.action_space
+    finally:
+        probe.close()
+
+
+def task_sizes(task: Any) -> tuple[int, int]:
+    """``(D, A)``: the sizes of the task's flat observation and of its action."""
+    observation_space, action_space = task_spaces(task)
+    return int(observation_space.shape[0]), int(np.prod(action_space.shape))
+
+
 def make_policies(task: Any, action_space: gym.spaces.Space, names: list[str] | None = None) -> dict[str, Policy]:
     """Instantiate the task's behaviour policies (all, or ``names``) with ``action_space``.
 
@@ -73,11 +88,7 @@ def make_policy(task: Any, policy: str = "expert", checkpoint: str | None = None
 
         resolved = resolve_device(device)
         learner, loaded = load_learner(checkpoint, resolved)
-        probe = make_env(task)
-        try:
-            sizes = int(probe.observation_space.shape[0]), int(np.prod(probe.action_space.shape))
-        finally:
-            probe.close()
+        sizes = task_sizes(task)
         if sizes != (learner.observation_dim, learner.action_dim):
             raise ValueError(
                 f"checkpoint {loaded.path} was trained on observations of size {learner.observation_dim} and actions "
@@ -91,9 +102,5 @@ def make_policy(task: Any, policy: str = "expert", checkpoint: str | None = None
         raise ValueError(f"condition={list(condition)} given, but behaviour policy {policy!r} takes none; "
                          "conditions are for conditioned learners loaded from a checkpoint")
     if action_space is None:
-        probe = make_env(task)
-        try:
-            action_space = probe.action_space
-        finally:
-            probe.close()
+        action_space = task_spaces(task)[1]
     return make_policies(task, action_space, names=[policy])[policy], str(policy)
