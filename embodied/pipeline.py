@@ -218,7 +218,8 @@ def reward_stage(cfg: DictConfig, episodes: list[Episode], labels: PreferenceLab
         model.load_state_dict(checkpoint.weights)
         return model.to(device).eval(), state["report"]
     config: RewardModelConfig = instantiate(cfg.reward_model)
-    model, report = fit_reward_model(episodes, labels, config, seed=int(cfg.seed), device=device)
+    model, report = fit_reward_model(episodes, labels, config, seed=int(cfg.seed), device=device,
+                                     progress=bool(cfg.trainer.progress))
     learned = relabel(BradleyTerryReward(model), episodes, device).cpu().numpy()
     true = np.concatenate([ep.rewards for ep in episodes])
     report = {**report, **label_quality(labels, episodes), "pearson_true_reward": float(np.corrcoef(learned, true)[0, 1]),
@@ -279,27 +280,43 @@ def record_videos(cfg: DictConfig, policy: Any, folder: Path) -> list[Path]:
     return written
 
 
+def learning_curve_series(metrics_jsonl: Path) -> dict[str, dict[int | None, list[tuple[int, float]]]]:
+    """The curves of ``metrics.jsonl``: key -> evaluation size (episodes; None for ``train/``
+    keys) -> ``[(step, value), ...]``, for every ``train/`` loss and ``eval/success_rate``,
+    ``eval/return_mean``."""
+    series: dict[str, dict[int | None, list[tuple[int, float]]]] = {}
+    for line in metrics_jsonl.read_text().splitlines() if metrics_jsonl.exists() else []:
+        row = json.loads(line)
+        for key, value in row.items():
+            if key.startswith("train/") or key in ("eval/success_rate", "eval/return_mean"):
+                size = int(row["eval/episodes"]) if key.startswith("eval/") and "eval/episodes" in row else None
+                series.setdefault(key, {}).setdefault(size, []).append((int(row["step"]), float(value)))
+    return series
+
+
 def plot_learning_curves(metrics_jsonl: Path, path: Path, title: str) -> Path | None:
     """``plots/learning_curves.png``: every ``train/`` loss and the ``eval/`` success rate and
-    return against the update step, from ``metrics.jsonl``. None when nothing was logged."""
+    return against the update step, from ``metrics.jsonl``. Evaluations of different sizes
+    (``eval.episodes_during_training`` during training, ``eval.episodes`` at the end) are drawn as
+    separate series, labelled with their episode count, never joined into one line. None when
+    nothing was logged."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: dict[str, list[tuple[int, float]]] = {}
-    for line in metrics_jsonl.read_text().splitlines() if metrics_jsonl.exists() else []:
-        row = json.loads(line)
-        for key, value in row.items():
-            if key.startswith("train/") or key in ("eval/success_rate", "eval/return_mean"):
-                series.setdefault(key, []).append((int(row["step"]), float(value)))
+    series = learning_curve_series(metrics_jsonl)
     if not series:
         return None
     keys = sorted(series, key=lambda k: (not k.startswith("eval/"), k))
     figure, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), dpi=100, squeeze=False)
     for axis, key in zip(axes[0], keys):
-        steps, values = zip(*series[key])
-        axis.plot(steps, values, marker="o" if key.startswith("eval/") else None, markersize=3)
+        for size, points in sorted(series[key].items(), key=lambda item: item[0] or 0):
+            steps, values = zip(*points)
+            label = None if size is None else f"{size} episodes"
+            axis.plot(steps, values, marker="o" if key.startswith("eval/") else None, markersize=3, label=label)
+        if any(size is not None for size in series[key]):
+            axis.legend(fontsize=7)
         axis.set_title(key, fontsize=9)
         axis.set_xlabel("update step", fontsize=8)
         axis.tick_params(labelsize=7)

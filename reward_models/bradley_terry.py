@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 from policies.data import EpisodeData
 from policies.networks import ObservationNormalizer, check_hidden_dims, mlp
@@ -206,6 +207,7 @@ def fit_reward_model(
     config: RewardModelConfig,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    progress: bool = False,
 ) -> tuple[RewardEnsemble, dict[str, float]]:
     """Train a Bradley-Terry ensemble on the answered pairs of ``labels``.
 
@@ -216,6 +218,8 @@ def fit_reward_model(
         config: hyperparameters.
         seed: seeds the split, initialisation and shuffling.
         device: torch device.
+        progress: show a progress bar over members x epochs (an early stop skips a member's
+            remaining epochs), with the held-out accuracy.
 
     Returns:
         The model (each member at its best held-out epoch) and a report: ``heldout_accuracy``,
@@ -243,6 +247,8 @@ def fit_reward_model(
         model.normalizer.fit(data.observations)
     held_t, train_t = torch.as_tensor(held, device=device), torch.as_tensor(train, device=device)
     epochs_used = 0
+    bar = tqdm(total=len(model.members) * config.max_epochs, desc="reward model", unit="epoch", disable=not progress,
+               mininterval=1.0)
     for k, member in enumerate(model.members):
         optimizer = torch.optim.Adam(member.parameters(), lr=config.learning_rate)
         best, best_state, stale = -1.0, None, 0
@@ -257,15 +263,19 @@ def fit_reward_model(
                 optimizer.step()
             with torch.no_grad():
                 accuracy = preference_accuracy(_segment_returns(model, k, data, rows[held_t], mask[held_t]), y[held_t])
+            bar.update(1)
+            bar.set_postfix(member=k, heldout_accuracy=f"{accuracy:.3f}", refresh=False)
             if accuracy > best:
                 best, stale = accuracy, 0
                 best_state = {n: p.detach().clone() for n, p in member.state_dict().items()}
             else:
                 stale += 1
                 if stale >= config.patience:
+                    bar.update(config.max_epochs - epoch - 1)
                     break
         epochs_used = max(epochs_used, epoch + 1)
         member.load_state_dict(best_state)
+    bar.close()
     model.eval()
     with torch.no_grad():
         held_returns = _segment_returns(model, None, data, rows[held_t], mask[held_t])

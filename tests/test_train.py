@@ -362,3 +362,17 @@ def test_a_run_folder_is_locked_while_a_job_writes_it(compose_config, tmp_path):
         with pytest.raises(RunFolderError, match="another job is writing"):
             train(compose_config(small_train_overrides(tmp_path) + ["trainer.steps=10"]), run_dir)
     assert train(compose_config(small_train_overrides(tmp_path) + ["trainer.steps=10"]), run_dir)["step"] == 10
+
+
+def test_learning_curves_keep_the_final_evaluation_apart_from_the_small_ones(compose_config, tmp_path):
+    """The 5-episode evaluations during training and the final 20-episode one are two series."""
+    from embodied.pipeline import learning_curve_series
+
+    overrides = small_train_overrides(tmp_path) + ["trainer.steps=40", "trainer.eval_every=20", "eval.episodes=3",
+                                                   "eval.episodes_during_training=1"]
+    train(compose_config(overrides), tmp_path / "run")
+    series = learning_curve_series(tmp_path / "run" / "metrics.jsonl")
+    assert sorted(series["eval/success_rate"]) == [1, 3]
+    assert [step for step, _ in series["eval/success_rate"][1]] == [20]
+    assert [step for step, _ in series["eval/success_rate"][3]] == [40]
+    assert list(series["train/actor_loss"]) == [None] and (tmp_path / "run" / "plots" / "learning_curves.png").is_file()
