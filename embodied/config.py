@@ -36,6 +36,8 @@ class TaskConfig:
     """``info`` entries recorded per step; must include ``success``."""
     metrics: list[str] = field(default_factory=list)
     """``info`` entries whose value at the end of the episode is reported (task metrics)."""
+    units: dict[str, str] = field(default_factory=dict)
+    """Unit of each task metric, for reports (``{max_force: N, dressed_distance: m}``)."""
     description: str = ""
     """The goal in words, for vision-language labelers (VLM prompts, CLIP goal prompts)."""
     goal_prompts: list[str] = field(default_factory=list)

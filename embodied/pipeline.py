@@ -420,9 +420,11 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
             return done
 
     started = time.time()
+    timings: dict[str, float] = {}
     dataset = dataset_stage(cfg, keep_frames=needs_frames(cfg))
     episodes = dataset.episodes
     check_dataset_fits(cfg, dataset, trainer.batch_size)
+    timings["dataset"] = time.time() - started
     reward, reward_report = reward_function(cfg, episodes, paths.root, device)
     learner = make_learner(instantiate(cfg.algo.learner), episodes[0].observations.shape[1],
                            episodes[0].actions.shape[1], device=str(device))
@@ -438,6 +440,7 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
         rewards, reward_stats = normalize_rewards(relabel(reward, episodes, device), cfg.algo.reward_normalization,
                                                   data.episode)
     sampler = make_sampler(learner.batch_spec(), data, rewards)
+    timings["labels, reward model and relabeling"] = time.time() - started - sum(timings.values())
 
     def evaluate(final: bool) -> dict[str, float]:
         return evaluate_stage(cfg, LearnerPolicy(learner, device), None if final else cfg.eval.episodes_during_training)
@@ -457,9 +460,11 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
         progress=trainer.progress, extra={"task": cfg.task.name},
     )
     metrics = result.final_metrics
+    timings["training and evaluation"] = time.time() - started - sum(timings.values())
     videos = record_videos(cfg, LearnerPolicy(learner, device), paths.videos)
     curves = plot_learning_curves(paths.metrics_jsonl, paths.plots / "learning_curves.png",
                                   f"{cfg.task.name} / {cfg.algo.name} (reward {cfg.algo.reward}, seed {cfg.seed})")
+    timings["videos and plots"] = time.time() - started - sum(timings.values())
     report = {
         "task": cfg.task.name,
         "algo": cfg.algo.name,
@@ -467,7 +472,9 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
         "step": trainer.steps,
         "checkpoint": str(result.checkpoint),
         "wall_time_s": round(time.time() - started, 1),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "eval": metrics,
+        "units": {k: unit_of(k, cfg.task) for k in metrics},
         "dataset": dataset_summary(episodes),
         "reward": {"source": cfg.algo.reward, **({"labeler": cfg.labeler.name} if cfg.algo.reward == "learned" else {}),
                    **({"normalization": cfg.algo.reward_normalization} if reward is not None else {}),
@@ -482,6 +489,16 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     return report
 
 
+def unit_of(metric: str, task: Any) -> str:
+    """The unit of an evaluation metric: the task's ``units`` for its metrics (``max_force_final``
+    -> ``max_force``), a share for success rates and episode counts for ``episodes``."""
+    units = dict(OmegaConf.select(task, "units", default={}) or {})
+    base = metric.removesuffix("_final").removesuffix("_mean").removesuffix("_std")
+    if base in units:
+        return str(units[base])
+    return {"success_rate": "share of episodes", "episodes": "episodes", "length": "steps"}.get(base, "")
+
+
 def render_report(report: dict[str, Any]) -> str:
     """``report.md``: what ran, the evaluation table and where the checkpoint is."""
     lines = [
@@ -491,9 +508,15 @@ def render_report(report: dict[str, Any]) -> str:
         "",
         "## Evaluation",
         "",
-        "| metric | value |",
+        "| metric | value | unit |",
+        "|---|---|---|",
+        *[f"| {k} | {v:.4g} | {report.get('units', {}).get(k, '')} |" for k, v in report["eval"].items()],
+        "",
+        "## Time",
+        "",
+        "| stage | s |",
         "|---|---|",
-        *[f"| {k} | {v:.4g} |" for k, v in report["eval"].items()],
+        *[f"| {k} | {v} |" for k, v in report.get("timings_s", {}).items()],
         "",
         "## Reward",
         "",

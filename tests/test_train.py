@@ -376,3 +376,13 @@ def test_learning_curves_keep_the_final_evaluation_apart_from_the_small_ones(com
     assert [step for step, _ in series["eval/success_rate"][1]] == [20]
     assert [step for step, _ in series["eval/success_rate"][3]] == [40]
     assert list(series["train/actor_loss"]) == [None] and (tmp_path / "run" / "plots" / "learning_curves.png").is_file()
+
+
+def test_report_gives_units_and_stage_times(compose_config, tmp_path):
+    report = train(compose_config(small_train_overrides(tmp_path) + ["trainer.steps=10"]), tmp_path / "run")
+    assert report["units"]["distance_final"] == "m" and report["units"]["success_rate"] == "share of episodes"
+    assert set(report["timings_s"]) == {"dataset", "labels, reward model and relabeling", "training and evaluation",
+                                        "videos and plots"}
+    assert sum(report["timings_s"].values()) == pytest.approx(report["wall_time_s"], abs=0.5)
+    text = (tmp_path / "run" / "report.md").read_text()
+    assert "| distance_final |" in text and "| m |" in text and "## Time" in text
