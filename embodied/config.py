@@ -285,10 +285,14 @@ def run_label(job: str, task: str, algo: str) -> str:
 
 
 def find_latest_run(output_root: str | Path, label: str) -> Path | None:
-    """The newest ``<output_root>/<date>/<time>_<label>`` folder holding a checkpoint, if any."""
+    """The ``<output_root>/<date>/<time>_<label>`` folder to resume: the newest unfinished one
+    (checkpoints but no final ``metrics.json``: a killed run), else the newest with a checkpoint;
+    None when there is none."""
     root = Path(output_root)
-    candidates = [p for p in root.glob(f"*/*_{label}") if (p / "checkpoints").is_dir()]
-    return max(candidates, key=lambda p: (p.parent.name, p.name)) if candidates else None
+    candidates = [p for p in root.glob(f"*/*_{label}") if RunPaths(p).checkpoints.is_dir()]
+    unfinished = [p for p in candidates if not RunPaths(p).metrics.exists()]
+    pool = unfinished or candidates
+    return max(pool, key=lambda p: (p.parent.name, p.name)) if pool else None
 
 
 def _refuse(message: str) -> None:

@@ -224,3 +224,16 @@ def test_every_shipped_config_validates(compose_config, task, labeler):
     from embodied.config import validate_config
 
     validate_config(compose_config([f"+task={task}", f"labeler={labeler}"]))
+
+
+def test_resume_true_prefers_the_newest_killed_run_over_a_newer_finished_one(tmp_path):
+    from embodied.config import find_latest_run
+
+    killed, finished = tmp_path / "2026-11-29" / "10-00-00_dressing_iql", tmp_path / "2026-11-30" / "09-00-00_dressing_iql"
+    for run in (killed, finished):
+        (run / "checkpoints").mkdir(parents=True)
+    (finished / "metrics.json").write_text("{}")
+    assert find_latest_run(tmp_path, "dressing_iql") == killed
+    (killed / "metrics.json").write_text("{}")  # both finished: the newest
+    assert find_latest_run(tmp_path, "dressing_iql") == finished
+    assert find_latest_run(tmp_path, "dressing_bc") is None
