@@ -19,6 +19,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from embodied.datasets import DatasetConfig
+from embodied.paths import RunPaths
 from reward_models.functions import NORMALIZATIONS
 
 
