@@ -29,6 +29,7 @@ class RunPaths:
         self.videos = self.root / "videos"
         self.plots = self.root / "plots"
         self.lock = self.root / ".lock"  # held while a job writes the folder
+        self.identity = self.root / "run_identity.json"  # the settings that decide what the run computes
 
     def __repr__(self) -> str:
         return f"RunPaths({str(self.root)!r})"

@@ -398,8 +398,60 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         lock.release()
 
 
+#: Settings that do not change what a run computes (how it shows, where it runs, how a labeler's
+#: requests travel); everything else in these sections is the run's identity.
+IDENTITY_SECTIONS = ("task", "dataset", "algo", "labeler", "reward_model", "clip", "seed", "trainer.batch_size")
+IDENTITY_IGNORED = ("labeler.teacher.progress", "labeler.teacher.concurrency", "labeler.teacher.requests_per_minute",
+                    "labeler.teacher.timeout_s", "labeler.teacher.max_retries", "labeler.teacher.backoff_s",
+                    "labeler.teacher.backoff_max_s", "labeler.teacher.cache_path", "labeler.teacher.api_key_env",
+                    "labeler.teacher.reward.batch_size", "labeler.teacher.reward.device", "clip.batch_size", "clip.device",
+                    "dataset.root", "algo.learner.compile")
+
+
+def run_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that decide what a run computes, flattened to dotted keys (``labeler.name``,
+    ``algo.learner.expectile``, ...): :data:`IDENTITY_SECTIONS` minus :data:`IDENTITY_IGNORED`."""
+    def flatten(value: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                out.update(flatten(item, f"{prefix}.{key}"))
+            return out
+        return {} if prefix in IDENTITY_IGNORED else {prefix: value}
+
+    identity: dict[str, Any] = {}
+    for section in IDENTITY_SECTIONS:
+        node = OmegaConf.select(cfg, section, default=None)
+        value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        identity.update(flatten(value, section))
+    return identity
+
+
+def check_run_identity(cfg: DictConfig, paths: RunPaths) -> None:
+    """Record the run's identity in a new run folder (``run_identity.json``); refuse a rerun into
+    it with settings that change what it computes (a changed ``trainer.steps`` continues it).
+
+    Raises:
+        RunFolderError: the settings differ; names each key with its old and new value.
+    """
+    identity = json.loads(json.dumps(run_identity(cfg), default=str))
+    if not paths.identity.exists():
+        write_json_atomic(paths.identity, identity)
+        return
+    before = json.loads(paths.identity.read_text())
+    changed = [f"{key}: {before.get(key, '(unset)')!r} -> {identity.get(key, '(unset)')!r}"
+               for key in sorted(set(before) | set(identity)) if before.get(key) != identity.get(key)]
+    if changed:
+        raise RunFolderError(
+            f"{paths.root} was run with other settings; {'; '.join(changed[:8])}"
+            f"{f' (and {len(changed) - 8} more)' if len(changed) > 8 else ''}. Rerun with its settings to continue "
+            "it, or start a new run (without hydra.run.dir / resume=true)"
+        )
+
+
 def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     validate_config(cfg)
+    check_run_identity(cfg, paths)
     if cfg.algo.learner is None:
         raise ValueError(f"algo={cfg.algo.name} has no learner to train; it is evaluated as it is by "
                          "python -m embodied.benchmark (or python -m embodied.evaluate policy=expert)")

@@ -386,3 +386,20 @@ def test_report_gives_units_and_stage_times(compose_config, tmp_path):
     assert sum(report["timings_s"].values()) == pytest.approx(report["wall_time_s"], abs=0.5)
     text = (tmp_path / "run" / "report.md").read_text()
     assert "| distance_final |" in text and "| m |" in text and "## Time" in text
+
+
+def test_a_rerun_with_other_settings_is_refused_naming_them(compose_config, tmp_path):
+    from embodied.pipeline import RunFolderError
+
+    overrides = small_train_overrides(tmp_path) + ["algo=iql", "labeler.pairs=40", "labeler.segment_length=5",
+                                                   "reward_model.hidden_dims=[16]", "reward_model.max_epochs=2",
+                                                   "trainer.steps=10"]
+    train(compose_config(overrides), tmp_path / "run")
+    with pytest.raises(RunFolderError, match=r"labeler.name: 'oracle' -> 'mistake'.*labeler.teacher.eps_mistake"):
+        train(compose_config(overrides + ["labeler=mistake"]), tmp_path / "run")
+    with pytest.raises(RunFolderError, match=r"algo.learner.expectile: 0.7 -> 0.9"):
+        train(compose_config(overrides + ["algo.learner.expectile=0.9"]), tmp_path / "run")
+    # more steps continue the run; how it shows does not matter
+    again = train(compose_config(overrides + ["trainer.steps=20", "trainer.progress=true", "trainer.log_every=5"]),
+                  tmp_path / "run")
+    assert again["step"] == 20
