@@ -34,7 +34,7 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from embodied.cli import run_dir
+from embodied.cli import run_folder
 from embodied.io import save_figure, write_json_atomic, write_text_atomic
 from embodied.pipeline import evaluate_stage, train
 from embodied.runtime import seed_everything
@@ -222,10 +222,10 @@ class AggregateResults(Callback):
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="benchmark")
 def _main(cfg: DictConfig) -> None:
-    folder = run_dir()
-    result = run_job(cfg, folder)
-    print(f"[benchmark] {result['task']} | {result['row']} | seed {result['seed']}: success "
-          f"{result['eval']['success_rate']:.2f} ({result['wall_time_s']:.0f} s)", flush=True)
+    with run_folder("benchmark") as folder:
+        result = run_job(cfg, folder)
+        print(f"[benchmark] {result['task']} | {result['row']} | seed {result['seed']}: success "
+              f"{result['eval']['success_rate']:.2f} ({result['wall_time_s']:.0f} s)", flush=True)
 
 
 def main() -> None:

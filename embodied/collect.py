@@ -14,7 +14,7 @@ import time
 import hydra
 from omegaconf import DictConfig
 
-from embodied.cli import require_task, run_dir
+from embodied.cli import require_task, run_folder
 from embodied.config import validate_config
 from embodied.io import write_json_atomic
 from embodied.paths import RunPaths
@@ -24,24 +24,24 @@ from embodied.runtime import seed_everything
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
-    folder = run_dir()
-    validate_config(cfg)
-    seed_everything(int(cfg.seed))
-    started = time.time()
-    dataset = dataset_stage(cfg)
-    elapsed = time.time() - started
-    steps = sum(len(ep) + 1 for ep in dataset.episodes)
-    size = sum(p.stat().st_size for p in dataset.path.rglob("*") if p.is_file())
-    summary = {
-        **dataset_summary(dataset.episodes),
-        "dataset/wall_time_s": round(elapsed, 1),
-        "dataset/observations_per_s": round(steps / max(elapsed, 1e-9), 1),
-        "dataset/size_mb": round(size / 2**20, 2),
-        "dataset/frames": float(dataset.has_frames),
-    }
-    write_json_atomic(RunPaths(folder).metrics, {"dataset_id": dataset.source, "path": str(dataset.path), **summary})
-    print_json(f"{dataset.source}:", summary)
-    print(f"dataset: {dataset.path}")
+    with run_folder("collect") as folder:
+        validate_config(cfg)
+        seed_everything(int(cfg.seed))
+        started = time.time()
+        dataset = dataset_stage(cfg)
+        elapsed = time.time() - started
+        steps = sum(len(ep) + 1 for ep in dataset.episodes)
+        size = sum(p.stat().st_size for p in dataset.path.rglob("*") if p.is_file())
+        summary = {
+            **dataset_summary(dataset.episodes),
+            "dataset/wall_time_s": round(elapsed, 1),
+            "dataset/observations_per_s": round(steps / max(elapsed, 1e-9), 1),
+            "dataset/size_mb": round(size / 2**20, 2),
+            "dataset/frames": float(dataset.has_frames),
+        }
+        write_json_atomic(RunPaths(folder).metrics, {"dataset_id": dataset.source, "path": str(dataset.path), **summary})
+        print_json(f"{dataset.source}:", summary)
+        print(f"dataset: {dataset.path}")
 
 
 def main() -> None:

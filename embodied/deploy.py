@@ -22,7 +22,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from embodied.cli import require_task, run_dir
+from embodied.cli import require_task, run_folder
 from embodied.io import write_json_atomic
 from embodied.paths import RunPaths
 from embodied.pipeline import print_json
@@ -79,42 +79,42 @@ def _main(cfg: DictConfig) -> None:
     from real_robot.deploy import DeployLoop
     from real_robot.safety import SafetyLayer
 
-    folder = run_dir()
-    seed_everything(int(cfg.seed))
-    if OmegaConf.is_missing(cfg, "task"):
-        task = task_from_checkpoint(cfg.checkpoint)
-    else:
-        task = cfg.task
-    probe = make_env(task)
-    observation_space, action_space, env_spec = probe.observation_space, probe.action_space, probe.spec
-    probe.close()
-    policy, name = make_policy(task, cfg.policy, cfg.checkpoint, cfg.device, action_space, cfg.condition)
-    safety_overrides = {}
-    if cfg.safety.low is None:
-        safety_overrides = {"low": action_space.low.tolist(), "high": action_space.high.tolist()}
-    safety = SafetyLayer(instantiate(cfg.safety, **safety_overrides))
-    config = instantiate(cfg.deploy)
-    robot = build_robot(cfg, task, int(observation_space.shape[0]), int(action_space.shape[0]))
-    records = folder / "episodes"
-    records.mkdir(exist_ok=True)
-    done = [ep for path in sorted(records.glob("episode_*.npz")) for ep in load_episodes(path)]
-    if done:
-        print(f"{len(done)} episodes already recorded in {records}; continuing")
+    with run_folder("deploy") as folder:
+        seed_everything(int(cfg.seed))
+        if OmegaConf.is_missing(cfg, "task"):
+            task = task_from_checkpoint(cfg.checkpoint)
+        else:
+            task = cfg.task
+        probe = make_env(task)
+        observation_space, action_space, env_spec = probe.observation_space, probe.action_space, probe.spec
+        probe.close()
+        policy, name = make_policy(task, cfg.policy, cfg.checkpoint, cfg.device, action_space, cfg.condition)
+        safety_overrides = {}
+        if cfg.safety.low is None:
+            safety_overrides = {"low": action_space.low.tolist(), "high": action_space.high.tolist()}
+        safety = SafetyLayer(instantiate(cfg.safety, **safety_overrides))
+        config = instantiate(cfg.deploy)
+        robot = build_robot(cfg, task, int(observation_space.shape[0]), int(action_space.shape[0]))
+        records = folder / "episodes"
+        records.mkdir(exist_ok=True)
+        done = [ep for path in sorted(records.glob("episode_*.npz")) for ep in load_episodes(path)]
+        if done:
+            print(f"{len(done)} episodes already recorded in {records}; continuing")
 
-    def save(index: int, episode: Any) -> None:
-        save_episodes(records / f"episode_{index:05d}.npz", [Episode(**dataclasses.asdict(episode))])
+        def save(index: int, episode: Any) -> None:
+            save_episodes(records / f"episode_{index:05d}.npz", [Episode(**dataclasses.asdict(episode))])
 
-    with robot:
-        loop = DeployLoop(robot, policy, safety, config, on_episode=save, policy_name=name)
-        report = loop.run(done)
-        if hasattr(robot, "dropped_counts"):
-            report["dropped_messages"] = robot.dropped_counts()
-    episodes = [ep for path in sorted(records.glob("episode_*.npz")) for ep in load_episodes(path)]
-    dataset = write_deploy_dataset(folder, str(task.name), episodes, observation_space, action_space, env_spec)
-    report = {"task": str(task.name), "robot": str(cfg.robot.name), "policy": name, **report, "dataset": str(dataset)}
-    write_json_atomic(folder / "deploy.json", report)
-    print_json(f"{task.name} on robot={cfg.robot.name}, {name}:", report)
-    print(f"deploy report: {folder / 'deploy.json'}")
+        with robot:
+            loop = DeployLoop(robot, policy, safety, config, on_episode=save, policy_name=name)
+            report = loop.run(done)
+            if hasattr(robot, "dropped_counts"):
+                report["dropped_messages"] = robot.dropped_counts()
+        episodes = [ep for path in sorted(records.glob("episode_*.npz")) for ep in load_episodes(path)]
+        dataset = write_deploy_dataset(folder, str(task.name), episodes, observation_space, action_space, env_spec)
+        report = {"task": str(task.name), "robot": str(cfg.robot.name), "policy": name, **report, "dataset": str(dataset)}
+        write_json_atomic(folder / "deploy.json", report)
+        print_json(f"{task.name} on robot={cfg.robot.name}, {name}:", report)
+        print(f"deploy report: {folder / 'deploy.json'}")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from embodied.cli import require_task, run_dir
+from embodied.cli import require_task, run_folder
 from embodied.config import validate_config
 from embodied.io import write_json_atomic
 from embodied.paths import RunPaths
@@ -21,15 +21,15 @@ from embodied.tasks import make_policy
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
-    folder = run_dir()
-    validate_config(cfg)
-    seed_everything(int(cfg.seed))
-    policy, source = make_policy(cfg.task, cfg.policy, cfg.checkpoint, cfg.device, condition=cfg.condition)
-    source = source if cfg.checkpoint else f"policy {source}"
-    metrics = evaluate_stage(cfg, policy)
-    write_json_atomic(RunPaths(folder).metrics, {"task": cfg.task.name, "policy": source, "eval": metrics})
-    print_json(f"{cfg.task.name}, {source}:", metrics)
-    print(f"metrics: {RunPaths(folder).metrics}")
+    with run_folder("evaluate") as folder:
+        validate_config(cfg)
+        seed_everything(int(cfg.seed))
+        policy, source = make_policy(cfg.task, cfg.policy, cfg.checkpoint, cfg.device, condition=cfg.condition)
+        source = source if cfg.checkpoint else f"policy {source}"
+        metrics = evaluate_stage(cfg, policy)
+        write_json_atomic(RunPaths(folder).metrics, {"task": cfg.task.name, "policy": source, "eval": metrics})
+        print_json(f"{cfg.task.name}, {source}:", metrics)
+        print(f"metrics: {RunPaths(folder).metrics}")
 
 
 def main() -> None:

@@ -78,7 +78,8 @@ def fit(
         prepare: called once when starting fresh (fit statistics, schedules).
         on_start: called once with the logger when starting fresh (step-0 rows).
         evaluate: ``evaluate(final) -> metrics``; called every ``eval_every`` updates with
-            ``final=False`` and once at the end with ``final=True``; logged under ``eval/``. The
+            ``final=False`` (the progress bar says "evaluating"; it should show no bar of its own)
+            and once at the end with ``final=True``, after the bar closed; logged under ``eval/``. The
             final metrics are stored in the last checkpoint, so a finished run is not evaluated
             again.
         eval_every: updates between evaluations during training (0: only the final one).
@@ -134,6 +135,7 @@ def fit(
                 bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in values.items()}, refresh=False)
             if evaluate is not None and eval_every and step % eval_every == 0 and step < steps:
                 learner.eval()
+                bar.set_postfix_str("evaluating", refresh=True)
                 logger.log({f"eval/{k}": v for k, v in evaluate(False).items()}, step=step)
                 learner.train()
             if step % checkpoint_every == 0 and step < steps:

@@ -12,7 +12,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from embodied.cli import require_task, run_dir
+from embodied.cli import require_task, run_folder
 from embodied.config import validate_config
 from embodied.io import save_figure, write_json_atomic
 from embodied.paths import RunPaths
@@ -41,24 +41,24 @@ def plot_reward_vs_true(learned: np.ndarray, true: np.ndarray, path, title: str,
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
-    folder = run_dir()
-    validate_config(cfg)
-    seed_everything(int(cfg.seed))
-    device = resolve_device(cfg.device)
-    dataset = dataset_stage(cfg, keep_frames=needs_frames(cfg, labeling=True))
-    labels = label_stage(cfg, dataset.episodes, folder)
-    model, report = reward_stage(cfg, dataset.episodes, labels, folder, device)
-    learned, _ = normalize_rewards(relabel(BradleyTerryReward(model), dataset.episodes, device), "standardize")
-    learned = learned.cpu().numpy()
-    true = np.concatenate([ep.rewards for ep in dataset.episodes])
-    paths = RunPaths(folder)
-    plot = paths.plots / "reward_vs_true.png"
-    plot_reward_vs_true(learned, true, plot, f"{cfg.task.name}, labeler {cfg.labeler.name}: "
-                        f"Spearman {report['spearman_true_reward']:.2f}")
-    write_json_atomic(paths.metrics, {"task": cfg.task.name, "labeler": cfg.labeler.name,
-                                                "dataset_id": dataset.source, "reward": report})
-    print_json(f"{cfg.task.name}, labeler {cfg.labeler.name}:", report)
-    print(f"metrics: {paths.metrics}\nplot: {plot}")
+    with run_folder("label") as folder:
+        validate_config(cfg)
+        seed_everything(int(cfg.seed))
+        device = resolve_device(cfg.device)
+        dataset = dataset_stage(cfg, keep_frames=needs_frames(cfg, labeling=True))
+        labels = label_stage(cfg, dataset.episodes, folder)
+        model, report = reward_stage(cfg, dataset.episodes, labels, folder, device)
+        learned, _ = normalize_rewards(relabel(BradleyTerryReward(model), dataset.episodes, device), "standardize")
+        learned = learned.cpu().numpy()
+        true = np.concatenate([ep.rewards for ep in dataset.episodes])
+        paths = RunPaths(folder)
+        plot = paths.plots / "reward_vs_true.png"
+        plot_reward_vs_true(learned, true, plot, f"{cfg.task.name}, labeler {cfg.labeler.name}: "
+                            f"Spearman {report['spearman_true_reward']:.2f}")
+        write_json_atomic(paths.metrics, {"task": cfg.task.name, "labeler": cfg.labeler.name,
+                                                    "dataset_id": dataset.source, "reward": report})
+        print_json(f"{cfg.task.name}, labeler {cfg.labeler.name}:", report)
+        print(f"metrics: {paths.metrics}\nplot: {plot}")
 
 
 def main() -> None:

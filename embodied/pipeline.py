@@ -23,7 +23,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from embodied.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from embodied.config import EvalConfig, LabelerConfig, TrainerConfig, normalize_resume, validate_config
+from embodied.config import EvalConfig, LabelerConfig, TrainerConfig, normalize_resume, run_label, validate_config
 from embodied.data import Episode, rollout
 from embodied.datasets import (
     DatasetConfig,
@@ -231,20 +231,24 @@ def reward_stage(cfg: DictConfig, episodes: list[Episode], labels: PreferenceLab
     return model.eval(), report
 
 
-def evaluate_stage(cfg: DictConfig, policy: Any, episodes: int | None = None) -> dict[str, float]:
+def evaluate_stage(cfg: DictConfig, policy: Any, episodes: int | None = None, progress: bool | None = None
+                   ) -> dict[str, float]:
     """Evaluate a policy on the task with ``eval.*`` settings (``episodes`` overrides
     ``eval.episodes``); returns ``summarize`` metrics, or with ``eval.protocol=metaworld`` those
-    of :func:`embodied.evaluation.evaluate_metaworld`."""
+    of :func:`embodied.evaluation.evaluate_metaworld`. ``progress`` (default
+    ``trainer.progress``) shows a progress bar; evaluations during training show none of their
+    own (one bar per stage: the training bar says it is evaluating)."""
     evaluation: EvalConfig = OmegaConf.to_object(cfg.eval)
+    progress = bool(cfg.trainer.progress) if progress is None else progress
     if evaluation.protocol == "metaworld":
         return evaluate_metaworld(cfg.task, policy, episodes or evaluation.episodes, evaluation.seed,
-                                  progress=bool(cfg.trainer.progress))
+                                  progress=progress)
     env = make_env(cfg.task)
     try:
         return evaluate_policy(
             env, policy, episodes or evaluation.episodes, evaluation.seed,
             info_keys=list(cfg.task.info_keys), metric_keys=list(cfg.task.metrics),
-            progress=bool(cfg.trainer.progress),
+            progress=progress,
         )
     finally:
         env.close()
@@ -449,6 +453,33 @@ def check_run_identity(cfg: DictConfig, paths: RunPaths) -> None:
         )
 
 
+def find_unfinished_run(cfg: DictConfig, exclude: Path | None = None) -> Path | None:
+    """The run folder that ``resume=auto`` continues: the newest run of the same task and algo
+    under ``output_root`` that is unfinished (no ``metrics.json``: killed, or stopped by an
+    error), not locked by a running job, and has this config's identity (:func:`run_identity`);
+    None when there is none."""
+    identity = json.loads(json.dumps(run_identity(cfg), default=str))
+    label = run_label("train", str(cfg.task.name), str(cfg.algo.name))
+    found = []
+    for folder in Path(str(cfg.output_root)).glob(f"*/*_{label}"):
+        paths = RunPaths(folder)
+        if (exclude is not None and folder.resolve() == exclude.resolve()) or paths.metrics.exists():
+            continue
+        try:
+            if json.loads(paths.identity.read_text()) != identity:
+                continue
+        except (OSError, ValueError):
+            continue
+        lock = FileLock(str(paths.lock), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            continue  # a job is writing it now
+        lock.release()
+        found.append(folder)
+    return max(found, key=lambda p: (p.parent.name, p.name)) if found else None
+
+
 def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     validate_config(cfg)
     check_run_identity(cfg, paths)
@@ -495,7 +526,8 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     timings["labels, reward model and relabeling"] = time.time() - started - sum(timings.values())
 
     def evaluate(final: bool) -> dict[str, float]:
-        return evaluate_stage(cfg, LearnerPolicy(learner, device), None if final else cfg.eval.episodes_during_training)
+        return evaluate_stage(cfg, LearnerPolicy(learner, device), None if final else cfg.eval.episodes_during_training,
+                              progress=bool(cfg.trainer.progress) and final)
 
     def on_start(logger: Logger) -> None:
         logger.log(dataset_summary(episodes), step=0)

@@ -57,9 +57,14 @@ def small_train_overrides(run_root: Path) -> list[str]:
     ]
 
 
-def run_module(module: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m module args`` as a user would, capturing output."""
-    env = dict(os.environ, HYDRA_FULL_ERROR="1", PYTHONUNBUFFERED="1")
+def run_module(module: str, *args: str, cwd: Path, timeout: float = 300, full_error: bool = True
+               ) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` as a user would, capturing output (with ``HYDRA_FULL_ERROR=1``
+    unless ``full_error`` is False: then errors print as a user sees them)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("HYDRA_FULL_ERROR", None)
+    if full_error:
+        env["HYDRA_FULL_ERROR"] = "1"
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -403,3 +404,67 @@ def test_a_rerun_with_other_settings_is_refused_naming_them(compose_config, tmp_
     again = train(compose_config(overrides + ["trainer.steps=20", "trainer.progress=true", "trainer.log_every=5"]),
                   tmp_path / "run")
     assert again["step"] == 20
+
+
+def test_rerunning_the_same_command_continues_the_unfinished_run(tmp_path):
+    from filelock import FileLock
+
+    outputs = tmp_path / "outputs"
+    args = small_train_overrides(outputs)
+    first = run_module("embodied.train", *args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (run,) = outputs.glob("*/*_pointmass_bc")
+    (run / "metrics.json").unlink()  # as if killed after its last checkpoint, before the report
+
+    other_seed = run_module("embodied.train", *args, "seed=1", cwd=tmp_path)  # another identity: a new run
+    assert other_seed.returncode == 0 and "continuing" not in other_seed.stdout
+    assert len(list(outputs.glob("*/*_pointmass_bc"))) == 2
+    for folder in outputs.glob("*/*_pointmass_bc"):
+        if folder != run:
+            shutil.rmtree(folder)
+
+    with FileLock(str(run / ".lock"), timeout=0):  # a job is writing it: not taken over
+        busy = run_module("embodied.train", *args, cwd=tmp_path)
+    assert busy.returncode == 0 and "continuing" not in busy.stdout
+    for folder in outputs.glob("*/*_pointmass_bc"):
+        if folder != run:
+            shutil.rmtree(folder)
+
+    again = run_module("embodied.train", *args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"continuing the unfinished run {run}" in again.stdout
+    assert list(outputs.glob("*/*_pointmass_bc")) == [run] and (run / "metrics.json").is_file()
+    log = (run / "train.log").read_text()
+    assert log.count("# ") >= 2 and "continuing the unfinished run" in log, "the log holds both jobs"
+
+    fresh = run_module("embodied.train", *args, "resume=false", cwd=tmp_path)  # finished: a new run anyway
+    assert fresh.returncode == 0 and len(list(outputs.glob("*/*_pointmass_bc"))) == 2
+
+
+def test_a_failed_command_prints_one_clear_line_and_leaves_no_run_folder(tmp_path):
+    outputs = tmp_path / "outputs"
+    for job, extra, message in [
+        ("embodied.train", ["trainer.steps=-1"], "error: trainer.steps=-1; expected >= 1"),
+        ("embodied.train", ["dataset.id=nope/missing-v0"], "error: unknown dataset 'nope/missing-v0'"),
+        ("embodied.evaluate", [f"checkpoint={tmp_path / 'none'}"], "error: no complete checkpoint at"),
+    ]:
+        result = run_module(job, *small_train_overrides(outputs), *extra, cwd=tmp_path, full_error=False)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+        assert not [p for p in outputs.rglob("*") if p.is_dir()], f"{job} {extra} left {list(outputs.rglob('*'))}"
+
+
+def test_the_job_log_holds_what_the_console_showed_with_one_bar_per_stage(tmp_path):
+    outputs = tmp_path / "outputs"
+    args = [a for a in small_train_overrides(outputs) if a != "trainer.progress=false"]
+    result = run_module("embodied.train", *args, "trainer.eval_every=10", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run,) = outputs.glob("*/*_pointmass_bc")
+    log = (run / "train.log").read_text()
+    assert "\r" not in log and "\x1b" not in log
+    assert f"report: {run}" in log and '"success_rate"' in log
+    lines = log.splitlines()
+    assert sum(line.startswith("train: 100%") for line in lines) == 1
+    # three evaluations during training, none with a bar of its own; the final one has one
+    assert sum(line.startswith("evaluate") for line in lines) == 1, log
+    assert result.stderr.count("evaluate:") >= 1 and "evaluating" in result.stderr

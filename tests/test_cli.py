@@ -1,0 +1,38 @@
+"""The entry points' shared parts: the console log of a run folder."""
+
+from __future__ import annotations
+
+import sys
+
+from embodied.cli import ConsoleLog
+
+
+def test_console_log_keeps_the_final_text_of_redrawn_lines(tmp_path):
+    path = tmp_path / "job.log"
+    with ConsoleLog(path, snapshot_s=3600):
+        print("stage one")
+        sys.stderr.write("\rbar  10%")
+        sys.stderr.write("\rbar  50%\r")
+        sys.stderr.write("\x1b[A\rbar 100%   \n")  # a nested bar's cursor move, then the last state
+        print("no newline at the end", end="")
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("# ") and "pid" in lines[0]
+    assert lines[1:] == ["stage one", "bar 100%", "no newline at the end"]
+
+
+def test_console_log_writes_a_snapshot_of_a_long_redraw_and_the_error(tmp_path):
+    path = tmp_path / "job.log"
+    try:
+        with ConsoleLog(path, snapshot_s=0.0) as log:
+            sys.stderr.write("\rtrain 1/3")
+            sys.stderr.write("\rtrain 2/3")  # a killed job's log still shows how far it got
+            try:
+                raise ValueError("bad value")
+            except ValueError as error:
+                log.write_exception(error)
+                raise
+    except ValueError:
+        pass
+    text = path.read_text()
+    assert "train 1/3\ntrain 2/3\nTraceback" in text and "ValueError: bad value" in text
+    assert sys.stdout.__class__.__name__ != "_Tee" and sys.stderr.__class__.__name__ != "_Tee"
