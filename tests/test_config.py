@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from hydra.errors import ConfigCompositionException
 
 from embodied.cli import require_task, task_given
 from embodied.config import DatasetConfig, TrainerConfig, available_tasks, normalize_resume
