@@ -408,7 +408,8 @@ IDENTITY_SECTIONS = ("task", "dataset", "algo", "labeler", "reward_model", "clip
 IDENTITY_IGNORED = ("labeler.teacher.progress", "labeler.teacher.concurrency", "labeler.teacher.requests_per_minute",
                     "labeler.teacher.timeout_s", "labeler.teacher.max_retries", "labeler.teacher.backoff_s",
                     "labeler.teacher.backoff_max_s", "labeler.teacher.cache_path", "labeler.teacher.api_key_env",
-                    "labeler.teacher.reward.batch_size", "labeler.teacher.reward.device", "clip.batch_size", "clip.device",
+                    "labeler.teacher.reward.batch_size", "labeler.teacher.reward.device", "labeler.teacher.reward.progress",
+                    "clip.batch_size", "clip.device", "clip.progress",
                     "dataset.root", "algo.learner.compile")
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 from reward_models.labeling import Answer, Labeler
 from reward_models.preferences import FIRST, SECOND, TIE
@@ -190,6 +191,8 @@ class CLIPReward:
         autocast: bfloat16/float16 autocast on CUDA (ignored on CPU).
         cache_dir: Hugging Face cache folder to look in (default: the hub's default).
         allow_download: let open_clip download the tag's weights (off: never touch the network).
+        progress: show a progress bar (frames, rate, ETA) while :meth:`episode_rewards` scores
+            a dataset.
 
     The model loads on first use, so building the object is cheap.
 
@@ -201,7 +204,7 @@ class CLIPReward:
                  checkpoint: str | None = None, goal_prompts: Sequence[str] = ("a photo of a person wearing a sleeve",),
                  baseline_prompts: Sequence[str] = ("a photo of a person",), alpha: float = 0.5,
                  batch_size: int = 64, device: str = "auto", preprocess: str = "letterbox", autocast: bool = True,
-                 cache_dir: str | None = None, allow_download: bool = False):
+                 cache_dir: str | None = None, allow_download: bool = False, progress: bool = False):
         if not goal_prompts:
             raise ValueError("goal_prompts is empty; give at least one text describing the goal")
         if not 0.0 <= alpha <= 1.0:
@@ -213,7 +216,7 @@ class CLIPReward:
         self.model_name, self.pretrained, self.checkpoint = model_name, pretrained, checkpoint
         self.goal_prompts, self.baseline_prompts = list(goal_prompts), list(baseline_prompts or goal_prompts)
         self.alpha, self.batch_size, self.preprocess, self.autocast = float(alpha), int(batch_size), preprocess, autocast
-        self.cache_dir, self.allow_download = cache_dir, allow_download
+        self.cache_dir, self.allow_download, self.progress = cache_dir, allow_download, bool(progress)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -279,11 +282,15 @@ class CLIPReward:
         Raises:
             ValueError: an episode has no frames.
         """
-        out = []
         for i, ep in enumerate(episodes):
             if ep.frames is None:
                 raise ValueError(f"episode {i} has no frames; CLIP rewards need a dataset collected with dataset.frames=true")
-            out.append(self(ep.frames[1:]))
+        out = []
+        with tqdm(total=sum(len(ep.frames) - 1 for ep in episodes), desc="CLIP rewards", unit="frame",
+                  disable=not self.progress, mininterval=1.0) as bar:
+            for ep in episodes:
+                out.append(self(ep.frames[1:]))
+                bar.update(len(ep.frames) - 1)
         return out
 
     def provenance(self) -> dict:

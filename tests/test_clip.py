@@ -127,6 +127,22 @@ def test_clip_preference_labeler_prefers_the_segment_with_higher_scores(tiny_che
         labeler.label_segments(no_frames, pairs, 4)
 
 
+def test_scoring_a_dataset_shows_a_progress_bar_of_frames(tiny_checkpoint, capsys):
+    path, _ = tiny_checkpoint
+    rng = np.random.default_rng(2)
+    episodes = [Episode(observations=np.zeros((9, 2), np.float32), actions=np.zeros((8, 1), np.float32),
+                        rewards=np.zeros(8, np.float32), terminations=np.zeros(8, bool), truncations=np.zeros(8, bool),
+                        infos={}, frames=rng.integers(0, 256, size=(9, 16, 16, 3), dtype=np.uint8)) for _ in range(3)]
+    quiet = CLIPReward(TINY, pretrained=None, checkpoint=str(path), device="cpu")
+    rewards = quiet.episode_rewards(episodes)
+    assert "CLIP rewards" not in capsys.readouterr().err
+    shown = CLIPReward(TINY, pretrained=None, checkpoint=str(path), device="cpu", progress=True)
+    again = shown.episode_rewards(episodes)
+    err = capsys.readouterr().err
+    assert "CLIP rewards: 100%" in err and "24/24" in err
+    assert all(np.array_equal(a, b) for a, b in zip(rewards, again))
+
+
 def test_local_dir_and_hub_model_names(tmp_path):
     with pytest.raises(FileNotFoundError, match="no open_clip_config.json"):
         CLIPReward(f"local-dir:{tmp_path}", pretrained=None)(np.zeros((1, 8, 8, 3), np.uint8))
