@@ -142,6 +142,9 @@ class EvalConfig:
     """Final-evaluation episodes recorded as mp4 in ``videos/`` (the first ones). Default 2."""
     video_size: int = 256
     """Video frame side in pixels. Default 256."""
+    baselines: list[str] = field(default_factory=lambda: ["expert"])
+    """The main job: behaviour policies of the task (``expert``, ``noisy``, ...) evaluated with the
+    same episodes and seeds as the learner, as columns of ``report.md`` (``[]``: none)."""
     protocol: str = "episodes"
     """``episodes``: ours, episode i reset with ``seed + i`` and run to its end; ``metaworld``:
     Meta-World's official protocol (``metaworld.evaluation``: a new goal variant per episode, the

@@ -21,8 +21,25 @@ from embodied.runtime import resolve_device, seed_everything
 from reward_models.functions import BradleyTerryReward, normalize_rewards, relabel
 
 
-def plot_reward_vs_true(learned: np.ndarray, true: np.ndarray, path, title: str, max_points: int = 5000) -> None:
-    """Scatter of learned (standardised) against true reward per transition, saved as PNG."""
+def robust_limits(values: np.ndarray, share: float = 0.005, margin: float = 0.05) -> tuple[float, float]:
+    """Axis limits that hold all but the ``share`` most extreme values on each side (quantiles),
+    widened by ``margin`` of the range: one outlier does not squash a scatter plot."""
+    lo, hi = (float(v) for v in np.quantile(values, [share, 1.0 - share]))
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    pad = margin * (hi - lo)
+    return lo - pad, hi + pad
+
+
+def plot_reward_vs_true(learned: np.ndarray, true: np.ndarray, path, title: str, max_points: int = 5000) -> dict:
+    """Scatter of learned (standardised) against true reward per transition, saved as PNG.
+
+    The axes hold the central 99 % of each reward (:func:`robust_limits`); points outside are
+    drawn on the border as triangles and counted in the plot's corner.
+
+    Returns:
+        ``xlim``, ``ylim`` and ``outside`` (points drawn on the border).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,13 +47,23 @@ def plot_reward_vs_true(learned: np.ndarray, true: np.ndarray, path, title: str,
 
     rng = np.random.default_rng(0)
     pick = rng.choice(len(true), size=min(max_points, len(true)), replace=False)
+    x, y = true[pick], learned[pick]
+    xlim, ylim = robust_limits(true), robust_limits(learned)
+    inside = (x >= xlim[0]) & (x <= xlim[1]) & (y >= ylim[0]) & (y <= ylim[1])
     figure, axis = plt.subplots(figsize=(4.5, 4), dpi=100)
-    axis.scatter(true[pick], learned[pick], s=3, alpha=0.4)
+    axis.scatter(x[inside], y[inside], s=3, alpha=0.4)
+    if (~inside).any():
+        axis.scatter(np.clip(x[~inside], *xlim), np.clip(y[~inside], *ylim), s=12, marker="^", color="tab:red",
+                     label=f"{int((~inside).sum())} outside, on the border")
+        axis.legend(loc="lower right", fontsize=7)
+    axis.set_xlim(*xlim)
+    axis.set_ylim(*ylim)
     axis.set_xlabel("true reward")
     axis.set_ylabel("learned reward (standardised)")
     axis.set_title(title, fontsize=9)
     figure.tight_layout()
     save_figure(figure, path)
+    return {"xlim": xlim, "ylim": ylim, "outside": int((~inside).sum())}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")

@@ -481,8 +481,38 @@ def find_unfinished_run(cfg: DictConfig, exclude: Path | None = None) -> Path | 
     return max(found, key=lambda p: (p.parent.name, p.name)) if found else None
 
 
+def baseline_runs(cfg: DictConfig, dataset_id: str, exclude: Path | None = None, algos: tuple[str, ...] = ("bc",),
+                  limit: int = 3) -> dict[str, dict[str, float]]:
+    """Evaluations of finished runs under ``output_root`` that a report can set beside this one:
+    ``algos`` runs of the same task on the same dataset, evaluated with the same episodes and
+    seeds; the ``limit`` newest per algo, keyed ``"<algo> (seed S, <run folder>)"``."""
+    found: dict[str, dict[str, float]] = {}
+    for algo in algos:
+        if algo == cfg.algo.name:
+            continue
+        runs = []
+        for folder in Path(str(cfg.output_root)).glob(f"*/*_{run_label('train', str(cfg.task.name), algo)}"):
+            if exclude is not None and folder.resolve() == exclude.resolve():
+                continue
+            try:
+                done = json.loads(RunPaths(folder).metrics.read_text())
+            except (OSError, ValueError):
+                continue
+            same = (done.get("dataset_id") == dataset_id and done.get("eval_seed") == int(cfg.eval.seed)
+                    and done.get("eval", {}).get("episodes") == float(cfg.eval.episodes))
+            if same:
+                runs.append((folder.parent.name, folder.name, done))
+        for date, name, done in sorted(runs, key=lambda r: r[:2], reverse=True)[:limit]:
+            found[f"{algo} (seed {done.get('seed')}, {date}/{name})"] = done["eval"]
+    return found
+
+
 def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     validate_config(cfg)
+    unknown = [name for name in cfg.eval.baselines if name not in cfg.task.policies]
+    if unknown:
+        raise ValueError(f"eval.baselines={list(cfg.eval.baselines)}: task {cfg.task.name!r} has no behaviour policy "
+                         f"{unknown}; it has {list(cfg.task.policies)} (eval.baselines=[] for none)")
     check_run_identity(cfg, paths)
     if cfg.algo.learner is None:
         raise ValueError(f"algo={cfg.algo.name} has no learner to train; it is evaluated as it is by "
@@ -546,6 +576,11 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     )
     metrics = result.final_metrics
     timings["training and evaluation"] = time.time() - started - sum(timings.values())
+    baselines = {f"{name} (behaviour policy)": evaluate_stage(cfg, policy)
+                 for name, policy in make_policies(cfg.task, task_spaces(cfg.task)[1], list(cfg.eval.baselines)).items()}
+    baselines.update(baseline_runs(cfg, dataset.source, exclude=paths.root))
+    if cfg.eval.baselines:
+        timings["baseline evaluations"] = time.time() - started - sum(timings.values())
     videos = record_videos(cfg, LearnerPolicy(learner, device), paths.videos)
     curves = plot_learning_curves(paths.metrics_jsonl, paths.plots / "learning_curves.png",
                                   f"{cfg.task.name} / {cfg.algo.name} (reward {cfg.algo.reward}, seed {cfg.seed})")
@@ -559,6 +594,8 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
         "wall_time_s": round(time.time() - started, 1),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "eval": metrics,
+        "eval_seed": int(cfg.eval.seed),
+        "baselines": baselines,
         "units": {k: unit_of(k, cfg.task) for k in metrics},
         "dataset": dataset_summary(episodes),
         "reward": {"source": cfg.algo.reward, **({"labeler": cfg.labeler.name} if cfg.algo.reward == "learned" else {}),
@@ -584,6 +621,21 @@ def unit_of(metric: str, task: Any) -> str:
     return {"success_rate": "share of episodes", "episodes": "episodes", "length": "steps"}.get(base, "")
 
 
+def _evaluation_table(report: dict[str, Any]) -> list[str]:
+    """The learner's evaluation and, as further columns, its baselines' (same episodes and seeds)."""
+    baselines = report.get("baselines", {})
+    header = ["metric", f"this run ({report['algo']})", *baselines, "unit"]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, value in report["eval"].items():
+        others = [f"{b[key]:.4g}" if isinstance(b.get(key), (int, float)) else "–" for b in baselines.values()]
+        rows.append("| " + " | ".join([key, f"{value:.4g}", *others, report.get("units", {}).get(key, "")]) + " |")
+    if baselines:
+        rows += ["", f"Same {int(report['eval'].get('episodes', 0))} evaluation episodes (seeds from "
+                 f"{report.get('eval_seed', '?')}) for every column; behaviour policies are the task's scripted ones "
+                 "(`eval.baselines`), runs are finished runs of the same dataset under `output_root`."]
+    return rows
+
+
 def render_report(report: dict[str, Any]) -> str:
     """``report.md``: what ran, the evaluation table and where the checkpoint is."""
     lines = [
@@ -593,9 +645,7 @@ def render_report(report: dict[str, Any]) -> str:
         "",
         "## Evaluation",
         "",
-        "| metric | value | unit |",
-        "|---|---|---|",
-        *[f"| {k} | {v:.4g} | {report.get('units', {}).get(k, '')} |" for k, v in report["eval"].items()],
+        *_evaluation_table(report),
         "",
         "## Time",
         "",

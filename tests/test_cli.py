@@ -36,3 +36,18 @@ def test_console_log_writes_a_snapshot_of_a_long_redraw_and_the_error(tmp_path):
     text = path.read_text()
     assert "train 1/3\ntrain 2/3\nTraceback" in text and "ValueError: bad value" in text
     assert sys.stdout.__class__.__name__ != "_Tee" and sys.stderr.__class__.__name__ != "_Tee"
+
+
+def test_the_reward_scatter_plot_is_not_squashed_by_one_outlier(tmp_path):
+    import numpy as np
+
+    from embodied.label import plot_reward_vs_true
+
+    rng = np.random.default_rng(0)
+    true = rng.normal(0.0, 1.0, 2000)
+    learned = true + rng.normal(0.0, 0.1, 2000)
+    learned[7] = 1000.0  # one wild prediction
+    shown = plot_reward_vs_true(learned, true, tmp_path / "scatter.png", "test")
+    assert (tmp_path / "scatter.png").stat().st_size > 5000
+    assert shown["ylim"][1] < 6.0 and shown["ylim"][0] > -6.0, "the axis holds the bulk, not the outlier"
+    assert 1 <= shown["outside"] <= 40

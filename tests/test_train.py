@@ -383,7 +383,7 @@ def test_report_gives_units_and_stage_times(compose_config, tmp_path):
     report = train(compose_config(small_train_overrides(tmp_path) + ["trainer.steps=10"]), tmp_path / "run")
     assert report["units"]["distance_final"] == "m" and report["units"]["success_rate"] == "share of episodes"
     assert set(report["timings_s"]) == {"dataset", "labels, reward model and relabeling", "training and evaluation",
-                                        "videos and plots"}
+                                        "baseline evaluations", "videos and plots"}
     assert sum(report["timings_s"].values()) == pytest.approx(report["wall_time_s"], abs=0.5)
     text = (tmp_path / "run" / "report.md").read_text()
     assert "| distance_final |" in text and "| m |" in text and "## Time" in text
@@ -468,3 +468,27 @@ def test_the_job_log_holds_what_the_console_showed_with_one_bar_per_stage(tmp_pa
     # three evaluations during training, none with a bar of its own; the final one has one
     assert sum(line.startswith("evaluate") for line in lines) == 1, log
     assert result.stderr.count("evaluate:") >= 1 and "evaluating" in result.stderr
+
+
+def test_report_sets_the_expert_and_bc_runs_of_the_same_dataset_beside_the_learner(compose_config, tmp_path):
+    from embodied.evaluation import evaluate_policy
+    from embodied.tasks import make_env, make_policy
+
+    outputs = tmp_path / "outputs"
+    base = small_train_overrides(outputs) + ["trainer.steps=10", "eval.episodes=3"]
+    bc = train(compose_config(base), outputs / "2026-01-01" / "00-00-00_pointmass_bc")
+    train(compose_config(base + ["eval.episodes=2"]), outputs / "2026-01-01" / "00-00-01_pointmass_bc")  # other episodes
+    cfg = compose_config(base + ["algo=iql", "algo.reward=gt"])
+    report = train(cfg, outputs / "2026-01-01" / "00-00-02_pointmass_iql")
+    expert = report["baselines"]["expert (behaviour policy)"]
+    env = make_env(cfg.task)
+    by_hand = evaluate_policy(env, make_policy(cfg.task, "expert")[0], 3, 1_000_000, list(cfg.task.info_keys),
+                              list(cfg.task.metrics), progress=False)
+    assert expert == by_hand and expert["success_rate"] == 1.0, "the expert on the learner's own seeds"
+    assert list(report["baselines"])[1:] == ["bc (seed 0, 2026-01-01/00-00-00_pointmass_bc)"]
+    assert report["baselines"]["bc (seed 0, 2026-01-01/00-00-00_pointmass_bc)"] == bc["eval"]
+    text = (outputs / "2026-01-01" / "00-00-02_pointmass_iql" / "report.md").read_text()
+    assert "| metric | this run (iql) | expert (behaviour policy) | bc (seed 0, 2026-01-01/00-00-00_pointmass_bc) | unit |" in text
+    assert f"| success_rate | {report['eval']['success_rate']:.4g} | 1 | {bc['eval']['success_rate']:.4g} |" in text
+    with pytest.raises(ValueError, match=r"eval.baselines=\['oracle'\]: task 'pointmass' has no behaviour policy"):
+        train(compose_config(base + ["eval.baselines=[oracle]"]), tmp_path / "bad")
