@@ -167,9 +167,14 @@ def collect_dataset(
     if is_complete(final):
         stored = json.loads(json.loads((final / "data" / "metadata.json").read_text()).get(PROVENANCE_KEY, "{}"))
         if stored.get("recipe") not in (None, recipe.recipe_dict()):
+            wanted = recipe.recipe_dict()
+            changed = [f"dataset.{key}={stored['recipe'].get(key)!r}, not {wanted.get(key)!r}"
+                       for key in sorted(set(wanted) | set(stored["recipe"])) if key != "name"
+                       and stored["recipe"].get(key) != wanted.get(key)]
             raise DatasetError(
-                f"dataset {dataset_id} exists with recipe {stored['recipe']}, not the requested "
-                f"{recipe.recipe_dict()}; choose another recipe name (dataset.recipe=...) or delete {final}"
+                f"dataset {dataset_id} was collected with {'; '.join(changed) or stored['recipe']}. Name the new "
+                f"one (dataset.recipe={recipe.recipe}-2 makes {dataset_id.rsplit('/', 1)[0]}/{recipe.recipe}-2-v0), use the "
+                f"existing one with its settings, or delete {final}"
             )
         return final
     if final.exists():

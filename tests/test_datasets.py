@@ -77,7 +77,7 @@ def test_existing_dataset_is_reused_and_a_changed_recipe_is_refused(datasets_roo
     stamp = (path / "data" / "main_data.hdf5").stat().st_mtime_ns
     assert _pointmass(datasets_root) == path
     assert (path / "data" / "main_data.hdf5").stat().st_mtime_ns == stamp
-    with pytest.raises(DatasetError, match="exists with recipe"):
+    with pytest.raises(DatasetError, match=r"collected with dataset.episodes=4, not 5\. Name the new one \(dataset.recipe=mixed-2"):
         _pointmass(datasets_root, episodes=5)
 
 
