@@ -48,17 +48,20 @@ def evaluate_policy(
     info_keys: Sequence[str] = ("success",),
     metric_keys: Sequence[str] = (),
     progress: bool = True,
+    desc: str = "evaluate",
 ) -> dict[str, float]:
-    """Run ``episodes`` episodes (episode i reset with ``seed + i``) and :func:`summarize` them."""
+    """Run ``episodes`` episodes (episode i reset with ``seed + i``) and :func:`summarize` them;
+    ``desc`` names the progress bar."""
     keys = list(dict.fromkeys([*info_keys, *metric_keys]))
     rollouts = [
         rollout(env, policy, seed + i, keys)
-        for i in tqdm(range(episodes), desc="evaluate", unit="episode", disable=not progress, mininterval=1.0)
+        for i in tqdm(range(episodes), desc=desc, unit="episode", disable=not progress, mininterval=1.0)
     ]
     return summarize(rollouts, metric_keys)
 
 
-def evaluate_metaworld(task: Any, policy: Policy, episodes: int, seed: int, progress: bool = True) -> dict[str, float]:
+def evaluate_metaworld(task: Any, policy: Policy, episodes: int, seed: int, progress: bool = True,
+                       desc: str = "evaluate") -> dict[str, float]:
     """Evaluate on a Meta-World task with Meta-World's official protocol
     (:func:`envs.metaworld_adapter.official_evaluation`: 50 episodes a task in MT suites, a new
     goal variant per episode, the episode ends on success).
@@ -81,7 +84,7 @@ def evaluate_metaworld(task: Any, policy: Policy, episodes: int, seed: int, prog
         raise ValueError(f"eval.protocol=metaworld needs a Meta-World task (+task=metaworld); task "
                          f"{task.name!r} builds {env_id or task.env.get('_target_')!r}")
     policy.reset(seed)
-    with tqdm(total=episodes, desc="evaluate (Meta-World protocol)", unit="episode", disable=not progress,
+    with tqdm(total=episodes, desc=f"{desc} (Meta-World protocol)", unit="episode", disable=not progress,
               mininterval=1.0) as bar:
         return official_evaluation(policy.act, str(task.env.task), episodes, seed,
                                    on_episode_end=lambda n: bar.update(min(n, episodes - bar.n)))

@@ -231,24 +231,24 @@ def reward_stage(cfg: DictConfig, episodes: list[Episode], labels: PreferenceLab
     return model.eval(), report
 
 
-def evaluate_stage(cfg: DictConfig, policy: Any, episodes: int | None = None, progress: bool | None = None
-                   ) -> dict[str, float]:
+def evaluate_stage(cfg: DictConfig, policy: Any, episodes: int | None = None, progress: bool | None = None,
+                   desc: str = "evaluate") -> dict[str, float]:
     """Evaluate a policy on the task with ``eval.*`` settings (``episodes`` overrides
     ``eval.episodes``); returns ``summarize`` metrics, or with ``eval.protocol=metaworld`` those
     of :func:`embodied.evaluation.evaluate_metaworld`. ``progress`` (default
     ``trainer.progress``) shows a progress bar; evaluations during training show none of their
-    own (one bar per stage: the training bar says it is evaluating)."""
+    own (one bar per stage: the training bar says it is evaluating); ``desc`` names the bar."""
     evaluation: EvalConfig = OmegaConf.to_object(cfg.eval)
     progress = bool(cfg.trainer.progress) if progress is None else progress
     if evaluation.protocol == "metaworld":
         return evaluate_metaworld(cfg.task, policy, episodes or evaluation.episodes, evaluation.seed,
-                                  progress=progress)
+                                  progress=progress, desc=desc)
     env = make_env(cfg.task)
     try:
         return evaluate_policy(
             env, policy, episodes or evaluation.episodes, evaluation.seed,
             info_keys=list(cfg.task.info_keys), metric_keys=list(cfg.task.metrics),
-            progress=progress,
+            progress=progress, desc=desc,
         )
     finally:
         env.close()
@@ -576,7 +576,7 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     )
     metrics = result.final_metrics
     timings["training and evaluation"] = time.time() - started - sum(timings.values())
-    baselines = {f"{name} (behaviour policy)": evaluate_stage(cfg, policy)
+    baselines = {f"{name} (behaviour policy)": evaluate_stage(cfg, policy, desc=f"evaluate {name}")
                  for name, policy in make_policies(cfg.task, task_spaces(cfg.task)[1], list(cfg.eval.baselines)).items()}
     baselines.update(baseline_runs(cfg, dataset.source, exclude=paths.root))
     if cfg.eval.baselines:

@@ -466,7 +466,8 @@ def test_the_job_log_holds_what_the_console_showed_with_one_bar_per_stage(tmp_pa
     lines = log.splitlines()
     assert sum(line.startswith("train: 100%") for line in lines) == 1
     # three evaluations during training, none with a bar of its own; the final one has one
-    assert sum(line.startswith("evaluate") for line in lines) == 1, log
+    assert sum(line.startswith("evaluate: 100%") for line in lines) == 1, log
+    assert sum(line.startswith("evaluate expert: 100%") for line in lines) == 1, log  # the baseline
     assert result.stderr.count("evaluate:") >= 1 and "evaluating" in result.stderr
 
 
