@@ -225,7 +225,7 @@ def run_folder(job: str, redirect: Callable[[Path], Path | None] | None = None) 
                 log.write_exception(error)
                 if _clear_error(error) and os.environ.get("HYDRA_FULL_ERROR") != "1":
                     # The message names what was wrong and the fix; a traceback would bury it.
-                    print(f"error: {error}", file=sys.stderr)
+                    print(f"error: {_error_message(error)}", file=sys.stderr)
                     raise SystemExit(2) from error
                 if isinstance(error, KeyboardInterrupt):
                     print(f"interrupted; rerun the same command to continue {folder}", file=sys.stderr)
@@ -249,6 +249,16 @@ def _clear_error(error: BaseException) -> bool:
         return True
     return any(isinstance(error, cls) for cls in (getattr(sys.modules.get(module), name, None)
                                                   for module, name in _CLEAR_ERRORS) if isinstance(cls, type))
+
+
+def _error_message(error: BaseException) -> str:
+    """The message to print: a config section that failed to build (Hydra's
+    ``InstantiationException``) as ``<key>: <the section's own message>``."""
+    cause = error.__cause__
+    if type(error).__name__ == "InstantiationException" and cause is not None and _clear_error(cause):
+        key = re.search(r"full_key: (\S+)", str(error))
+        return f"{key.group(1) + ': ' if key else ''}{cause}"
+    return str(error)
 
 
 def _remove_run_folder(folder: Path) -> None:

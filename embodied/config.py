@@ -9,6 +9,7 @@ runs ``__post_init__``.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from embodied.datasets import DatasetConfig
 from embodied.paths import RunPaths
@@ -153,6 +154,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.protocol not in EVAL_PROTOCOLS:
             raise ValueError(f"eval.protocol={self.protocol!r}; expected one of {EVAL_PROTOCOLS}")
+        if not 0 <= self.seed < 2**31:
+            raise ValueError(f"eval.seed={self.seed}; expected an integer in [0, 2**31) (episode i resets with seed + i)")
         if self.episodes < 1 or self.episodes_during_training < 1:
             raise ValueError(f"eval.episodes={self.episodes} and eval.episodes_during_training="
                              f"{self.episodes_during_training}; expected >= 1")
@@ -238,21 +241,51 @@ def _unknown_keys(node: Any, path: str) -> list[str]:
     import difflib
 
     schema = OmegaConf.get_type(node)
-    if not dataclasses.is_dataclass(schema):
+    if dataclasses.is_dataclass(schema):
+        fields = {f.name for f in dataclasses.fields(schema)}
+    elif isinstance(node, DictConfig) and not node._is_none() and not node._is_missing() and "_target_" in node:
+        fields = _target_parameters(node)
+        if fields is None:
+            return []
+        fields |= {str(k) for k in node.keys() if str(k).startswith("_")}  # Hydra's own keys
+    else:
         return []
-    fields = {f.name: f for f in dataclasses.fields(schema)}
     problems = []
     for key in node.keys():
         where = f"{path}.{key}" if path else str(key)
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"did you mean {path + '.' if path else ''}{close[0]}? " if close else ""
-            problems.append(f"{where} is not a setting ({hint}{path or 'the root'} has {', '.join(sorted(fields))})")
+            known = sorted(f for f in fields if not f.startswith("_"))
+            problems.append(f"{where} is not a setting ({hint}{path or 'the root'} has {', '.join(known)})")
             continue
         child = node._get_node(key)
         if OmegaConf.is_config(child) and not OmegaConf.is_missing(node, key):
             problems.extend(_unknown_keys(child, where))
     return problems
+
+
+def _target_parameters(node: DictConfig) -> set[str] | None:
+    """The keyword arguments that ``node``'s ``_target_`` accepts (a dataclass's fields, a class's
+    or function's parameters); None when it takes ``**kwargs`` or cannot be imported here."""
+    import dataclasses
+    import inspect
+
+    from hydra.utils import get_object
+
+    try:
+        target = get_object(str(node["_target_"]))
+    except Exception:
+        return None
+    if dataclasses.is_dataclass(target):
+        return {f.name for f in dataclasses.fields(target) if f.init}
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
 
 
 def validate_config(cfg: Any, sections: tuple[str, ...] = ("algo", "labeler", "dataset", "trainer", "eval")) -> None:
@@ -266,6 +299,9 @@ def validate_config(cfg: Any, sections: tuple[str, ...] = ("algo", "labeler", "d
     problems = _unknown_keys(cfg, "")
     if problems:
         raise ValueError("; ".join(problems))
+    seed = OmegaConf.select(cfg, "seed", default=0)
+    if not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise ValueError(f"seed={seed!r}; expected an integer in [0, 2**31)")
     for name in sections:
         if OmegaConf.select(cfg, name, default=None) is not None:
             OmegaConf.to_object(cfg[name])
@@ -313,6 +349,14 @@ def _run_dir(job: str, output_root: str, task: str, algo: str, resume: Any) -> s
         resume = normalize_resume(resume)
     except ValueError as error:
         _refuse(str(error))
+    try:
+        Path(output_root).mkdir(parents=True, exist_ok=True)
+        probe = Path(output_root) / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        _refuse(f"output_root={output_root}: cannot write run folders there ({error.strerror}); set output_root=<a "
+                "writable folder>")
     if resume == "true":
         latest = find_latest_run(output_root, label)
         if latest is None:

@@ -81,6 +81,8 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ValueError(f"dataset.episodes={self.episodes}; expected >= 1")
+        if not 0 <= self.seed < 2**31:
+            raise ValueError(f"dataset.seed={self.seed}; expected an integer in [0, 2**31)")
         if not self.recipe or "/" in self.recipe or "-v" in self.recipe:
             raise ValueError(f"dataset.recipe={self.recipe!r}: expected a plain name without '/' or '-v'")
         if self.frames and not (0 < self.width <= 512 and 0 < self.height <= 512):
@@ -185,7 +187,11 @@ def collect_dataset(
         raise KeyError(f"mixture names policies {missing}; the task has {sorted(policies)}")
 
     staging = root / ".staging" / dataset_id
-    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DatasetError(f"cannot write dataset {dataset_id} under the datasets root {root} ({error.strerror}); set "
+                           "dataset.root=<a writable folder> (or MINARI_DATASETS_PATH)") from None
     recipe_file = staging / "recipe.json"
     if recipe_file.exists():
         staged_recipe = json.loads(recipe_file.read_text())

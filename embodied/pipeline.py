@@ -27,6 +27,7 @@ from embodied.config import EvalConfig, LabelerConfig, TrainerConfig, normalize_
 from embodied.data import Episode, rollout
 from embodied.datasets import (
     DatasetConfig,
+    DatasetError,
     OfflineDataset,
     collect_dataset,
     datasets_root,
@@ -92,7 +93,11 @@ def dataset_stage(cfg: DictConfig, keep_frames: bool = False) -> OfflineDataset:
         render = {"render_mode": "rgb_array", "width": config.width, "height": config.height} if config.frames else {}
         policies = {}
         lock_path = root / f"{dataset_id}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DatasetError(f"cannot write dataset {dataset_id} under the datasets root {root} ({error.strerror}); "
+                               "set dataset.root=<a writable folder> (or MINARI_DATASETS_PATH)") from None
         # Parallel jobs of a sweep share the dataset: one collects it, the others wait, then load.
         with FileLock(str(lock_path)):
             if not is_complete(root / dataset_id):  # a finished dataset needs no env to be built

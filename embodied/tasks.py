@@ -46,13 +46,13 @@ def make_policies(task: Any, action_space: gym.spaces.Space, names: list[str] | 
     """Instantiate the task's behaviour policies (all, or ``names``) with ``action_space``.
 
     Raises:
-        KeyError: a requested name is not among the task's policies (lists them).
+        ValueError: a requested name is not among the task's policies (lists them).
     """
     available = list(task.policies)
     names = available if names is None else list(names)
     missing = [n for n in names if n not in task.policies]
     if missing:
-        raise KeyError(f"task {task.name!r} has no behaviour policies {missing}; it has {available}")
+        raise ValueError(f"task {task.name!r} has no behaviour policies {missing}; it has {available}")
     return {n: instantiate(task.policies[n], action_space=action_space) for n in names}
 
 

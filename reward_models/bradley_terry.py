@@ -68,8 +68,9 @@ class RewardModelConfig:
 
     def __post_init__(self) -> None:
         self.hidden_dims = check_hidden_dims(self.hidden_dims, "reward_model.hidden_dims")
-        if self.ensemble_size < 1 or self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
-            raise ValueError("ensemble_size, batch_size, max_epochs and patience must be >= 1")
+        for name in ("ensemble_size", "batch_size", "max_epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}; expected >= 1")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction={self.holdout_fraction}; expected in (0, 1)")
         if self.inputs not in INPUTS:
