@@ -521,7 +521,10 @@ def load_dataset(
         except Exception as error:
             raise DatasetError(f"dataset {str(id_or_path)!r}: episode {index} cannot be read "
                                f"({type(error).__name__}: {error}); the file may be truncated or miss a field") from error
-        validate_episode(index, data, space, dataset.action_space, frame_space)
+        try:
+            validate_episode(index, data, space, dataset.action_space, frame_space)
+        except DatasetError as error:
+            raise DatasetError(f"dataset {str(id_or_path)!r} at {path}: {error}") from None
         state, frames = _state_and_frames(data["observations"])
         infos = {k: np.asarray(v) for k, v in (data.get("infos") or {}).items() if not isinstance(v, dict)}
         policy = infos.pop(POLICY_INFO_KEY, np.asarray([""]))

@@ -35,12 +35,20 @@ def task_from_checkpoint(checkpoint: str | Path) -> DictConfig:
 
     Raises:
         FileNotFoundError: no run folder with a ``.hydra/config.yaml`` above the checkpoint.
+        ValueError: that file is not a config with a ``task``.
     """
     path = Path(checkpoint).resolve()
     for folder in [path, *path.parents][:4]:
         config = RunPaths(folder).hydra_config
         if config.exists():
-            return OmegaConf.load(config).task
+            try:
+                task = OmegaConf.load(config).get("task")
+            except Exception as error:
+                raise ValueError(f"{config} cannot be read as a run config ({type(error).__name__}: "
+                                 f"{str(error).splitlines()[0]}); give the task with +task=NAME") from None
+            if task is None:
+                raise ValueError(f"{config} has no task; give the task with +task=NAME")
+            return task
     raise FileNotFoundError(f"no .hydra/config.yaml in the run folder of {checkpoint}; give the task with +task=NAME")
 
 

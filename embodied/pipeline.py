@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -448,7 +449,13 @@ def check_run_identity(cfg: DictConfig, paths: RunPaths) -> None:
     if not paths.identity.exists():
         write_json_atomic(paths.identity, identity)
         return
-    before = json.loads(paths.identity.read_text())
+    try:
+        before = json.loads(paths.identity.read_text())
+        if not isinstance(before, dict):
+            raise ValueError(f"a JSON {type(before).__name__}, not an object")
+    except (OSError, ValueError) as error:
+        raise RunFolderError(f"{paths.identity} cannot be read ({error}); it records the settings the run was made "
+                             "with: restore it, or delete it to continue the run with this command's settings") from None
     changed = [f"{key}: {before.get(key, '(unset)')!r} -> {identity.get(key, '(unset)')!r}"
                for key in sorted(set(before) | set(identity)) if before.get(key) != identity.get(key)]
     if changed:
@@ -532,8 +539,14 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
             f"{paths.root} already holds checkpoint {latest.name} and resume=false; choose a new "
             "folder, or drop resume=false to continue it"
         )
+    done = None
     if latest is not None and paths.metrics.exists():
-        done = json.loads(paths.metrics.read_text())
+        try:
+            done = json.loads(paths.metrics.read_text())
+        except (OSError, ValueError) as error:
+            print(f"warning: {paths.metrics} cannot be read ({error}); writing it again from the checkpoint",
+                  file=sys.stderr)
+    if isinstance(done, dict):
         if done.get("step") == trainer.steps and Path(done.get("checkpoint", "")) == latest:
             print(f"{paths.root} is finished (step {trainer.steps}); nothing to do")
             return done

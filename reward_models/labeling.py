@@ -123,13 +123,17 @@ class SQLiteTable:
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path) if self.path else ":memory:", check_same_thread=False)
-        with self._lock:
-            if self.path:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(schema)
-            self._db.commit()
+        try:
+            self._db = sqlite3.connect(str(self.path) if self.path else ":memory:", check_same_thread=False)
+            with self._lock:
+                if self.path:
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(schema)
+                self._db.commit()
+        except sqlite3.DatabaseError as error:  # not a database, unreadable, a folder, a foreign schema
+            raise ValueError(f"{self.path} cannot be opened as this store's SQLite database ({error}); move it away "
+                             "to start an empty one (its answers are lost to this run)") from None
 
     def _write(self, sql: str, values: tuple) -> None:
         with self._lock:

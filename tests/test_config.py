@@ -203,6 +203,15 @@ def test_deploy_and_sim_robot_configs_build_their_parts(robot):
     ("+evall.episodes=3", "evall is not a setting \\(did you mean eval"),
     ("+dataset.episode=3", "dataset.episode is not a setting \\(did you mean dataset.episodes"),
     ("algo.reward=foo", "algo.reward='foo'; expected one of"),
+    # keys of a section built by _target_ are checked against what the target takes
+    ("+algo.learner.lr=0.1", "algo.learner.lr is not a setting \\(algo.learner has goal_conditioned, goal_discount, "
+                             "hidden_dims, learning_rate"),
+    ("+reward_model.learning_rat=0.1", "reward_model.learning_rat is not a setting \\(did you mean "
+                                       "reward_model.learning_rate"),
+    ("+labeler.teacher.epsilon=0.1", "labeler.teacher.epsilon is not a setting"),
+    ("seed=-1", "seed=-1; expected an integer in \\[0, 2\\*\\*31\\)"),
+    ("eval.seed=-1", "eval.seed=-1; expected an integer in \\[0, 2\\*\\*31\\)"),
+    ("dataset.seed=-3", "dataset.seed=-3; expected an integer in \\[0, 2\\*\\*31\\)"),
 ])
 def test_unknown_keys_and_bad_values_are_refused_before_a_job_starts(compose_config, tmp_path, override, message):
     from embodied.config import validate_config
@@ -236,3 +245,14 @@ def test_resume_true_prefers_the_newest_killed_run_over_a_newer_finished_one(tmp
     (killed / "metrics.json").write_text("{}")  # both finished: the newest
     assert find_latest_run(tmp_path, "dressing_iql") == finished
     assert find_latest_run(tmp_path, "dressing_bc") is None
+
+
+def test_a_section_that_fails_to_build_is_printed_as_its_key_and_its_own_message(compose_config):
+    from hydra.errors import InstantiationException
+
+    from embodied.cli import _error_message
+
+    cfg = compose_config(["+task=pointmass", "algo=iql", "algo.learner.expectile=1.5"])
+    with pytest.raises(InstantiationException) as caught:
+        instantiate(cfg.algo.learner)
+    assert _error_message(caught.value) == "algo.learner: expectile=1.5; expected in (0, 1)"

@@ -278,6 +278,12 @@ def test_deploy_reads_the_task_from_the_checkpoints_run_folder(tmp_path):
     assert task_from_checkpoint(run / "checkpoints" / "00000010").name == "dressing"
     with pytest.raises(FileNotFoundError, match=r"give the task with \+task=NAME"):
         task_from_checkpoint(tmp_path / "elsewhere")
+    (run / ".hydra" / "config.yaml").write_text(": : :\n")
+    with pytest.raises(ValueError, match=r"config.yaml cannot be read as a run config \(ParserError"):
+        task_from_checkpoint(run)
+    (run / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(ValueError, match=r"config.yaml has no task; give the task with \+task=NAME"):
+        task_from_checkpoint(run)
 
 
 def test_joint_state_and_pose_sources_round_trip_by_name():

@@ -192,3 +192,19 @@ def test_a_vlm_server_that_is_down_is_named_and_nothing_is_cached(tmp_path):
         up = _run(["-m", *_label_command(run, [*common, f"labeler.teacher.base_url={server.url}"])], tmp_path)
         assert up.returncode == 0, up.stderr[-2000:]
     assert len(_stored(run)) >= 19
+
+
+@pytest.mark.parametrize("damage", ["garbage", "folder"])
+def test_a_damaged_label_store_is_named_and_left_as_it_is(tmp_path, damage):
+    path = tmp_path / "labels" / "labels.sqlite"
+    path.parent.mkdir()
+    if damage == "garbage":
+        path.write_bytes(np.random.default_rng(0).bytes(3000))
+    else:
+        path.mkdir()
+    before = path.read_bytes() if damage == "garbage" else None
+    with pytest.raises(ValueError, match=r"labels.sqlite cannot be opened as this store's SQLite database \(.+\); "
+                                         r"move it away to start an empty one"):
+        LabelStore(path)
+    if before is not None:
+        assert path.read_bytes() == before, "a damaged store is not overwritten"

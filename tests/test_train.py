@@ -447,6 +447,8 @@ def test_a_failed_command_prints_one_clear_line_and_leaves_no_run_folder(tmp_pat
         ("embodied.train", ["trainer.steps=-1"], "error: trainer.steps=-1; expected >= 1"),
         ("embodied.train", ["dataset.id=nope/missing-v0"], "error: unknown dataset 'nope/missing-v0'"),
         ("embodied.evaluate", [f"checkpoint={tmp_path / 'none'}"], "error: no complete checkpoint at"),
+        ("embodied.evaluate", ["policy=ghost"], "error: task 'pointmass' has no behaviour policies ['ghost']"),
+        ("embodied.train", ["output_root=/proc/none"], "error: output_root=/proc/none: cannot write run folders there"),
     ]:
         result = run_module(job, *small_train_overrides(outputs), *extra, cwd=tmp_path, full_error=False)
         assert result.returncode == 2 and message in result.stderr, result.stderr
@@ -493,3 +495,19 @@ def test_report_sets_the_expert_and_bc_runs_of_the_same_dataset_beside_the_learn
     assert f"| success_rate | {report['eval']['success_rate']:.4g} | 1 | {bc['eval']['success_rate']:.4g} |" in text
     with pytest.raises(ValueError, match=r"eval.baselines=\['oracle'\]: task 'pointmass' has no behaviour policy"):
         train(compose_config(base + ["eval.baselines=[oracle]"]), tmp_path / "bad")
+
+
+def test_damaged_run_files_are_named_or_rebuilt_and_an_unwritable_datasets_root_is_named(compose_config, tmp_path):
+    from embodied.datasets import DatasetError
+
+    run = tmp_path / "run"
+    report = train(compose_config(small_train_overrides(tmp_path) + ["trainer.steps=10"]), run)
+    (run / "metrics.json").write_text("nope")  # damaged output: rebuilt from the checkpoint, nothing retrained
+    again = train(compose_config(small_train_overrides(tmp_path) + ["trainer.steps=10"]), run)
+    assert again["eval"] == report["eval"] and json.loads((run / "metrics.json").read_text())["eval"] == report["eval"]
+    (run / "run_identity.json").write_text("{garbage")
+    with pytest.raises(RunFolderError, match=r"run_identity.json cannot be read \(.+\); it records the settings"):
+        train(compose_config(small_train_overrides(tmp_path) + ["trainer.steps=10"]), run)
+    with pytest.raises(DatasetError, match=r"under the datasets root /proc/nonexistent \(No such file or directory\); "
+                                           r"set dataset.root=<a writable folder>"):
+        train(compose_config(small_train_overrides(tmp_path) + ["dataset.root=/proc/nonexistent"]), tmp_path / "other")
