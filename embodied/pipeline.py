@@ -421,7 +421,15 @@ IDENTITY_IGNORED = ("labeler.teacher.progress", "labeler.teacher.concurrency", "
 
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
     """The settings that decide what a run computes, flattened to dotted keys (``labeler.name``,
-    ``algo.learner.expectile``, ...): :data:`IDENTITY_SECTIONS` minus :data:`IDENTITY_IGNORED`."""
+    ``algo.learner.expectile``, ...): :data:`IDENTITY_SECTIONS` minus :data:`IDENTITY_IGNORED`,
+    and minus the sections the run does not read: ``labeler`` and ``reward_model`` unless
+    ``algo.reward=learned``, ``clip`` unless the reward or the labeler is CLIP."""
+    reward = str(OmegaConf.select(cfg, "algo.reward", default="none"))
+    unused = set()
+    if reward != "learned":
+        unused |= {"labeler", "reward_model"}
+    if not (reward == "clip" or (reward == "learned" and OmegaConf.select(cfg, "labeler.name", default=None) == "clip")):
+        unused.add("clip")
     def flatten(value: Any, prefix: str) -> dict[str, Any]:
         if isinstance(value, dict):
             out: dict[str, Any] = {}
@@ -432,6 +440,8 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
 
     identity: dict[str, Any] = {}
     for section in IDENTITY_SECTIONS:
+        if section in unused:
+            continue
         node = OmegaConf.select(cfg, section, default=None)
         value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
         identity.update(flatten(value, section))
@@ -546,6 +556,12 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
         except (OSError, ValueError) as error:
             print(f"warning: {paths.metrics} cannot be read ({error}); writing it again from the checkpoint",
                   file=sys.stderr)
+    if latest is not None and int(latest.name) > trainer.steps:
+        raise RunFolderError(
+            f"{paths.root} is already trained to step {int(latest.name)}, beyond trainer.steps={trainer.steps}; "
+            f"evaluate an earlier checkpoint (python -m embodied.evaluate checkpoint={paths.checkpoints}/<step>), "
+            f"rerun with trainer.steps>={int(latest.name)}, or start a new run"
+        )
     if isinstance(done, dict):
         if done.get("step") == trainer.steps and Path(done.get("checkpoint", "")) == latest:
             print(f"{paths.root} is finished (step {trainer.steps}); nothing to do")

@@ -404,6 +404,15 @@ def test_a_rerun_with_other_settings_is_refused_naming_them(compose_config, tmp_
     again = train(compose_config(overrides + ["trainer.steps=20", "trainer.progress=true", "trainer.log_every=5"]),
                   tmp_path / "run")
     assert again["step"] == 20
+    # fewer steps than the run has: not reported as if it had them
+    with pytest.raises(RunFolderError, match=r"already trained to step 20, beyond trainer.steps=10; evaluate an "
+                                             r"earlier checkpoint"):
+        train(compose_config(overrides), tmp_path / "run")
+    # a BC run does not read the labeler or the reward model: their settings are not its identity
+    bc = small_train_overrides(tmp_path) + ["trainer.steps=10"]
+    train(compose_config(bc), tmp_path / "bc")
+    assert train(compose_config(bc + ["labeler=mistake", "reward_model.max_epochs=3", "trainer.steps=20"]),
+                 tmp_path / "bc")["step"] == 20
 
 
 def test_rerunning_the_same_command_continues_the_unfinished_run(tmp_path):
