@@ -10,6 +10,7 @@ import shutil
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,7 @@ def run_dir() -> Path:
     return path
 
 
+_python_formatwarning = warnings.formatwarning
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -214,6 +216,8 @@ def run_folder(job: str, redirect: Callable[[Path], Path | None] | None = None) 
                     handler.baseFilename = str(other / Path(handler.baseFilename).name)
             folder, new, continued = other, False, other
     log = ConsoleLog(folder / log_name)
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _format_warning
     try:
         with log:
             if continued is not None:
@@ -234,6 +238,20 @@ def run_folder(job: str, redirect: Callable[[Path], Path | None] | None = None) 
         if new and not _holds_results(folder, log_name):
             _remove_run_folder(folder)
         raise
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+_OUR_PACKAGES = ("embodied", "policies", "reward_models", "envs", "real_robot")
+
+
+def _format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    line: str | None = None) -> str:
+    """Our own warnings (a checkpoint fallback, ...) as one ``warning: message`` line; the others
+    as Python shows them."""
+    if category.__module__.split(".")[0] in _OUR_PACKAGES:
+        return f"warning: {message}\n"
+    return _python_formatwarning(message, category, filename, lineno, line)
 
 
 #: Errors whose message is the whole story (a bad setting, file or answer): printed as

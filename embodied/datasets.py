@@ -96,6 +96,13 @@ class DatasetConfig:
                 "frames": self.frames, "width": self.width, "height": self.height}
 
 
+def recipe_difference(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """The settings in which two recipes differ, as ``dataset.KEY=STORED, not WANTED; ...``."""
+    changed = [f"dataset.{key}={stored.get(key)!r}, not {wanted.get(key)!r}"
+               for key in sorted(set(stored) | set(wanted)) if key != "name" and stored.get(key) != wanted.get(key)]
+    return "; ".join(changed) or str(stored)
+
+
 def make_dataset_id(task: str, recipe: str) -> str:
     """``embodied/<task>/<recipe>-v0``."""
     return f"embodied/{task}/{recipe}-v0"
@@ -169,12 +176,8 @@ def collect_dataset(
     if is_complete(final):
         stored = json.loads(json.loads((final / "data" / "metadata.json").read_text()).get(PROVENANCE_KEY, "{}"))
         if stored.get("recipe") not in (None, recipe.recipe_dict()):
-            wanted = recipe.recipe_dict()
-            changed = [f"dataset.{key}={stored['recipe'].get(key)!r}, not {wanted.get(key)!r}"
-                       for key in sorted(set(wanted) | set(stored["recipe"])) if key != "name"
-                       and stored["recipe"].get(key) != wanted.get(key)]
             raise DatasetError(
-                f"dataset {dataset_id} was collected with {'; '.join(changed) or stored['recipe']}. Name the new "
+                f"dataset {dataset_id} was collected with {recipe_difference(stored['recipe'], recipe.recipe_dict())}. Name the new "
                 f"one (dataset.recipe={recipe.recipe}-2 makes {dataset_id.rsplit('/', 1)[0]}/{recipe.recipe}-2-v0), use the "
                 f"existing one with its settings, or delete {final}"
             )
@@ -197,8 +200,9 @@ def collect_dataset(
         staged_recipe = json.loads(recipe_file.read_text())
         if staged_recipe != recipe.recipe_dict():
             raise DatasetError(
-                f"{staging} holds episodes of another recipe ({staged_recipe}); this run asks for "
-                f"{recipe.recipe_dict()}. Delete the staging folder or use another recipe name"
+                f"{staging} holds episodes collected with {recipe_difference(staged_recipe, recipe.recipe_dict())} "
+                f"(an interrupted collection). Rerun with those settings to finish it, delete {staging} to start "
+                f"again, or name the new dataset (dataset.recipe={recipe.recipe}-2)"
             )
     else:
         write_json_atomic(recipe_file, recipe.recipe_dict())

@@ -51,3 +51,14 @@ def test_the_reward_scatter_plot_is_not_squashed_by_one_outlier(tmp_path):
     assert (tmp_path / "scatter.png").stat().st_size > 5000
     assert shown["ylim"][1] < 6.0 and shown["ylim"][0] > -6.0, "the axis holds the bulk, not the outlier"
     assert 1 <= shown["outside"] <= 40
+
+
+def test_our_warnings_print_as_one_line_and_others_as_python_shows_them():
+    from embodied.checkpoint import CheckpointWarning
+    from embodied.cli import _format_warning
+
+    ours = _format_warning(CheckpointWarning("last points to 2, which does not exist; using 1"), CheckpointWarning,
+                           "/x/checkpoint.py", 242, "found = latest_checkpoint(root)")
+    assert ours == "warning: last points to 2, which does not exist; using 1\n"
+    theirs = _format_warning(UserWarning("something"), UserWarning, "/lib/other.py", 7, "call()")
+    assert theirs.startswith("/lib/other.py:7: UserWarning: something")

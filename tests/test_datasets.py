@@ -217,6 +217,10 @@ def test_collection_killed_midway_resumes_without_duplicates(tmp_path, datasets_
         load_dataset("embodied/pointmass/killed-v0")
     assert not minari.list_local_datasets()  # nothing loads as a dataset yet
 
+    changed = subprocess.run(_collect_command(tmp_path, episodes + 1), cwd=tmp_path, env=env, capture_output=True,
+                             text=True)
+    assert changed.returncode == 2 and (f"holds episodes collected with dataset.episodes={episodes}, not {episodes + 1} "
+                                        "(an interrupted collection). Rerun with those settings") in changed.stderr
     rerun = subprocess.run(_collect_command(tmp_path, episodes), cwd=tmp_path, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     resumed = load_dataset("embodied/pointmass/killed-v0")
