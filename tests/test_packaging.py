@@ -37,3 +37,19 @@ def test_every_entry_point_module_has_a_main():
     for name in ("train", "collect", "evaluate", "label"):
         module = importlib.import_module(f"embodied.{name}")
         assert callable(module.main)
+
+
+def test_no_run_artefact_is_tracked_or_left_unignored():
+    """MuJoCo's MUJOCO_LOG.TXT, run folders and datasets written in the checkout stay out of git."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import REPO
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        raise AssertionError("this check needs the git checkout (CI runs on a clone)")
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    assert not [p for p in tracked if p.endswith("MUJOCO_LOG.TXT") or p.startswith(("outputs/", "multirun/"))]
+    for path in ("MUJOCO_LOG.TXT", "outputs/2026-01-01/00-00-00_dressing_iql/train.log", "multirun/x"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
+        assert ignored.returncode == 0, f"{path} is not ignored by .gitignore"
