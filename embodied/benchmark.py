@@ -222,7 +222,7 @@ class AggregateResults(Callback):
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="benchmark")
 def _main(cfg: DictConfig) -> None:
-    with run_folder("benchmark") as folder:
+    with run_folder("benchmark", cfg) as folder:
         result = run_job(cfg, folder)
         print(f"[benchmark] {result['task']} | {result['row']} | seed {result['seed']}: success "
               f"{result['eval']['success_rate']:.2f} ({result['wall_time_s']:.0f} s)", flush=True)

@@ -185,12 +185,49 @@ def _explicit_run_dir() -> bool:
     return any(str(o).split("=", 1)[0].lstrip("+~") == "hydra.run.dir" for o in overrides)
 
 
+def _check_overrides(cfg: Any) -> None:
+    """Refuse ``key={}`` on the command line where ``key`` is a non-empty dict of the config:
+    Hydra merges a dict override into the existing one, so it would change nothing, silently.
+
+    Raises:
+        ValueError: names the key, its entries and how to change them.
+    """
+    try:
+        config = HydraConfig.get()
+        overrides = list(config.overrides.task)
+    except ValueError:
+        return
+    import yaml
+    from omegaconf import OmegaConf
+
+    for override in overrides:
+        key, _, value = str(override).partition("=")
+        if key.startswith(("~", "+")) or not value.strip().startswith("{") or cfg is None:
+            continue
+        current = OmegaConf.select(cfg, key, default=None)
+        try:
+            given = yaml.safe_load(value)
+        except yaml.YAMLError:
+            continue
+        if not OmegaConf.is_dict(current) or not isinstance(given, dict):
+            continue
+        kept = {k: v for k, v in OmegaConf.to_container(current).items() if k not in given}
+        if not given and kept:
+            raise ValueError(f"{key}={{}} changes nothing: Hydra merges a dict given on the command line into "
+                             f"{key} ({kept}); set its entries instead ({key}.NAME=VALUE, ~{key}.NAME to remove one)")
+        if kept:
+            print(f"warning: {key}={value} also keeps {kept} from the config (Hydra merges a dict given on the "
+                  f"command line into the config's); ~{key}.NAME removes an entry", file=sys.stderr)
+
+
 @contextmanager
-def run_folder(job: str, redirect: Callable[[Path], Path | None] | None = None) -> Iterator[Path]:
+def run_folder(job: str, cfg: Any = None, redirect: Callable[[Path], Path | None] | None = None) -> Iterator[Path]:
     """The job's run folder, with the console copied into ``<folder>/<job>.log``.
 
     Args:
         job: the entry point's name (``train``, ``collect``, ...): names the log file.
+        cfg: the job's config, to refuse command-line overrides that would change nothing
+            (``key={}`` on a non-empty dict, see :func:`_check_overrides`).
         redirect: for a new folder that Hydra named (not ``hydra.run.dir``), ``redirect(folder)``
             may return another run folder to work in instead (``resume=auto`` continuing an
             unfinished run of the same identity); the new folder's ``.hydra/`` moves there and the
@@ -224,6 +261,7 @@ def run_folder(job: str, redirect: Callable[[Path], Path | None] | None = None) 
                 print(f"continuing the unfinished run {continued} (resume=auto: the same settings; resume=false "
                       "starts a new run)")
             try:
+                _check_overrides(cfg)
                 yield folder
             except BaseException as error:
                 log.write_exception(error)
@@ -275,7 +313,9 @@ def _error_message(error: BaseException) -> str:
     cause = error.__cause__
     if type(error).__name__ == "InstantiationException" and cause is not None and _clear_error(cause):
         key = re.search(r"full_key: (\S+)", str(error))
-        return f"{key.group(1) + ': ' if key else ''}{cause}"
+        if key is None or str(cause).startswith(key.group(1)):
+            return str(cause)
+        return f"{key.group(1)}: {cause}"
     return str(error)
 
 

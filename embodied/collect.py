@@ -24,7 +24,7 @@ from embodied.runtime import seed_everything
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
-    with run_folder("collect") as folder:
+    with run_folder("collect", cfg) as folder:
         validate_config(cfg)
         seed_everything(int(cfg.seed))
         started = time.time()

@@ -87,7 +87,7 @@ def _main(cfg: DictConfig) -> None:
     from real_robot.deploy import DeployLoop
     from real_robot.safety import SafetyLayer
 
-    with run_folder("deploy") as folder:
+    with run_folder("deploy", cfg) as folder:
         seed_everything(int(cfg.seed))
         if OmegaConf.is_missing(cfg, "task"):
             task = task_from_checkpoint(cfg.checkpoint)

@@ -21,7 +21,7 @@ from embodied.tasks import make_policy
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
-    with run_folder("evaluate") as folder:
+    with run_folder("evaluate", cfg) as folder:
         validate_config(cfg)
         seed_everything(int(cfg.seed))
         policy, source = make_policy(cfg.task, cfg.policy, cfg.checkpoint, cfg.device, condition=cfg.condition)

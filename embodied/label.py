@@ -68,7 +68,7 @@ def plot_reward_vs_true(learned: np.ndarray, true: np.ndarray, path, title: str,
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
-    with run_folder("label") as folder:
+    with run_folder("label", cfg) as folder:
         validate_config(cfg)
         seed_everything(int(cfg.seed))
         device = resolve_device(cfg.device)

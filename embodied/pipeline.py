@@ -373,7 +373,10 @@ def reward_function(cfg: DictConfig, episodes: list[Episode], run_dir: Path,
         return TrueReward(), {}
     if cfg.algo.reward == "clip":
         _require_frames(cfg, episodes, "algo.reward=clip")
-        clip = CLIPReward(**OmegaConf.to_container(cfg.clip, resolve=True))
+        try:
+            clip = CLIPReward(**OmegaConf.to_container(cfg.clip, resolve=True))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"clip: {error}") from None
         return CLIPFrameReward(clip), {f"clip_{k}": v for k, v in clip.provenance().items() if isinstance(v, (int, float, str))}
     if cfg.algo.reward == "learned":
         labels = label_stage(cfg, episodes, run_dir)

@@ -33,7 +33,7 @@ def continue_unfinished(cfg: DictConfig, folder: Path) -> Path | None:
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
 def _main(cfg: DictConfig) -> None:
-    with run_folder("train", redirect=lambda folder: continue_unfinished(cfg, folder)) as folder:
+    with run_folder("train", cfg, redirect=lambda folder: continue_unfinished(cfg, folder)) as folder:
         report = train(cfg, folder)
         print_json("evaluation:", report["eval"])
         print(f"report: {folder / 'report.md'}")

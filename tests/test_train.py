@@ -458,6 +458,7 @@ def test_a_failed_command_prints_one_clear_line_and_leaves_no_run_folder(tmp_pat
         ("embodied.evaluate", [f"checkpoint={tmp_path / 'none'}"], "error: no complete checkpoint at"),
         ("embodied.evaluate", ["policy=ghost"], "error: task 'pointmass' has no behaviour policies ['ghost']"),
         ("embodied.train", ["output_root=/proc/none"], "error: output_root=/proc/none: cannot write run folders there"),
+        ("embodied.train", ["dataset.mixture={}"], "error: dataset.mixture={} changes nothing: Hydra merges"),
     ]:
         result = run_module(job, *small_train_overrides(outputs), *extra, cwd=tmp_path, full_error=False)
         assert result.returncode == 2 and message in result.stderr, result.stderr
@@ -468,10 +469,13 @@ def test_a_failed_command_prints_one_clear_line_and_leaves_no_run_folder(tmp_pat
 def test_the_job_log_holds_what_the_console_showed_with_one_bar_per_stage(tmp_path):
     outputs = tmp_path / "outputs"
     args = [a for a in small_train_overrides(outputs) if a != "trainer.progress=false"]
-    result = run_module("embodied.train", *args, "trainer.eval_every=10", cwd=tmp_path)
+    result = run_module("embodied.train", *args, "trainer.eval_every=10", "dataset.mixture={expert: 1, noisy: 1}",
+                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (run,) = outputs.glob("*/*_pointmass_bc")
     log = (run / "train.log").read_text()
+    warning = "warning: dataset.mixture={expert: 1, noisy: 1} also keeps {'random': 0.2} from the config"
+    assert warning in result.stderr and warning in log
     assert "\r" not in log and "\x1b" not in log
     assert f"report: {run}" in log and '"success_rate"' in log
     lines = log.splitlines()
