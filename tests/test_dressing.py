@@ -116,3 +116,36 @@ def test_bad_arguments_raise():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="3 finite numbers"):
         env.step(np.array([0.0, np.inf, 0.0]))
+
+
+@pytest.mark.parametrize("mass", [0.5, 1.0])
+def test_the_force_on_the_person_reads_the_weight_of_a_body_resting_on_the_forearm(monkeypatch, mass):
+    """The force the task reports (and the safety judges read) is a physical quantity, N: a box
+    of mass m at rest on a level forearm reads m g, through the observation and the info."""
+    import mujoco
+
+    from envs.dressing import env as dressing
+
+    box = (f'<body name="weight" pos="0.75 0.6 0.965"><freejoint/><geom name="weight" type="box" '
+           f'size="0.03 0.03 0.02" mass="{mass}" friction="1"/></body>')
+    scene = dressing.scene_xml
+    monkeypatch.setattr(dressing, "scene_xml", lambda *a, **k: scene(*a, **k).replace("</worldbody>", box + "</worldbody>"))
+    env = DressingEnv()
+    env.reset(seed=0)
+    # a level forearm away from the rest of the person and from the sleeve, the box above its middle
+    env._place_capsule("forearm", np.array([0.6, 0.6, 0.9]), np.array([0.9, 0.6, 0.9]), 0.04)
+    joint = env.model.body("weight").jntadr[0]
+    start = env.model.jnt_qposadr[joint]
+    env.data.qpos[start:start + 7] = [0.75, 0.6, 0.965, 1.0, 0.0, 0.0, 0.0]
+    env.data.qvel[:] = 0.0
+    mujoco.mj_forward(env.model, env.data)
+    mujoco.mj_step(env.model, env.data, nstep=int(round(1.0 / env.model.opt.timestep)))  # settle, 1 s
+    weight = mass * -env.model.opt.gravity[2]
+    assert env._person_force() == pytest.approx(weight, rel=0.1)
+    readings = []
+    for _ in range(8):  # the gripper holds still; the box stays where it rests
+        obs, _, _, _, info = env.step(np.zeros(3, dtype=np.float32))
+        readings.append((info["force"], float(obs[OBSERVATION_LAYOUT["force"]][0])))
+    for force, observed in readings[3:]:  # past the first step's solver transient
+        assert force == pytest.approx(weight, rel=0.1) and observed == pytest.approx(force, rel=1e-5)
+    assert env.data.qpos[start + 2] == pytest.approx(0.96, abs=0.005), "the box rests on the forearm"
