@@ -46,6 +46,12 @@ class TaskConfig:
     """CLIP goal prompts (VLM-RM); default: ``[description]``."""
     baseline_prompts: list[str] = field(default_factory=list)
     """CLIP baseline prompts (VLM-RM): the scene without the goal achieved."""
+    force_index: Optional[int] = None
+    """Observation entry holding the force on the person, N (dressing: 24); the safety layer
+    reads it in simulation (``robot=mujoco``, the simulated ROS 2 robot's wrench)."""
+    force_limit: Optional[float] = None
+    """N; the force the person must never feel (dressing: 20 N, the task's ``unsafe_force``);
+    deploy's safety layer stops before it when ``safety.force_limit`` is unset."""
 
 
 @dataclass

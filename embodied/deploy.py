@@ -61,7 +61,8 @@ def build_robot(cfg: DictConfig, task: Any, observation_dim: int, action_dim: in
     from real_robot.robot import MujocoRobot, ROS2Robot, ROS2RobotConfig
 
     if cfg.robot.name == "mujoco":
-        return MujocoRobot(lambda: make_env(task), list(cfg.robot.position_indices), list(task.info_keys))
+        return MujocoRobot(lambda: make_env(task), list(cfg.robot.position_indices), list(task.info_keys),
+                           force_index=task.get("force_index"))
     if cfg.robot.name == "ros2":
         return ROS2Robot(ROS2RobotConfig(**OmegaConf.to_container(cfg.robot.ros2, resolve=True)), observation_dim, action_dim)
     raise ValueError(f"robot.name={cfg.robot.name!r}; expected mujoco or ros2")
@@ -100,6 +101,8 @@ def _main(cfg: DictConfig) -> None:
         safety_overrides = {}
         if cfg.safety.low is None:
             safety_overrides = {"low": action_space.low.tolist(), "high": action_space.high.tolist()}
+        if cfg.safety.get("force_limit") is None and task.get("force_limit") is not None:
+            safety_overrides["force_limit"] = float(task.force_limit)  # the task's limit, unless set
         safety = SafetyLayer(instantiate(cfg.safety, **safety_overrides))
         config = instantiate(cfg.deploy)
         robot = build_robot(cfg, task, int(observation_space.shape[0]), int(action_space.shape[0]))

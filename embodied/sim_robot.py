@@ -28,7 +28,7 @@ def _main(cfg: DictConfig) -> None:
     config = ROS2RobotConfig(**OmegaConf.to_container(cfg.robot.ros2, resolve=True))
     render = {"render_mode": "rgb_array", "width": cfg.sim.image_size, "height": cfg.sim.image_size} if cfg.sim.image else {}
     node = SimRobotNode(make_env(cfg.task, **render), config, rate_hz=float(cfg.sim.rate_hz), lockstep=bool(cfg.sim.lockstep),
-                        image=bool(cfg.sim.image))
+                        image=bool(cfg.sim.image), force_index=cfg.task.get("force_index"))
     print(f"sim_robot: {cfg.task.name} on ROS domain {node.node.domain_id}, "
           f"{'lockstep' if cfg.sim.lockstep else f'real time at {cfg.sim.rate_hz} Hz'}; waiting for "
           f"{config.reset_topic} and {config.command.topic}", flush=True)

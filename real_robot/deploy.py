@@ -60,6 +60,10 @@ class DeployConfig:
     (simulation and lockstep testing)."""
     step_scale: float = 1.0
     """m of end-effector motion per unit of command (workspace rule). Dressing: 0.02."""
+    rearm_each_episode: bool = False
+    """Release a latched e-stop (a force stop's, an operator's) and re-arm at the start of every
+    episode. Only for simulation, where each episode is a new scene; on a real robot a person
+    releases the e-stop. Default False."""
 
     def __post_init__(self) -> None:
         if not self.rate_hz > 0 or self.episodes < 1 or self.max_steps < 1:
@@ -151,6 +155,8 @@ class DeployLoop:
         self._events()
         if obs.fresh:
             self.safety.observed(obs.received)
+        if obs.force is not None:
+            self.safety.force(obs.force, obs.force_stamp if obs.force_stamp is not None else obs.received)
         proposal = np.asarray(self.policy.act(obs.observation), dtype=np.float64)
         decision = self.safety.filter(proposal, position=obs.position, step_scale=self.config.step_scale)
         if decision.send:
@@ -161,6 +167,10 @@ class DeployLoop:
     def run_episode(self, index: int) -> Any:
         """Run episode ``index`` (seed ``config.seed + index``); returns the recorded episode."""
         seed = self.config.seed + index
+        if self.config.rearm_each_episode and (self.safety.estopped or not self.safety.armed):
+            self.safety.reset_estop()
+            self.safety.arm()
+            self.counters["rearmed"] += 1
         if hasattr(self.policy, "reset"):
             self.policy.reset(seed)
         obs = self.robot.reset(seed)
@@ -168,9 +178,10 @@ class DeployLoop:
             raise TimeoutError(f"no observation from the robot after the reset of episode {index} (seed {seed}); "
                                "is the robot (or python -m embodied.sim_robot) running on this ROS domain?")
         observations, actions, rewards = [obs.observation], [], []
-        infos: dict[str, list] = {"success": [], "safety_hold": []}
+        infos: dict[str, list] = {"success": [], "safety_hold": [], "force": []}
         terminated = truncated = False
         paced = self.config.pace and not self.robot.self_clocked
+        stops_before = self.safety.counters["force_stop"]
         while len(actions) < self.config.max_steps:
             started = self.clock()
             command, sent = self.step(obs)
@@ -178,9 +189,10 @@ class DeployLoop:
             self.step_times.append(self.clock() - obs.received)
             if self.step_times[-1] > self.period:
                 self.counters["missed_deadlines"] += 1
-            if self.safety.estopped:
+            if self.safety.estopped and not self.safety.backing_off and not sent:
                 truncated = True
-                self.counters["episodes_stopped_by_estop"] += 1
+                stop = "force" if self.safety.counters["force_stop"] > stops_before else "estop"
+                self.counters[f"episodes_stopped_by_{stop}"] += 1
                 break
             if paced:  # a robot that moves only when told: keep the rate here
                 self.sleep(max(0.0, started + self.period - self.clock()))
@@ -197,6 +209,7 @@ class DeployLoop:
             rewards.append(0.0 if obs.reward is None else obs.reward)
             infos["success"].append(bool(obs.success))
             infos["safety_hold"].append(not sent)
+            infos["force"].append(np.nan if obs.force is None else float(obs.force))
             if obs.terminated or obs.truncated:
                 terminated, truncated = obs.terminated, obs.truncated
                 break
@@ -217,7 +230,10 @@ class DeployLoop:
             ``episodes``, ``success_rate``, ``return_mean``, ``latency_ms`` (p50, p99, max of
             observation arrival to command sent, commands sent only), ``step_ms`` (the same for
             every step, held ones included), ``missed_deadlines``, ``safety`` (the layer's
-            counters) and the loop's counters (``late_observations``, e-stops).
+            counters) and the loop's counters (``late_observations``, e-stops); with a force
+            source: the largest force on the person (N) over all episodes and the mean of each
+            episode's peak, and with a force limit the episodes over it and those the layer
+            stopped.
         """
         if self.config.arm_on_start:
             self.safety.arm()
@@ -234,6 +250,15 @@ class DeployLoop:
             ms = 1000.0 * np.asarray(values)
             return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "max": float(ms.max())}
 
+        limit = self.safety.config.force_limit
+        peaks = [float(np.nanmax(f)) for f in (np.asarray(ep.infos.get("force", []), dtype=float) for ep in episodes)
+                 if f.size and np.isfinite(f).any()]
+        force = {} if not peaks else {
+            "force_max_n": max(peaks),
+            "force_episode_peak_mean_n": float(np.mean(peaks)),
+            **({"force_limit_n": limit, "episodes_over_force_limit": int(sum(p > limit for p in peaks)),
+                "episodes_stopped_by_force": int(self.counters["episodes_stopped_by_force"])} if limit is not None else {}),
+        }
         return {
             "episodes": len(episodes),
             "success_rate": float(np.mean([ep.success for ep in episodes])) if episodes else float("nan"),
@@ -244,4 +269,5 @@ class DeployLoop:
             "missed_deadlines": int(self.counters["missed_deadlines"]),
             "safety": dict(self.safety.counters),
             "loop": dict(self.counters),
+            **force,
         }

@@ -21,6 +21,7 @@ are the two directions of that mapping, shared with the simulated robot node.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -56,6 +57,7 @@ JOINTS = "sensor_msgs/msg/JointState"
 ARRAY = "std_msgs/msg/Float64MultiArray"
 TWIST = "geometry_msgs/msg/TwistStamped"
 TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
+WRENCH = "geometry_msgs/msg/WrenchStamped"
 #: Entries of the episode-status message the simulated robot publishes.
 STATUS_FIELDS = ("episode", "step", "reward", "terminated", "truncated", "success")
 
@@ -73,6 +75,7 @@ class RobotObservation:
         image: ``(H, W, 3) uint8`` camera frame, or None.
         reward, terminated, truncated, success, episode, step: the episode status, when the
             robot reports one (simulation); None or False on a real robot.
+        info: ``info`` entries of a simulated step.
     """
 
     observation: np.ndarray
@@ -88,6 +91,11 @@ class RobotObservation:
     episode: int | None = None
     step: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    force: float | None = None
+    """N, the force on the person (a ``WrenchStamped``'s force norm, or the simulation's
+    reading), or None when the robot has no force source."""
+    force_stamp: float | None = None
+    """s (the receiver's monotonic clock) when the force reading arrived."""
 
 
 class Robot(ABC):
@@ -144,12 +152,16 @@ class MujocoRobot(Robot):
         position_indices: observation entries holding the end-effector position (m), or None.
         info_keys: ``info`` entries copied into :attr:`RobotObservation.info`.
         clock: monotonic seconds.
+        force_index: observation entry holding the force on the person (N), read into
+            :attr:`RobotObservation.force`, or None.
     """
 
     self_clocked = False
 
     def __init__(self, make_env: Callable[[], Any], position_indices: list[int] | None = (0, 1, 2),
-                 info_keys: list[str] | None = None, clock: Callable[[], float] = time.monotonic):
+                 info_keys: list[str] | None = None, clock: Callable[[], float] = time.monotonic,
+                 force_index: int | None = None):
+        self.force_index = force_index
         self._make_env, self.position_indices = make_env, position_indices
         self.info_keys, self.clock = list(info_keys or ["success"]), clock
         self.env: Any = None
@@ -166,9 +178,12 @@ class MujocoRobot(Robot):
                      info: dict[str, Any]) -> RobotObservation:
         obs = np.asarray(obs, dtype=np.float32)
         position = None if self.position_indices is None else obs[list(self.position_indices)].astype(np.float64)
-        return RobotObservation(obs, self.clock(), None, True, position, None, reward, terminated, truncated,
+        now = self.clock()
+        force = None if self.force_index is None else float(obs[self.force_index])
+        return RobotObservation(obs, now, None, True, position, None, reward, terminated, truncated,
                                 bool(info.get("success", False)), self._episode, self._step,
-                                {k: info[k] for k in self.info_keys if k in info})
+                                {k: info[k] for k in self.info_keys if k in info}, force,
+                                None if force is None else now)
 
     def reset(self, seed: int) -> RobotObservation:
         obs, info = self.env.reset(seed=int(seed))
@@ -180,7 +195,9 @@ class MujocoRobot(Robot):
         if self._current is None:
             return None
         # The simulation does not move between steps: its state is as new as the moment it is read.
-        current = dataclasses.replace(self._current, received=self.clock())
+        now = self.clock()
+        current = dataclasses.replace(self._current, received=now,
+                                      force_stamp=None if self._current.force is None else now)
         self._current = dataclasses.replace(self._current, fresh=False)
         return current
 
@@ -278,6 +295,12 @@ class ROS2RobotConfig:
     """``std_msgs/msg/Bool``, latched (transient local): True stops, False releases."""
     arm_topic: str = "/embodied/arm"
     """``std_msgs/msg/Bool``: True arms, False disarms."""
+    wrench_topic: str | None = None
+    """``geometry_msgs/msg/WrenchStamped`` of a force-torque sensor (the force on the person is
+    the norm of its force, N), read by the safety layer's force limit; None: no force source.
+    When set, an observation is complete only with a wrench newer than the previous one (a
+    sensor publishes faster than the control rate; a silent sensor makes observations late,
+    and the watchdog holds the robot)."""
     sensor_qos: QosConfig = field(default_factory=QosConfig)
     """QoS of observation, status and command topics (ROS default: reliable, keep last 10)."""
     reset_timeout_s: float = 5.0
@@ -379,6 +402,12 @@ def _status_validator(msg: Any) -> str | None:
     return None if np.isfinite(np.asarray(msg.data, dtype=np.float64)).all() else "a non-finite value"
 
 
+def _wrench_validator(msg: Any) -> str | None:
+    f, t = msg.wrench.force, msg.wrench.torque
+    values = [f.x, f.y, f.z, t.x, t.y, t.z]
+    return None if all(math.isfinite(v) for v in values) else "a non-finite force or torque"
+
+
 def _image_validator(msg: Any) -> str | None:
     if msg.encoding != "rgb8" or msg.step != 3 * msg.width or len(msg.data) != msg.height * msg.step:
         return f"image {msg.width}x{msg.height} {msg.encoding!r} with {len(msg.data)} bytes; expected rgb8, step 3*width"
@@ -422,9 +451,13 @@ class ROS2Robot(Robot):
                                              _image_validator) if c.image_topic else None
         self._estop = self.node.subscription(c.estop_topic, "std_msgs/msg/Bool", latched_qos())
         self._arm = self.node.subscription(c.arm_topic, "std_msgs/msg/Bool", latched_qos())
+        self._wrench = self.node.subscription(c.wrench_topic, WRENCH, c.sensor_qos, _wrench_validator) if (
+            c.wrench_topic) else None
+        self._latest_force: tuple[float, float] | None = None
         self._command = self.node.publisher(c.command.topic, c.command.type, c.sensor_qos)
         self._reset = self.node.publisher(c.reset_topic, "std_msgs/msg/Int64", c.sensor_qos) if c.reset_topic else None
-        self._wait = self.node.waiter([*self._sources, *(s for s in (self._status,) if s is not None)])
+        self._wait = self.node.waiter([*self._sources, *(s for s in (self._status, self._wrench) if s is not None)])
+        self._new_wrench = False
         self._latest: list[Any] = [None] * len(self._sources)
         self._new = [False] * len(self._sources)
         self._latest_status, self._new_status = None, False
@@ -446,11 +479,17 @@ class ROS2Robot(Robot):
             samples = self._image.take()
             if samples:
                 self._latest_image = samples[-1]
+        if self._wrench is not None:
+            samples = self._wrench.take()
+            if samples:
+                f = samples[-1].wrench.force
+                self._latest_force, self._new_wrench = (float(np.linalg.norm([f.x, f.y, f.z])), now), True
         for name, sub in (("estop", self._estop), ("arm", self._arm)):
             self._events.extend((name, bool(m.data)) for m in sub.take())
 
     def _complete(self) -> bool:
-        return all(self._new) and (self._status is None or self._new_status)
+        return all(self._new) and (self._status is None or self._new_status) and (
+            self._wrench is None or self._new_wrench)
 
     def get_observation(self, timeout_s: float = 0.0) -> RobotObservation | None:
         deadline = self.clock() + timeout_s
@@ -471,6 +510,8 @@ class ROS2Robot(Robot):
         if self.config.position_source is not None:
             position = parts[self.config.position_source][:3].astype(np.float64)
         out = RobotObservation(observation, self._received, stamp, fresh, position)
+        if self._latest_force is not None:
+            out.force, out.force_stamp = self._latest_force
         if self._latest_image is not None:
             m = self._latest_image
             out.image = np.frombuffer(bytes(m.data), dtype=np.uint8).reshape(m.height, m.width, 3)
@@ -479,7 +520,7 @@ class ROS2Robot(Robot):
             out.episode, out.step, out.reward = int(s["episode"]), int(s["step"]), float(s["reward"])
             out.terminated, out.truncated, out.success = bool(s["terminated"]), bool(s["truncated"]), bool(s["success"])
         self._new = [False] * len(self._new)
-        self._new_status = False
+        self._new_status = self._new_wrench = False
         return out
 
     def reset(self, seed: int) -> RobotObservation | None:
@@ -529,7 +570,7 @@ class ROS2Robot(Robot):
 
     def dropped_counts(self) -> dict[str, int]:
         """``topic: reason -> count`` of every malformed message dropped so far."""
-        subs = [*self._sources, *(s for s in (self._status, self._image) if s is not None)]
+        subs = [*self._sources, *(s for s in (self._status, self._image, self._wrench) if s is not None)]
         return {f"{s.topic}: {reason}": n for s in subs for reason, n in s.dropped.items()}
 
     def disconnect(self) -> None:

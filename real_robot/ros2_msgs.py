@@ -159,6 +159,22 @@ class TwistStamped(IdlStruct, typename="geometry_msgs::msg::dds_::TwistStamped_"
 
 
 @dataclass
+class Wrench(IdlStruct, typename="geometry_msgs::msg::dds_::Wrench_"):
+    """``geometry_msgs/msg/Wrench``: force (N) and torque (N m)."""
+
+    force: Vector3 = field(default_factory=Vector3)
+    torque: Vector3 = field(default_factory=Vector3)
+
+
+@dataclass
+class WrenchStamped(IdlStruct, typename="geometry_msgs::msg::dds_::WrenchStamped_"):
+    """``geometry_msgs/msg/WrenchStamped`` (what a force-torque sensor driver publishes)."""
+
+    header: Header = field(default_factory=Header)
+    wrench: Wrench = field(default_factory=Wrench)
+
+
+@dataclass
 class Int64(IdlStruct, typename="std_msgs::msg::dds_::Int64_"):
     """``std_msgs/msg/Int64`` (the simulated robot's reset request: the episode's seed)."""
 
@@ -204,6 +220,7 @@ MESSAGES: dict[str, type] = {
     "sensor_msgs/msg/Image": Image,
     "geometry_msgs/msg/PoseStamped": PoseStamped,
     "geometry_msgs/msg/TwistStamped": TwistStamped,
+    "geometry_msgs/msg/WrenchStamped": WrenchStamped,
     "std_msgs/msg/Int64": Int64,
     "trajectory_msgs/msg/JointTrajectory": JointTrajectory,
 }

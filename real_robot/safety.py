@@ -16,6 +16,14 @@ decides, in this order:
 7. **workspace**: with an end-effector position and ``workspace_low/high`` (m), the components
    of a Cartesian command that would leave the box are zeroed.
 
+**Force limit** (with ``force_limit``, N): the force on the person (a force-torque sensor's
+``geometry_msgs/WrenchStamped``, or the force field of the observation in simulation) is read
+before every decision. A reading at or above ``force_limit - force_margin`` (before the limit)
+latches the e-stop and starts the back-off move: ``backoff_steps`` commands that retract
+(``backoff_command``, or the reverse of the last command sent: back along the path that pushed
+into the person), sent although the e-stop is latched, then nothing until reset and re-armed,
+like the e-stop. A missing or stale force reading (older than ``watchdog_s``) holds the robot.
+
 The hold command is zeros: zero velocity for velocity interfaces, no displacement for the
 dressing task's Cartesian displacement actions. ``dry_run`` makes :meth:`filter` return what it
 would send while marking it as not to be sent (the caller logs it). Every decision is counted in
@@ -58,6 +66,15 @@ class SafetyConfig:
     """Send nothing but the hold command before :meth:`SafetyLayer.arm`. Default True."""
     dry_run: bool = False
     """Decide as usual but mark every command as not to be sent. Default False."""
+    force_limit: float | None = None
+    """N; the largest force allowed on the person, or None for no force rule. Dressing: 20 N
+    (the task's ``unsafe_force``)."""
+    force_margin: float = 5.0
+    """N; the layer stops at ``force_limit - force_margin``, before the limit. Default 5 N."""
+    backoff_steps: int = 3
+    """Retract commands sent after a force stop (0: stop in place). Default 3."""
+    backoff_command: list[float] | None = None
+    """The retract command; None: the reverse of the last command sent (clamped to the limits)."""
 
     def __post_init__(self) -> None:
         self.low, self.high = [float(x) for x in self.low], [float(x) for x in self.high]
@@ -69,6 +86,16 @@ class SafetyConfig:
             raise ValueError(f"max_delta={self.max_delta}; expected >= 0 or None")
         if (self.workspace_low is None) != (self.workspace_high is None):
             raise ValueError("give both workspace_low and workspace_high, or neither")
+        if self.force_limit is not None and not 0 <= self.force_margin < self.force_limit:
+            raise ValueError(f"force_limit={self.force_limit} N and force_margin={self.force_margin} N: expected "
+                             "0 <= force_margin < force_limit")
+        if self.backoff_steps < 0:
+            raise ValueError(f"backoff_steps={self.backoff_steps}; expected >= 0")
+        if self.backoff_command is not None:
+            self.backoff_command = [float(x) for x in self.backoff_command]
+            if len(self.backoff_command) != len(self.low):
+                raise ValueError(f"backoff_command={self.backoff_command} has {len(self.backoff_command)} entries; "
+                                 f"commands have {len(self.low)}")
         if self.workspace_low is not None:
             if len(self.workspace_low) != 3 or len(self.workspace_high) != 3 or any(
                     lo > hi for lo, hi in zip(self.workspace_low, self.workspace_high)):
@@ -109,6 +136,9 @@ class SafetyLayer:
         self._estopped = False
         self._last_observation: float | None = None
         self._last_command = np.zeros(self.dim)
+        self._backoff: list[np.ndarray] = []
+        self._last_force: tuple[float, float] | None = None  # (N, clock s)
+        self.max_force = 0.0
         self.counters: Counter = Counter()
 
     # -- state --------------------------------------------------------------------------------
@@ -129,14 +159,40 @@ class SafetyLayer:
     def disarm(self) -> None:
         self._armed = False
 
+    @property
+    def backing_off(self) -> bool:
+        """Whether retract commands of a force stop are still to be sent."""
+        return bool(self._backoff)
+
     def estop(self) -> None:
         """Latch the emergency stop: only hold commands until reset and re-armed."""
         self._estopped, self._armed = True, False
         self.counters["estop"] += 1
 
+    def force(self, newtons: float, stamp: float | None = None) -> None:
+        """Record a force reading on the person (N, the magnitude; ``stamp`` in the clock's s,
+        default now). At or above ``force_limit - force_margin`` it latches the e-stop and
+        queues the back-off move. A non-finite or negative reading counts as no reading."""
+        value = float(newtons)
+        if not math.isfinite(value) or value < 0:
+            self.counters["force_malformed"] += 1
+            return
+        self._last_force = (value, self.clock() if stamp is None else float(stamp))
+        self.max_force = max(self.max_force, value)
+        limit = self.config.force_limit
+        if limit is None or value < limit - self.config.force_margin or self._estopped:
+            return
+        self.estop()
+        self.counters["force_stop"] += 1
+        retract = (np.asarray(self.config.backoff_command) if self.config.backoff_command is not None
+                   else np.clip(-self._last_command, self._low, self._high))
+        self._backoff = [retract.copy() for _ in range(self.config.backoff_steps)]
+
     def reset_estop(self) -> None:
-        """Release the latch; the robot stays disarmed until :meth:`arm`."""
+        """Release the latch (and drop a force stop's remaining back-off); the robot stays
+        disarmed until :meth:`arm`."""
         self._estopped = False
+        self._backoff = []
 
     def observed(self, stamp: float | None = None) -> None:
         """Record that a fresh observation arrived (``stamp`` in the clock's seconds; default now)."""
@@ -175,6 +231,11 @@ class SafetyLayer:
         proposal = np.asarray(proposal, dtype=np.float64)
         if proposal.shape != (self.dim,):
             raise ValueError(f"command must have shape ({self.dim},), got {proposal.shape}")
+        if self._backoff:  # a force stop's retract move goes out although the e-stop is latched
+            command = self._backoff.pop(0)
+            self.counters["backoff"] += 1
+            self._last_command = command
+            return Decision(command.copy(), not self.config.dry_run, ["force_backoff"])
         if self._estopped:  # nothing is sent at all: the robot's own stop holds it
             return self._stop("blocked_estop", send=False)
         if not self._armed:
@@ -183,6 +244,9 @@ class SafetyLayer:
             return self._stop("watchdog")
         if not np.isfinite(proposal).all():
             return self._stop("nan")
+        if self.config.force_limit is not None and (
+                self._last_force is None or self.clock() - self._last_force[1] > self.config.watchdog_s):
+            return self._stop("force_missing")  # no fresh force reading: no motion
         reasons = []
         command = np.clip(proposal, self._low, self._high)
         if not np.array_equal(command, proposal):

@@ -5,7 +5,9 @@ real robot would use, so the whole deploy loop runs on one machine
 Each control step the node publishes the observation split over the configured sources
 (:class:`real_robot.robot.ROS2RobotConfig`: e.g. the end-effector ``PoseStamped`` and the rest
 as ``Float64MultiArray``), the episode status (``Float64MultiArray`` of
-:data:`real_robot.robot.STATUS_FIELDS`) and optionally a camera ``Image``; it applies the commands
+:data:`real_robot.robot.STATUS_FIELDS`), the force on the person as a ``WrenchStamped`` (force
+``(0, 0, F)`` N, from the observation entry ``force_index``; a force-torque sensor's driver
+publishes the same type) and optionally a camera ``Image``; it applies the commands
 it receives (``TwistStamped``: ``action = twist.linear / scale``; ``Float64MultiArray``:
 ``data / scale``) and starts an episode with the seed of each ``std_msgs/Int64`` on the reset
 topic.
@@ -29,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from real_robot.robot import ARRAY, TWIST, ROS2RobotConfig, encode_source
+from real_robot.robot import ARRAY, TWIST, WRENCH, ROS2RobotConfig, encode_source
 from real_robot.ros2 import ROS2Node
-from real_robot.ros2_msgs import Float64MultiArray, Header, Image, Time
+from real_robot.ros2_msgs import Float64MultiArray, Header, Image, Time, Vector3, Wrench, WrenchStamped
 
 
 def decode_command(config: ROS2RobotConfig, msg: Any, action_dim: int) -> tuple[np.ndarray | None, float | None]:
@@ -63,10 +65,12 @@ class SimRobotNode:
         lockstep: wait for the command answering each step (see the module docstring).
         image: publish ``env.render()`` on ``config.image_topic`` (the env renders rgb_array).
         clock: monotonic seconds.
+        force_index: observation entry with the force on the person (N), published on
+            ``config.wrench_topic``; None: no wrench.
     """
 
     def __init__(self, env: Any, config: ROS2RobotConfig, rate_hz: float = 10.0, lockstep: bool = True,
-                 image: bool = False, clock: Callable[[], float] = time.monotonic):
+                 image: bool = False, clock: Callable[[], float] = time.monotonic, force_index: int | None = None):
         if not rate_hz > 0:
             raise ValueError(f"rate_hz={rate_hz}; expected > 0")
         self.env, self.config, self.period, self.lockstep = env, config, 1.0 / rate_hz, lockstep
@@ -80,6 +84,9 @@ class SimRobotNode:
         self._status = self.node.publisher(config.status_topic, ARRAY, q) if config.status_topic else None
         self._image = self.node.publisher(config.image_topic, "sensor_msgs/msg/Image", q) if (
             image and config.image_topic) else None
+        self.force_index = force_index
+        self._wrench = self.node.publisher(config.wrench_topic, WRENCH, q) if (
+            config.wrench_topic and force_index is not None) else None
         self._commands = self.node.subscription(config.command.topic, config.command.type, q)
         self._resets = self.node.subscription(config.reset_topic, "std_msgs/msg/Int64", q) if config.reset_topic else None
         self._wait = self.node.waiter([self._commands, *(s for s in (self._resets,) if s is not None)])
@@ -108,6 +115,10 @@ class SimRobotNode:
             h, w = frame.shape[:2]
             self._image.publish(Image(Header(Time.from_seconds(self._stamp), "camera"), h, w, "rgb8", 0, 3 * w,
                                       list(frame.tobytes())))
+        if self._wrench is not None:  # before the observation: the force is there when it is complete
+            force = float(self._observation[self.force_index])
+            self._wrench.publish(WrenchStamped(Header(Time.from_seconds(self._stamp), "ee"),
+                                               Wrench(Vector3(0.0, 0.0, force), Vector3())))
         start = 0
         for source, publisher, size in zip(self.config.observation, self._sources, self.sizes):
             publisher.publish(encode_source(source, self._observation[start:start + size], self._stamp))

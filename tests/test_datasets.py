@@ -219,7 +219,7 @@ def test_collection_killed_midway_resumes_without_duplicates(tmp_path, datasets_
 
     changed = subprocess.run(_collect_command(tmp_path, episodes + 1), cwd=tmp_path, env=env, capture_output=True,
                              text=True)
-    assert changed.returncode == 2 and (f"holds episodes collected with dataset.episodes={episodes}, not {episodes + 1} "
+    assert changed.returncode != 0 and (f"holds episodes collected with dataset.episodes={episodes}, not {episodes + 1} "
                                         "(an interrupted collection). Rerun with those settings") in changed.stderr
     rerun = subprocess.run(_collect_command(tmp_path, episodes), cwd=tmp_path, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr

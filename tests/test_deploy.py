@@ -20,7 +20,7 @@ import pytest
 from real_robot.deploy import DeployConfig, DeployLoop
 from real_robot.robot import ARRAY, POSE, ObservationSource, ROS2Robot, ROS2RobotConfig, encode_source, latched_qos
 from real_robot.ros2 import ROS2Node
-from real_robot.ros2_msgs import Bool, Float64MultiArray, PoseStamped
+from real_robot.ros2_msgs import Bool, Float64MultiArray, Header, PoseStamped, Time, Vector3, Wrench, WrenchStamped
 from real_robot.safety import SafetyConfig, SafetyLayer
 from tests.conftest import REPO
 
@@ -166,6 +166,47 @@ def test_estop_topic_latches_no_command_until_rearmed(bridge):
     assert loop.counters["estop_received"] == 1
 
 
+def test_the_force_limit_stops_a_command_stream_pushing_into_the_arm_and_retracts(tmp_path):
+    """A wrench over DDS (as a force-torque sensor's driver publishes it) that rises while the
+    policy keeps pushing: the layer stops at force_limit - force_margin, sends the retract move,
+    then nothing; the stop is latched; malformed wrenches are dropped."""
+    config = _config(next(_domains), wrench_topic="/ft_sensor/wrench")
+    side = FakeRobotSide(config)
+    wrench = side.node.publisher("/ft_sensor/wrench", "geometry_msgs/msg/WrenchStamped", config.sensor_qos)
+    with ROS2Robot(config, observation_dim=5, action_dim=3) as robot:
+        _wait_connected(robot, side)
+        safety = SafetyLayer(SafetyConfig(watchdog_s=0.1, max_delta=None, force_limit=20.0, force_margin=5.0,
+                                          backoff_steps=3))
+        loop = DeployLoop(robot, ScriptedPolicy(lambda k, o: np.array([0.3, 0.0, 0.0])), safety,
+                          DeployConfig(rate_hz=50), log=lambda _: None)
+        safety.arm()
+        newtons = []
+        for k in range(20):
+            force = 2.0 * k  # the arm pushes back harder every step: 15 N is reached at k = 8
+            if k == 3:
+                wrench.publish(WrenchStamped(Header(Time.now(), "ft"), Wrench(Vector3(float("nan"), 0.0, 0.0))))
+            wrench.publish(WrenchStamped(Header(Time.now(), "ft"), Wrench(Vector3(0.0, 0.6 * force, -0.8 * force))))
+            time.sleep(0.005)
+            side.publish(np.array([0.5, 0.0, 1.0, 0.1, 0.2]))
+            obs = robot.get_observation(timeout_s=0.015)
+            newtons.append(obs.force)
+            loop.step(obs)
+            side.collect()
+            time.sleep(0.02)
+        time.sleep(0.1)
+        side.collect()
+        dropped = robot.dropped_counts()
+    assert newtons[8] == pytest.approx(16.0), "the force is the norm of the wrench's force, N"
+    commands = np.array([c for _, c in side.received])
+    scale = config.command.scale
+    pushes, retracts = commands[commands[:, 0] > 0], commands[commands[:, 0] < 0]
+    assert len(pushes) == 8 and np.allclose(pushes[:, 0], 0.3 * scale), "pushing until the reading reached 15 N"
+    assert len(retracts) == 3 and np.allclose(retracts[:, 0], -0.3 * scale), "back along the approach, 3 steps"
+    assert len(commands) == 11 and commands[-1, 0] < 0, "then nothing at all: the stop is latched"
+    assert safety.counters["force_stop"] == 1 and safety.estopped
+    assert dropped == {"/ft_sensor/wrench: a non-finite force or torque": 1}
+
+
 def test_malformed_messages_are_dropped_and_counted(bridge):
     config, side, robot = bridge
     robot.get_observation(timeout_s=0.1)
@@ -231,6 +272,11 @@ def test_dressing_over_dds_matches_direct_simulation(tmp_path):
     assert ros2["success_rate"] == mujoco["success_rate"] >= 2 / 3
     assert ros2["steps"] == mujoco["steps"] and ros2["return_mean"] == pytest.approx(mujoco["return_mean"], abs=1e-4)
     assert ros2["dropped_messages"] == {} and ros2["safety"].get("watchdog", 0) == 0
+    # the force on the person reaches the safety layer over DDS (a WrenchStamped) as in simulation
+    assert ros2["force_limit_n"] == mujoco["force_limit_n"] == 20.0, "the task's limit is on by default"
+    assert ros2["force_max_n"] == pytest.approx(mujoco["force_max_n"], rel=1e-5) and 0 < ros2["force_max_n"] < 15
+    assert ros2["episodes_over_force_limit"] == ros2["episodes_stopped_by_force"] == 0
+    assert ros2["safety"].get("force_missing", 0) == 0 and mujoco["safety"].get("force_missing", 0) == 0
     assert '"episodes": 3' in sim_out
     # the deployment became data in our format
     data = load_dataset(ros2["dataset"])

@@ -96,3 +96,57 @@ def test_dry_run_decides_but_sends_nothing_and_config_errors_are_named():
         SafetyConfig(low=[1.0], high=[0.0])
     with pytest.raises(ValueError, match="both workspace_low and workspace_high"):
         SafetyConfig(workspace_low=[0, 0, 0])
+
+
+def test_the_force_limit_stops_before_the_limit_and_retracts_along_the_approach():
+    layer, clock = armed_layer(force_limit=20.0, force_margin=5.0, backoff_steps=2, max_delta=None)
+    push = np.array([0.5, 0.0, -0.2])
+    layer.force(3.0)
+    first = layer.filter(push)
+    assert first.send and first.reasons == [] and np.allclose(first.command, push)
+    layer.force(14.9)  # below limit - margin: still moving
+    assert layer.filter(push).send and not layer.estopped
+    layer.force(15.0)  # at limit - margin: stop, before the 20 N limit
+    assert layer.estopped and layer.backing_off and layer.counters["force_stop"] == 1
+    for _ in range(2):  # the retract move goes out although the e-stop is latched
+        back = layer.filter(push)
+        assert back.send and back.reasons == ["force_backoff"] and np.allclose(back.command, -push)
+    after = layer.filter(push)
+    assert not after.send and after.reasons == ["blocked_estop"] and not layer.backing_off
+    layer.force(1.0)  # the force fell, but the stop stays latched, like the e-stop
+    assert not layer.filter(push).send
+    with pytest.raises(RuntimeError, match="e-stop is latched"):
+        layer.arm()
+    layer.reset_estop()
+    layer.arm()
+    layer.observed()
+    layer.force(1.0)
+    assert layer.filter(push).send and layer.max_force == 15.0
+
+
+def test_without_a_fresh_force_reading_the_robot_holds_and_a_fixed_backoff_is_used():
+    layer, clock = armed_layer(force_limit=20.0, force_margin=5.0, backoff_steps=1, backoff_command=[0.0, 0.0, 1.0],
+                               watchdog_s=0.1, max_delta=None)
+    assert layer.filter([0.3, 0.0, 0.0]).reasons == ["force_missing"], "no reading yet: no motion"
+    layer.force(2.0)
+    assert layer.filter([0.3, 0.0, 0.0]).send
+    clock.now += 0.15
+    layer.observed()  # the observation is fresh, the force reading is not
+    assert layer.filter([0.3, 0.0, 0.0]).reasons == ["force_missing"]
+    layer.force(float("nan"))  # a malformed reading refreshes nothing
+    assert layer.filter([0.3, 0.0, 0.0]).reasons == ["force_missing"] and layer.counters["force_malformed"] == 1
+    layer.force(30.0)
+    retract = layer.filter([0.3, 0.0, 0.0])
+    assert retract.send and np.allclose(retract.command, [0.0, 0.0, 1.0])
+    assert layer.filter([0.3, 0.0, 0.0]).reasons == ["blocked_estop"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"force_limit": 20.0, "force_margin": 20.0}, "expected 0 <= force_margin < force_limit"),
+    ({"force_limit": 20.0, "force_margin": -1.0}, "expected 0 <= force_margin < force_limit"),
+    ({"backoff_steps": -1}, "backoff_steps=-1; expected >= 0"),
+    ({"backoff_command": [0.0, 1.0]}, "backoff_command=\\[0.0, 1.0\\] has 2 entries; commands have 3"),
+])
+def test_force_settings_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SafetyConfig(**kwargs)
