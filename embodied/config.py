@@ -217,6 +217,10 @@ class RootConfig:
     """evaluate: the task's behaviour policy to run, unless ``checkpoint`` is given."""
     checkpoint: Optional[str] = None
     """evaluate: a checkpoint (step, checkpoints or run folder) whose policy to run."""
+    judges: Any = None
+    """Judges by name (``judges=[force,workspace]``, ``conf/judges/``): rules checked on every
+    transition; in the label stage a pair where exactly one segment breaks one is decided by the
+    judges (mixture of judges), and their costs train a cost-constrained learner."""
     clip: Any = None
     """The CLIP zero-shot reward (``reward_models.clip.CLIPReward`` arguments) of
     ``algo.reward=clip`` and ``labeler=clip``."""

@@ -49,6 +49,7 @@ from policies.data import EpisodeData, make_sampler
 from reward_models.bradley_terry import RewardEnsemble, RewardModelConfig, ensemble_segment_returns, fit_reward_model
 from reward_models.clip import CLIPReward
 from reward_models.functions import BradleyTerryReward, CLIPFrameReward, RewardFunction, TrueReward, normalize_rewards, relabel
+from reward_models.judges import Judge, VerdictStore, Verdicts, apply_judges
 from reward_models.labeling import LabelStore, label_pairs
 from reward_models.preferences import PreferenceLabels, sample_pairs, select_by_disagreement
 
@@ -170,14 +171,45 @@ def label_stage(cfg: DictConfig, episodes: list[Episode], run_dir: Path) -> Pref
             return labels
 
         if labeler.sampling == "uniform":
-            return ask(sample_pairs(lengths, H, labeler.pairs, rng, terminated))
-        first = ask(sample_pairs(lengths, H, labeler.pairs // 2, rng, terminated))
-        model, _ = fit_reward_model(episodes, first, instantiate(cfg.reward_model), seed=int(cfg.seed))
-        rest = labeler.pairs - labeler.pairs // 2
-        candidates = sample_pairs(lengths, H, 10 * rest, rng, terminated)
-        second = ask(candidates[select_by_disagreement(ensemble_segment_returns(model, episodes, candidates, H), rest)])
-        return PreferenceLabels(np.concatenate([first.pairs, second.pairs]), np.concatenate([first.labels, second.labels]),
-                                H, {**first.provenance, "sampling": "disagreement", "second": second.provenance})
+            labels = ask(sample_pairs(lengths, H, labeler.pairs, rng, terminated))
+        else:
+            first = ask(sample_pairs(lengths, H, labeler.pairs // 2, rng, terminated))
+            model, _ = fit_reward_model(episodes, first, instantiate(cfg.reward_model), seed=int(cfg.seed))
+            rest = labeler.pairs - labeler.pairs // 2
+            candidates = sample_pairs(lengths, H, 10 * rest, rng, terminated)
+            second = ask(candidates[select_by_disagreement(ensemble_segment_returns(model, episodes, candidates, H), rest)])
+            labels = PreferenceLabels(np.concatenate([first.pairs, second.pairs]),
+                                      np.concatenate([first.labels, second.labels]), H,
+                                      {**first.provenance, "sampling": "disagreement", "second": second.provenance})
+    finally:
+        store.close()
+    return apply_judges(labels, judge_stage(cfg, episodes, run_dir))
+
+
+def make_judges(cfg: DictConfig) -> dict[str, Judge]:
+    """The run's judges (``judges=[...]``), by name.
+
+    Raises:
+        ValueError: a judge node that does not build a :class:`reward_models.judges.Judge`.
+    """
+    judges = {}
+    for name, node in (OmegaConf.select(cfg, "judges", default=None) or {}).items():
+        judge = instantiate(node)
+        if not isinstance(judge, Judge):
+            raise ValueError(f"judges.{name} builds {type(judge).__name__}; expected a reward_models.judges.Judge")
+        judges[str(name)] = judge
+    return judges
+
+
+def judge_stage(cfg: DictConfig, episodes: list[Episode], run_dir: Path) -> dict[str, list[Verdicts]]:
+    """Every judge's verdicts on every episode, kept with their settings in the run's label
+    store (``labels/labels.sqlite``, table ``verdicts``); a rerun reads them back."""
+    judges = make_judges(cfg)
+    if not judges:
+        return {}
+    store = VerdictStore(RunPaths(run_dir).label_store)
+    try:
+        return {name: store.verdicts(judge, episodes) for name, judge in judges.items()}
     finally:
         store.close()
 
@@ -194,6 +226,9 @@ def label_quality(labels: PreferenceLabels, episodes: list[Episode]) -> dict[str
                                          np.random.default_rng(0)).labels
         decided = labels.answered & (labels.labels != 0.5)
         out["agreement_with_true_reward"] = float((labels.labels[decided] == truth[decided]).mean()) if decided.any() else float("nan")
+    for key in ("judge_overrides", "judge_agreed", "judge_decided_abstains", "judge_both_violate"):
+        if key in labels.provenance:
+            out[key] = float(labels.provenance[key])
     counts = labels.provenance.get("counts", {})
     if labels.provenance.get("swap_check"):
         checked = counts.get("answered", 0) + counts.get("unsure", 0) + counts.get("swap_inconsistent", 0)
@@ -413,7 +448,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
 #: Settings that do not change what a run computes (how it shows, where it runs, how a labeler's
 #: requests travel); everything else in these sections is the run's identity.
-IDENTITY_SECTIONS = ("task", "dataset", "algo", "labeler", "reward_model", "clip", "seed", "trainer.batch_size")
+IDENTITY_SECTIONS = ("task", "dataset", "algo", "labeler", "judges", "reward_model", "clip", "seed", "trainer.batch_size")
 IDENTITY_IGNORED = ("labeler.teacher.progress", "labeler.teacher.concurrency", "labeler.teacher.requests_per_minute",
                     "labeler.teacher.timeout_s", "labeler.teacher.max_retries", "labeler.teacher.backoff_s",
                     "labeler.teacher.backoff_max_s", "labeler.teacher.cache_path", "labeler.teacher.api_key_env",
@@ -430,7 +465,7 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
     reward = str(OmegaConf.select(cfg, "algo.reward", default="none"))
     unused = set()
     if reward != "learned":
-        unused |= {"labeler", "reward_model"}
+        unused |= {"labeler", "reward_model", "judges"}
     if not (reward == "clip" or (reward == "learned" and OmegaConf.select(cfg, "labeler.name", default=None) == "clip")):
         unused.add("clip")
     def flatten(value: Any, prefix: str) -> dict[str, Any]:

@@ -524,3 +524,34 @@ def test_damaged_run_files_are_named_or_rebuilt_and_an_unwritable_datasets_root_
     with pytest.raises(DatasetError, match=r"under the datasets root /proc/nonexistent \(No such file or directory\); "
                                            r"set dataset.root=<a writable folder>"):
         train(compose_config(small_train_overrides(tmp_path) + ["dataset.root=/proc/nonexistent"]), tmp_path / "other")
+
+
+def test_judges_in_the_label_stage_decide_the_pairs_where_one_segment_breaks_the_rule(compose_config, tmp_path):
+    """PointMass with a workspace judge whose box leaves out x > 0.1 m: every labelled pair with
+    exactly one segment reaching there prefers the other, and the run's report counts it."""
+    from embodied.pipeline import dataset_stage, label_stage
+    from reward_models.judges import WorkspaceJudge, segment_violations
+
+    overrides = small_train_overrides(tmp_path) + [
+        "algo=iql", "labeler.pairs=60", "labeler.segment_length=5", "reward_model.hidden_dims=[16]",
+        "reward_model.max_epochs=2", "trainer.steps=10", "judges=[workspace]", "judges.workspace.low=[-10,-10]",
+        "judges.workspace.high=[0.1,10]", "judges.workspace.position_indices=[0,1]"]
+    cfg = compose_config(overrides)
+    episodes = dataset_stage(cfg).episodes
+    labels = label_stage(cfg, episodes, tmp_path / "run")
+    judge = WorkspaceJudge([-10, -10], [0.1, 10], position_indices=[0, 1])
+    violates = segment_violations([judge.judge(ep) for ep in episodes], labels.pairs, 5)
+    one_sided = violates[:, 0] != violates[:, 1]
+    assert one_sided.sum() >= 5, "the box must split some pairs for this test to mean anything"
+    assert np.array_equal(labels.labels[one_sided], np.where(violates[one_sided, 0], 1.0, 0.0))
+    assert labels.provenance["judges"] == ["workspace"]
+    assert labels.provenance["judge_overrides"] + labels.provenance["judge_agreed"] + \
+        labels.provenance["judge_decided_abstains"] == one_sided.sum()
+    with sqlite3.connect(tmp_path / "run" / "labels" / "labels.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0] == len(episodes)
+    report = train(cfg, tmp_path / "run")
+    assert report["reward"]["judge_overrides"] == labels.provenance["judge_overrides"]
+    # judges are part of what a learned-reward run computes
+    with pytest.raises(RunFolderError, match=r"judges.workspace.high"):
+        train(compose_config(overrides[:-3] + ["judges.workspace.low=[-10,-10]", "judges.workspace.high=[0.2,10]",
+                                               "judges.workspace.position_indices=[0,1]"]), tmp_path / "run")
