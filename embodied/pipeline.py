@@ -49,7 +49,7 @@ from policies.data import EpisodeData, make_sampler
 from reward_models.bradley_terry import RewardEnsemble, RewardModelConfig, ensemble_segment_returns, fit_reward_model
 from reward_models.clip import CLIPReward
 from reward_models.functions import BradleyTerryReward, CLIPFrameReward, RewardFunction, TrueReward, normalize_rewards, relabel
-from reward_models.judges import Judge, VerdictStore, Verdicts, apply_judges
+from reward_models.judges import Judge, Verdicts, VerdictStore, apply_judges
 from reward_models.labeling import LabelStore, label_pairs
 from reward_models.preferences import PreferenceLabels, sample_pairs, select_by_disagreement
 

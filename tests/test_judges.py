@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from embodied.data import Episode
-from reward_models.judges import ForceJudge, VerdictStore, Verdicts, WorkspaceJudge, apply_judges, episode_costs
+from reward_models.judges import ForceJudge, Verdicts, VerdictStore, WorkspaceJudge, apply_judges, episode_costs
 from reward_models.preferences import FIRST, SECOND, TIE, PreferenceLabels
 
 
