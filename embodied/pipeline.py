@@ -49,7 +49,7 @@ from policies.data import EpisodeData, make_sampler
 from reward_models.bradley_terry import RewardEnsemble, RewardModelConfig, ensemble_segment_returns, fit_reward_model
 from reward_models.clip import CLIPReward
 from reward_models.functions import BradleyTerryReward, CLIPFrameReward, RewardFunction, TrueReward, normalize_rewards, relabel
-from reward_models.judges import Judge, Verdicts, VerdictStore, apply_judges
+from reward_models.judges import Judge, Verdicts, VerdictStore, apply_judges, episode_costs
 from reward_models.labeling import LabelStore, label_pairs
 from reward_models.preferences import PreferenceLabels, sample_pairs, select_by_disagreement
 
@@ -457,6 +457,10 @@ IDENTITY_IGNORED = ("labeler.teacher.progress", "labeler.teacher.concurrency", "
                     "dataset.root", "algo.learner.compile")
 
 
+#: Learners that train on the judges' costs (their runs read ``judges`` whatever the reward).
+COST_LEARNERS = ("iql_safe",)
+
+
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
     """The settings that decide what a run computes, flattened to dotted keys (``labeler.name``,
     ``algo.learner.expectile``, ...): :data:`IDENTITY_SECTIONS` minus :data:`IDENTITY_IGNORED`,
@@ -465,7 +469,9 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
     reward = str(OmegaConf.select(cfg, "algo.reward", default="none"))
     unused = set()
     if reward != "learned":
-        unused |= {"labeler", "reward_model", "judges"}
+        unused |= {"labeler", "reward_model"}
+        if OmegaConf.select(cfg, "algo.name", default=None) not in COST_LEARNERS:
+            unused.add("judges")
     if not (reward == "clip" or (reward == "learned" and OmegaConf.select(cfg, "labeler.name", default=None) == "clip")):
         unused.add("clip")
     def flatten(value: Any, prefix: str) -> dict[str, Any]:
@@ -625,7 +631,18 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     if reward is not None:
         rewards, reward_stats = normalize_rewards(relabel(reward, episodes, device), cfg.algo.reward_normalization,
                                                   data.episode)
-    sampler = make_sampler(learner.batch_spec(), data, rewards)
+    spec, costs = learner.batch_spec(), None
+    if spec.cost:
+        judged = judge_stage(cfg, episodes, paths.root)
+        if not judged:
+            raise ValueError(f"algo={cfg.algo.name} trains a cost critic on the judges' per-step costs, but no judge is "
+                             "configured; add judges=[force] (conf/judges/)")
+        per_episode = episode_costs(judged, episodes)
+        costs = torch.as_tensor(np.concatenate(per_episode), device=device)
+        reward_report = {**reward_report, "judges": sorted(judged),
+                         "cost_per_episode_mean": float(np.mean([c.sum() for c in per_episode])),
+                         "episodes_with_cost": float(np.mean([c.sum() > 0 for c in per_episode]))}
+    sampler = make_sampler(spec, data, rewards, costs)
     timings["labels, reward model and relabeling"] = time.time() - started - sum(timings.values())
 
     def evaluate(final: bool) -> dict[str, float]:

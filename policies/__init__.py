@@ -15,6 +15,7 @@ from typing import Any
 LEARNERS: dict[str, tuple[str, str]] = {
     "bc": ("policies.bc.config:BCConfig", "policies.bc.model:BCLearner"),
     "iql": ("policies.iql.config:IQLConfig", "policies.iql.model:IQLLearner"),
+    "iql_safe": ("policies.iql_safe.config:IQLSafeConfig", "policies.iql_safe.model:IQLSafeLearner"),
 }
 
 

@@ -22,6 +22,8 @@ class BatchSpec:
             ``mask (B, H)``), or ``future`` (transitions and a ``future_observation (B, D)`` of the
             same episode at a geometric offset).
         reward: whether batches must carry a ``reward``.
+        cost: whether batches must carry a ``cost`` (the judges' per-step costs; cost-constrained
+            learners).
         horizon: H of ``windows``.
         discount: gamma of the geometric offset of ``future`` (mean offset ``1 / (1 - gamma)``).
 
@@ -33,6 +35,7 @@ class BatchSpec:
     reward: bool = False
     horizon: int = 1
     discount: float = 0.99
+    cost: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in BATCH_KINDS:

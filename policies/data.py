@@ -164,12 +164,13 @@ class EpisodeData:
         return torch.zeros(self.num_episodes, device=rewards.device).index_add_(0, self.episode, rewards)
 
     def gather(self, rows: torch.Tensor, fields: Sequence[str] = ("observation", "action", "next_observation"),
-               rewards: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+               rewards: torch.Tensor | None = None, costs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Fields of the transitions at ``rows`` (any shape S, int64): each ``(*S, ...)``.
 
         Fields: ``observation``, ``next_observation``, ``action``, ``reward`` (``rewards`` if given,
-        else the stored ones), ``terminal``, ``timeout``, ``frame`` (the frame with the observation),
-        ``next_frame`` (the frame after the step).
+        else the stored ones), ``cost`` (``costs (N,)``, the judges' per-step costs), ``terminal``,
+        ``timeout``, ``frame`` (the frame with the observation), ``next_frame`` (the frame after
+        the step).
 
         Raises:
             KeyError: an unknown field, or one this data does not hold.
@@ -190,13 +191,17 @@ class EpisodeData:
                 if source is None:
                     raise KeyError("field 'reward': no rewards stored or given")
                 value = source.index_select(0, flat)
+            elif name == "cost":
+                if costs is None:
+                    raise KeyError("field 'cost': no costs given (judges=[...] make them)")
+                value = costs.index_select(0, flat)
             elif name == "terminal":
                 value = self.terminals.index_select(0, flat)
             elif name == "timeout":
                 value = self.timeouts.index_select(0, flat)
             else:
                 raise KeyError(f"unknown field {name!r}; expected observation, next_observation, action, reward, "
-                               "terminal, timeout, frame or next_frame")
+                               "cost, terminal, timeout, frame or next_frame")
             out[name] = value.reshape(*rows.shape, *value.shape[1:])
         return out
 
@@ -259,16 +264,23 @@ class TransitionSampler(_Stateless):
     Args:
         data: the episodes.
         rewards: ``(N,) float32`` rewards to use instead of the stored ones (relabelled data).
+        costs: ``(N,) float32`` per-transition costs (the judges'), sampled as ``cost (B,)``.
+
+    Raises:
+        ValueError: ``costs`` of another length than the data's transitions.
     """
 
-    def __init__(self, data: EpisodeData, rewards: torch.Tensor | None = None):
+    def __init__(self, data: EpisodeData, rewards: torch.Tensor | None = None, costs: torch.Tensor | None = None):
         self.data = data
-        self.rewards = rewards
+        self.rewards, self.costs = rewards, costs
+        if costs is not None and costs.shape != (data.size,):
+            raise ValueError(f"costs of shape {tuple(costs.shape)}; expected ({data.size},), one per transition")
         has_reward = rewards is not None or data.rewards is not None
-        self.fields = (*TRANSITION_FIELDS, "reward") if has_reward else TRANSITION_FIELDS
+        self.fields = (*TRANSITION_FIELDS, *(("reward",) if has_reward else ()), *(("cost",) if costs is not None else ()))
 
     def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return self.data.gather(_draw(self.data.size, batch_size, generator, self.data.device), self.fields, self.rewards)
+        return self.data.gather(_draw(self.data.size, batch_size, generator, self.data.device), self.fields, self.rewards,
+                                self.costs)
 
 
 class WindowSampler(_Stateless):
@@ -458,14 +470,18 @@ class ReplayBuffer:
             self.storage[k] = full
 
 
-def make_sampler(spec: Any, data: EpisodeData, rewards: torch.Tensor | None = None) -> Sampler:
-    """The sampler a learner's :class:`policies.base.BatchSpec` asks for, over ``data``.
+def make_sampler(spec: Any, data: EpisodeData, rewards: torch.Tensor | None = None,
+                 costs: torch.Tensor | None = None) -> Sampler:
+    """The sampler a learner's :class:`policies.base.BatchSpec` asks for, over ``data``
+    (``costs``: per-transition costs for a spec with ``cost``).
 
     Raises:
-        ValueError: an unknown ``spec.kind``.
+        ValueError: an unknown ``spec.kind``; costs asked for by a spec that is not ``transitions``.
     """
+    if getattr(spec, "cost", False) and spec.kind != "transitions":
+        raise ValueError(f"costs are sampled with transitions only, not {spec.kind!r}")
     if spec.kind == "transitions":
-        return TransitionSampler(data, rewards)
+        return TransitionSampler(data, rewards, costs if getattr(spec, "cost", False) else None)
     if spec.kind == "windows":
         return WindowSampler(data, spec.horizon, rewards)
     if spec.kind == "future":

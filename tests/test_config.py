@@ -25,7 +25,7 @@ def _options(group: str) -> list[str]:
 
 
 def test_every_yaml_is_covered_by_a_group_test():
-    groups = {"algo", "experiment", "labeler", "logger", "reward_model", "robot", "suite", "task"}
+    groups = {"algo", "experiment", "judges", "labeler", "logger", "reward_model", "robot", "suite", "task"}
     found = {p.relative_to(CONF).parts[0] for p in CONF.rglob("*.yaml") if p.parent != CONF}
     assert found == groups, f"a new config group needs a test here: {found - groups}"
     # benchmark.yaml: test_benchmark.py; deploy.yaml and sim_robot.yaml: below
@@ -51,6 +51,19 @@ def test_task_configs_instantiate_env_and_every_policy(compose_config, task):
             assert key in info
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("judge", _options("judges"))
+def test_judge_configs_build_judges_from_the_tasks_settings(compose_config, judge):
+    from embodied.pipeline import make_judges
+    from reward_models.judges import Judge
+
+    cfg = compose_config(["+task=dressing", f"judges=[{judge}]"])
+    judges = make_judges(cfg)
+    assert list(judges) == [judge] and isinstance(judges[judge], Judge)
+    if judge == "force":
+        assert (judges[judge].limit, judges[judge].force_index) == (cfg.task.force_limit, cfg.task.force_index)
+    assert compose_config(["+task=dressing"]).judges is None, "no judge unless asked"
 
 
 @pytest.mark.parametrize("algo", [a for a in _options("algo") if a != "expert"])

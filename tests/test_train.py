@@ -555,3 +555,22 @@ def test_judges_in_the_label_stage_decide_the_pairs_where_one_segment_breaks_the
     with pytest.raises(RunFolderError, match=r"judges.workspace.high"):
         train(compose_config(overrides[:-3] + ["judges.workspace.low=[-10,-10]", "judges.workspace.high=[0.2,10]",
                                                "judges.workspace.position_indices=[0,1]"]), tmp_path / "run")
+
+
+def test_the_cost_constrained_learner_trains_on_the_judges_costs(compose_config, tmp_path):
+    overrides = small_train_overrides(tmp_path) + [
+        "algo=iql_safe", "algo.reward=gt", "trainer.steps=20", "algo.learner.hidden_dims=[16]"]
+    with pytest.raises(ValueError, match=r"algo=iql_safe trains a cost critic on the judges' per-step costs, but no "
+                                         r"judge is configured; add judges=\[force\]"):
+        train(compose_config(overrides), tmp_path / "none")
+    judged = overrides + ["judges=[workspace]", "judges.workspace.low=[-10,-10]", "judges.workspace.high=[0.1,10]",
+                          "judges.workspace.position_indices=[0,1]"]
+    report = train(compose_config(judged), tmp_path / "run")
+    assert report["reward"]["judges"] == ["workspace"] and report["reward"]["cost_per_episode_mean"] > 0
+    assert 0 < report["reward"]["episodes_with_cost"] <= 1 and report["step"] == 20
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/cost_critic_loss" in row and "train/feasible" in row for row in rows)
+    # the judges decide what this run computes, even on the true reward
+    with pytest.raises(RunFolderError, match=r"judges.workspace.high"):
+        train(compose_config(judged[:-2] + ["judges.workspace.high=[0.5,10]", "judges.workspace.position_indices=[0,1]"]),
+              tmp_path / "run")
