@@ -49,6 +49,10 @@ class TaskConfig:
     force_index: Optional[int] = None
     """Observation entry holding the force on the person, N (dressing: 24); the safety layer
     reads it in simulation (``robot=mujoco``, the simulated ROS 2 robot's wrench)."""
+    histograms: dict[str, Optional[float]] = field(default_factory=dict)
+    """Task metrics drawn as a histogram of the final evaluation's episodes
+    (``plots/<metric>_histogram.png``), each with a limit line (or None): dressing
+    ``{max_force: 20}``, the force distribution beside success."""
     force_limit: Optional[float] = None
     """N; the force the person must never feel (dressing: 20 N, the task's ``unsafe_force``);
     deploy's safety layer stops before it when ``safety.force_limit`` is unset."""

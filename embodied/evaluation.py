@@ -49,14 +49,21 @@ def evaluate_policy(
     metric_keys: Sequence[str] = (),
     progress: bool = True,
     desc: str = "evaluate",
+    record: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Run ``episodes`` episodes (episode i reset with ``seed + i``) and :func:`summarize` them;
-    ``desc`` names the progress bar."""
+    ``desc`` names the progress bar. ``record``, when given, receives each task metric's
+    per-episode final values ``(episodes,) float64`` and the ``return`` of each episode (for
+    histograms)."""
     keys = list(dict.fromkeys([*info_keys, *metric_keys]))
     rollouts = [
         rollout(env, policy, seed + i, keys)
         for i in tqdm(range(episodes), desc=desc, unit="episode", disable=not progress, mininterval=1.0)
     ]
+    if record is not None:
+        record["return"] = np.asarray([float(ep.rewards.sum()) for ep in rollouts])
+        for key in metric_keys:
+            record[key] = np.asarray([float(ep.infos[key][-1]) for ep in rollouts])
     return summarize(rollouts, metric_keys)
 
 

@@ -273,12 +273,13 @@ def reward_stage(cfg: DictConfig, episodes: list[Episode], labels: PreferenceLab
 
 
 def evaluate_stage(cfg: DictConfig, policy: Any, episodes: int | None = None, progress: bool | None = None,
-                   desc: str = "evaluate") -> dict[str, float]:
+                   desc: str = "evaluate", record: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Evaluate a policy on the task with ``eval.*`` settings (``episodes`` overrides
     ``eval.episodes``); returns ``summarize`` metrics, or with ``eval.protocol=metaworld`` those
     of :func:`embodied.evaluation.evaluate_metaworld`. ``progress`` (default
     ``trainer.progress``) shows a progress bar; evaluations during training show none of their
-    own (one bar per stage: the training bar says it is evaluating); ``desc`` names the bar."""
+    own (one bar per stage: the training bar says it is evaluating); ``desc`` names the bar;
+    ``record`` receives per-episode values (:func:`embodied.evaluation.evaluate_policy`)."""
     evaluation: EvalConfig = OmegaConf.to_object(cfg.eval)
     progress = bool(cfg.trainer.progress) if progress is None else progress
     if evaluation.protocol == "metaworld":
@@ -289,7 +290,7 @@ def evaluate_stage(cfg: DictConfig, policy: Any, episodes: int | None = None, pr
         return evaluate_policy(
             env, policy, episodes or evaluation.episodes, evaluation.seed,
             info_keys=list(cfg.task.info_keys), metric_keys=list(cfg.task.metrics),
-            progress=progress, desc=desc,
+            progress=progress, desc=desc, record=record,
         )
     finally:
         env.close()
@@ -366,6 +367,34 @@ def plot_learning_curves(metrics_jsonl: Path, path: Path, title: str) -> Path | 
         axis.set_xlabel("update step", fontsize=8)
         axis.tick_params(labelsize=7)
     figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def plot_histogram(values: np.ndarray, limit: float | None, path: Path, title: str, metric: str, unit: str) -> Path:
+    """A histogram of per-episode ``values`` with the ``limit`` as a vertical line and the share
+    of episodes over it in the legend (dressing: the largest force on the person, N)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.2), dpi=100)
+    values = np.asarray(values, dtype=float)
+    # the axis ends past the limit and the 95th percentile; rarer outliers are counted in its last bin
+    top = max(float(np.quantile(values, 0.95)) if values.size else 1.0, limit or 0.0) * 1.25 or 1.0
+    low = min(0.0, float(values.min())) if values.size else 0.0
+    outliers = int((values > top).sum())
+    axis.hist(np.minimum(values, top), bins=np.linspace(low, top, 30), color="tab:blue",
+              label=f"{outliers} above {top:.3g}, in the last bin" if outliers else None)
+    if limit is not None:
+        over = float(np.mean(values > limit)) if values.size else float("nan")
+        axis.axvline(limit, color="tab:red", linestyle="--", label=f"limit {limit:g} {unit}: {over:.0%} of episodes over")
+    if limit is not None or outliers:
+        axis.legend(fontsize=8)
+    axis.set_xlabel(f"{metric} ({unit})" if unit else metric)
+    axis.set_ylabel("episodes")
+    axis.set_title(title, fontsize=9)
     figure.tight_layout()
     return save_figure(figure, path)
 
@@ -645,9 +674,11 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     sampler = make_sampler(spec, data, rewards, costs)
     timings["labels, reward model and relabeling"] = time.time() - started - sum(timings.values())
 
+    final_episodes: dict[str, np.ndarray] = {}
+
     def evaluate(final: bool) -> dict[str, float]:
         return evaluate_stage(cfg, LearnerPolicy(learner, device), None if final else cfg.eval.episodes_during_training,
-                              progress=bool(cfg.trainer.progress) and final)
+                              progress=bool(cfg.trainer.progress) and final, record=final_episodes if final else None)
 
     def on_start(logger: Logger) -> None:
         logger.log(dataset_summary(episodes), step=0)
@@ -673,6 +704,10 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     videos = record_videos(cfg, LearnerPolicy(learner, device), paths.videos)
     curves = plot_learning_curves(paths.metrics_jsonl, paths.plots / "learning_curves.png",
                                   f"{cfg.task.name} / {cfg.algo.name} (reward {cfg.algo.reward}, seed {cfg.seed})")
+    histograms = [plot_histogram(final_episodes[metric], limit, paths.plots / f"{metric}_histogram.png",
+                                 f"{cfg.task.name} / {cfg.algo.name}, seed {cfg.seed}: {metric} of "
+                                 f"{len(final_episodes[metric])} evaluation episodes", metric, unit_of(metric, cfg.task))
+                  for metric, limit in dict(cfg.task.get("histograms") or {}).items() if metric in final_episodes]
     timings["videos and plots"] = time.time() - started - sum(timings.values())
     report = {
         "task": cfg.task.name,
@@ -693,7 +728,7 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
         "dataset_id": dataset.source,
         "dataset_path": str(dataset.path),
         "videos": [str(v) for v in videos],
-        "plots": [str(curves)] if curves else [],
+        "plots": ([str(curves)] if curves else []) + [str(h) for h in histograms],
     }
     write_json_atomic(paths.metrics, report)
     write_text_atomic(paths.report, render_report(report))
@@ -758,7 +793,7 @@ def render_report(report: dict[str, Any]) -> str:
         "",
         f"Checkpoint to deploy from: `{report['checkpoint']}`",
         "",
-        *[f"![learning curves]({Path(p).relative_to(Path(p).parents[1])})" for p in report.get("plots", [])],
+        *[f"![{Path(p).stem.replace('_', ' ')}]({Path(p).relative_to(Path(p).parents[1])})" for p in report.get("plots", [])],
         "",
         *[f"- video: `{Path(v).relative_to(Path(v).parents[1])}`" for v in report.get("videos", [])],
         "",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from embodied.cli import ConsoleLog
 
 
@@ -62,3 +64,22 @@ def test_our_warnings_print_as_one_line_and_others_as_python_shows_them():
     assert ours == "warning: last points to 2, which does not exist; using 1\n"
     theirs = _format_warning(UserWarning("something"), UserWarning, "/lib/other.py", 7, "call()")
     assert theirs.startswith("/lib/other.py:7: UserWarning: something")
+
+
+def test_the_force_histogram_marks_the_limit_and_counts_outliers_in_its_last_bin(tmp_path, monkeypatch):
+    import matplotlib.axes
+    import numpy as np
+
+    from embodied.pipeline import plot_histogram
+
+    drawn = {}
+    hist, axvline = matplotlib.axes.Axes.hist, matplotlib.axes.Axes.axvline
+    monkeypatch.setattr(matplotlib.axes.Axes, "hist",
+                        lambda self, x, **kw: drawn.update(x=np.asarray(x), label=kw.get("label")) or hist(self, x, **kw))
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvline",
+                        lambda self, x, **kw: drawn.update(limit=x, limit_label=kw.get("label")) or axvline(self, x, **kw))
+    forces = np.r_[np.full(38, 3.0), 24.0, 3000.0]  # two of 40 episodes over the 20 N limit, one a solver spike
+    path = plot_histogram(forces, 20.0, tmp_path / "max_force_histogram.png", "test", "max_force", "N")
+    assert path.stat().st_size > 5000
+    assert drawn["limit"] == 20.0 and "5% of episodes over" in drawn["limit_label"]
+    assert drawn["x"].max() == pytest.approx(20.0 * 1.25) and "1 above 25" in drawn["label"], "the spike does not squash it"

@@ -137,6 +137,9 @@ def test_cli_main_job_on_dressing(tmp_path):
     assert {"dressed_distance_final", "max_force_final", "success_rate"} <= set(metrics["eval"])
     assert metrics["dataset"]["dataset/episodes"] == 5
     assert f"report: {run_dir}" in result.stdout or f"report: {run_dir.resolve()}" in result.stdout
+    histogram = run_dir / "plots" / "max_force_histogram.png"  # the force distribution beside success
+    assert histogram.stat().st_size > 5000 and str(histogram) in metrics["plots"]
+    assert "![max force histogram](plots/max_force_histogram.png)" in (run_dir / "report.md").read_text()
 
 
 def _stored_answers(run_dir: Path) -> list[tuple]:
