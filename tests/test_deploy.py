@@ -389,3 +389,22 @@ def test_data_wait_sleeps_until_a_sample_lands():
     assert wait.wait(5.0) is True
     assert [list(m.data) for m in sub.take()] == [[1.0]]
     assert wait.wait(0.0) is False  # taken: nothing left to wake on
+
+
+def test_rearm_each_episode_releases_a_latched_stop_in_simulation_only_when_asked():
+    import envs
+    from envs.pointmass import PointMassExpert
+    from real_robot.robot import MujocoRobot
+
+    for rearm in (False, True):
+        with MujocoRobot(lambda: envs.make("embodied/PointMass-v0"), [0, 1, 2]) as robot:
+            safety = SafetyLayer(SafetyConfig(low=[-1, -1], high=[1, 1], max_delta=None, watchdog_s=10.0))
+            config = DeployConfig(episodes=2, max_steps=5, pace=False, arm_on_start=False, rearm_each_episode=rearm)
+            loop = DeployLoop(robot, PointMassExpert(), safety, config, log=lambda _: None)
+            safety.arm()
+            safety.estop()  # latched before the run, as a force stop at the end of an episode leaves it
+            report = loop.run()
+        if rearm:
+            assert report["loop"]["rearmed"] == 1 and report["steps"] == 10 and not safety.estopped
+        else:
+            assert "rearmed" not in report["loop"] and report["loop"]["episodes_stopped_by_estop"] == 2
