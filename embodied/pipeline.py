@@ -494,7 +494,8 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
     """The settings that decide what a run computes, flattened to dotted keys (``labeler.name``,
     ``algo.learner.expectile``, ...): :data:`IDENTITY_SECTIONS` minus :data:`IDENTITY_IGNORED`,
     and minus the sections the run does not read: ``labeler`` and ``reward_model`` unless
-    ``algo.reward=learned``, ``clip`` unless the reward or the labeler is CLIP."""
+    ``algo.reward=learned``, ``judges`` unless the reward is learned or the learner trains on
+    costs (:data:`COST_LEARNERS`), ``clip`` unless the reward or the labeler is CLIP."""
     reward = str(OmegaConf.select(cfg, "algo.reward", default="none"))
     unused = set()
     if reward != "learned":
@@ -528,7 +529,7 @@ def check_run_identity(cfg: DictConfig, paths: RunPaths) -> None:
     Raises:
         RunFolderError: the settings differ; names each key with its old and new value.
     """
-    identity = json.loads(json.dumps(run_identity(cfg), default=str))
+    identity = _identity_as_stored(cfg)
     if not paths.identity.exists():
         write_json_atomic(paths.identity, identity)
         return
@@ -549,12 +550,17 @@ def check_run_identity(cfg: DictConfig, paths: RunPaths) -> None:
         )
 
 
+def _identity_as_stored(cfg: DictConfig) -> dict[str, Any]:
+    """:func:`run_identity` as ``run_identity.json`` holds it (values through JSON)."""
+    return json.loads(json.dumps(run_identity(cfg), default=str))
+
+
 def find_unfinished_run(cfg: DictConfig, exclude: Path | None = None) -> Path | None:
     """The run folder that ``resume=auto`` continues: the newest run of the same task and algo
     under ``output_root`` that is unfinished (no ``metrics.json``: killed, or stopped by an
     error), not locked by a running job, and has this config's identity (:func:`run_identity`);
     None when there is none."""
-    identity = json.loads(json.dumps(run_identity(cfg), default=str))
+    identity = _identity_as_stored(cfg)
     label = run_label("train", str(cfg.task.name), str(cfg.algo.name))
     found = []
     for folder in Path(str(cfg.output_root)).glob(f"*/*_{label}"):
