@@ -103,6 +103,9 @@ class LabelerConfig:
     sampling: str = "uniform"
     """``uniform``, or ``disagreement``: half the pairs uniform, a reward ensemble fitted on
     them, the other half the candidates (10x as many, uniform) it disagrees on most."""
+    compare_with: list[str] = field(default_factory=list)
+    """Other runs (folders) or label stores whose labelers answered the same pairs (another
+    annotator, a VLM): the report gives the agreement with each. Default none."""
 
     def __post_init__(self) -> None:
         if self.pairs < 20 or self.segment_length < 1:

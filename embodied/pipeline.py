@@ -50,7 +50,7 @@ from reward_models.bradley_terry import RewardEnsemble, RewardModelConfig, ensem
 from reward_models.clip import CLIPReward
 from reward_models.functions import BradleyTerryReward, CLIPFrameReward, RewardFunction, TrueReward, normalize_rewards, relabel
 from reward_models.judges import Judge, Verdicts, VerdictStore, apply_judges, episode_costs
-from reward_models.labeling import LabelStore, label_pairs
+from reward_models.labeling import LabelStore, compare_labels, label_pairs
 from reward_models.preferences import PreferenceLabels, sample_pairs, select_by_disagreement
 
 #: Answered pairs a reward model needs at the least.
@@ -257,7 +257,7 @@ def reward_stage(cfg: DictConfig, episodes: list[Episode], labels: PreferenceLab
         state = checkpoint.state
         model = RewardEnsemble(RewardModelConfig(**state["config"]), state["observation_dim"], state["action_dim"])
         model.load_state_dict(checkpoint.weights)
-        return model.to(device).eval(), state["report"]
+        return model.to(device).eval(), {**state["report"], **_compare_with(cfg, labels, episodes)}
     config: RewardModelConfig = instantiate(cfg.reward_model)
     model, report = fit_reward_model(episodes, labels, config, seed=int(cfg.seed), device=device,
                                      progress=bool(cfg.trainer.progress))
@@ -269,7 +269,23 @@ def reward_stage(cfg: DictConfig, episodes: list[Episode], labels: PreferenceLab
         "config": dataclasses.asdict(config), "observation_dim": int(episodes[0].observations.shape[1]),
         "action_dim": int(episodes[0].actions.shape[1]), "report": report, "labels": labels.provenance,
     })
-    return model.eval(), report
+    return model.eval(), {**report, **_compare_with(cfg, labels, episodes)}
+
+
+def _compare_with(cfg: DictConfig, labels: PreferenceLabels, episodes: list[Episode]) -> dict[str, float]:
+    """Agreement with the labelers of the runs in ``labeler.compare_with`` (another annotator,
+    a VLM) on this run's pairs, and theirs with the true reward in simulation
+    (:func:`reward_models.labeling.compare_labels`); read afresh on every run, never cached."""
+    sources = list(OmegaConf.select(cfg, "labeler.compare_with", default=None) or [])
+    if not sources:
+        return {}
+    truth = None
+    if all(ep.rewards is not None and len(ep.rewards) == len(ep.actions) for ep in episodes):
+        from reward_models.teachers import TEACHERS
+
+        truth = TEACHERS["oracle"].label([ep.rewards for ep in episodes], labels.pairs, labels.segment_length,
+                                         np.random.default_rng(0)).labels
+    return compare_labels(labels, sources, truth)
 
 
 def evaluate_stage(cfg: DictConfig, policy: Any, episodes: int | None = None, progress: bool | None = None,
@@ -482,7 +498,8 @@ IDENTITY_IGNORED = ("labeler.teacher.progress", "labeler.teacher.concurrency", "
                     "labeler.teacher.timeout_s", "labeler.teacher.max_retries", "labeler.teacher.backoff_s",
                     "labeler.teacher.backoff_max_s", "labeler.teacher.cache_path", "labeler.teacher.api_key_env",
                     "labeler.teacher.reward.batch_size", "labeler.teacher.reward.device", "labeler.teacher.reward.progress",
-                    "clip.batch_size", "clip.device", "clip.progress",
+                    "labeler.teacher.host", "labeler.teacher.port", "labeler.teacher.token", "labeler.teacher.open_browser",
+                    "labeler.compare_with", "clip.batch_size", "clip.device", "clip.progress",
                     "dataset.root", "algo.learner.compile")
 
 

@@ -8,7 +8,7 @@ answers one at a time from :meth:`Labeler.answers` as they arrive, in any order,
 other pairs it is asked about in the same call (scripted teachers draw their randomness per
 pair from ``(seed, pair)``), so a job asked again for the missing pairs gives the labels an
 uninterrupted job would have given. Scripted B-Pref teachers, the CLIP and the VLM labelers
-follow it; the human labeling page is the next.
+and people on the labeling page (:mod:`reward_models.human`) follow it.
 
 **Store.** :class:`LabelStore` is one SQLite file (``labels/labels.sqlite`` in a run folder).
 :func:`label_pairs` writes each answer in its own transaction the moment the labeler yields it,
@@ -204,6 +204,66 @@ class LabelStore(SQLiteTable):
                 outcomes[i] = hit[1]
         return labels, found, outcomes
 
+    def labelers(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Every labeler with answers in the store: ``(key, name, settings)``."""
+        return [(key, name, json.loads(settings)) for key, name, settings in
+                self._read("SELECT key, name, settings FROM labelers ORDER BY rowid")]
+
+
+def labeler_display_name(name: str, settings: dict[str, Any]) -> str:
+    """How reports name a labeler: its name, and the annotator for people (``human:alice``)."""
+    return f"{name}:{settings['annotator']}" if "annotator" in settings else name
+
+
+def compare_labels(labels: PreferenceLabels, sources: Sequence[str | Path], truth: np.ndarray | None = None) -> dict[str, float]:
+    """Agreement of ``labels`` with every labeler in other label stores, on the pairs both decided.
+
+    Two annotators who label the same pairs (same dataset, seed and pair count) in their own runs
+    are compared by listing the other run here (``labeler.compare_with``).
+
+    Args:
+        labels: this run's labels.
+        sources: label store files, or run folders (their ``labels/labels.sqlite``).
+        truth: ``(N,)`` the true-reward oracle's labels of ``labels.pairs`` (simulation), or None.
+
+    Returns:
+        Flat report keys per other labeler ``X`` (``human:bob``, ``vlm``, ...) with answers on
+        these pairs: ``agreement_with_X`` (share of the pairs both decided, ties and abstains
+        left out), ``pairs_shared_with_X``, and with ``truth`` ``X_agreement_with_true_reward``.
+
+    Raises:
+        FileNotFoundError: a source that is neither a store file nor a run folder holding one.
+    """
+    out: dict[str, float] = {}
+    mine = labels.answered & (labels.labels != 0.5)
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            path = path / "labels" / "labels.sqlite"
+        if not path.is_file():
+            raise FileNotFoundError(f"labeler.compare_with: {source} is neither a label store (labels.sqlite) nor a run "
+                                    "folder holding labels/labels.sqlite")
+        store = LabelStore(path)
+        try:
+            for key, name, settings in store.labelers():
+                other, found, _ = store.lookup(key, labels.pairs, labels.segment_length)
+                if not found.any():
+                    continue
+                label = labeler_display_name(name, settings)
+                while f"pairs_shared_with_{label}" in out:  # the same labeler in two stores
+                    label += "'"
+                theirs = found & ~np.isnan(other) & (other != 0.5)
+                both = mine & theirs
+                out[f"pairs_shared_with_{label}"] = float(both.sum())
+                out[f"agreement_with_{label}"] = float((labels.labels[both] == other[both]).mean()) if both.any() else float("nan")
+                if truth is not None:
+                    right = theirs & (truth != 0.5)
+                    out[f"{label}_agreement_with_true_reward"] = (float((other[right] == truth[right]).mean())
+                                                                 if right.any() else float("nan"))
+        finally:
+            store.close()
+    return out
+
 
 def label_pairs(labeler: Labeler, episodes: Sequence, pairs: np.ndarray, segment_length: int, seed: int = 0,
                 store: LabelStore | None = None, workdir: Path | None = None) -> PreferenceLabels:
@@ -259,4 +319,5 @@ def label_pairs(labeler: Labeler, episodes: Sequence, pairs: np.ndarray, segment
     return PreferenceLabels(pairs, labels, segment_length, provenance)
 
 
-__all__ = ["Answer", "LabelStore", "Labeler", "OUTCOMES", "SQLiteTable", "label_pairs", "labeler_key"]
+__all__ = ["Answer", "LabelStore", "Labeler", "OUTCOMES", "SQLiteTable", "compare_labels", "label_pairs", "labeler_display_name",
+           "labeler_key"]
