@@ -135,6 +135,7 @@ class LabelingSession:
         self.clip_dir, self.fps, self.clip_size = Path(clip_dir), float(fps), int(clip_size)
         self.annotator, self.task = annotator, task
         self.index = {pair_id(p): i for i, p in enumerate(self.pairs)}
+        self.segments = {tuple(segment) for segment in self.pairs.reshape(-1, 2).tolist()}
         self.answered: set[int] = set()
         self.shown: dict[int, float] = {}  # pair -> server time it was first served
         self.given: queue.Queue[_Given] = queue.Queue()
@@ -163,7 +164,7 @@ class LabelingSession:
         if not match or int(match.group(3)) != self.segment_length:
             return None
         segment = (int(match.group(1)), int(match.group(2)))
-        if not any(segment in ((e0, s0), (e1, s1)) for (e0, s0), (e1, s1) in self.pairs.tolist()):
+        if segment not in self.segments:
             return None
         return self.clip(*segment)
 

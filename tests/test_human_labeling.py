@@ -309,3 +309,71 @@ def test_a_taken_port_and_missing_frames_are_clear_errors(tmp_path):
         list(HumanLabeler(port=0).answers(episodes, pairs, H))
     with pytest.raises(ValueError, match="annotator"):
         HumanLabeler(annotator=" ")
+
+
+def _serve_job(args: list[str], cwd: Path):
+    """Start ``python -m embodied.label`` with the human labeler; returns the process and the
+    address it printed."""
+    import os
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "embodied.label", *args], cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "HYDRA_FULL_ERROR": "1",
+                                                                          "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("label in the browser: open "):
+            return process, line.split("open ", 1)[1].strip(), lines
+    process.wait(30)
+    raise AssertionError("the label job printed no address:\n" + "".join(lines[-40:]))
+
+
+@pytest.mark.slow
+def test_the_label_job_serves_the_page_resumes_after_a_kill_and_reports_agreement(tmp_path):
+    """``python -m embodied.label ... labeler=human`` as a user runs it: the address is printed,
+    answers given before a SIGKILL are kept, the rerun serves only the rest, and a second
+    annotator's run reports the agreement with the first (``labeler.compare_with``)."""
+    import signal
+
+    from tests.conftest import small_train_overrides
+
+    def command(run: Path, *extra: str) -> list[str]:
+        return [*small_train_overrides(tmp_path / "outputs"), "labeler=human", "labeler.pairs=20",
+                "labeler.segment_length=5", "labeler.teacher.port=0", "labeler.teacher.clip_size=32",
+                "dataset.width=32", "dataset.height=32", "reward_model.hidden_dims=[16]", "reward_model.max_epochs=2",
+                f"hydra.run.dir={run}", *extra]
+
+    def answer(url: str, choice: str, n: int) -> None:
+        for _ in range(n):
+            state = httpx.get(url + "api/state", timeout=30).json()
+            assert httpx.post(url + "api/answer", json={"pair": state["pair"]["id"], "choice": choice},
+                              timeout=30).status_code == 200
+
+    alice = tmp_path / "alice"
+    process, url, _ = _serve_job(command(alice, "labeler.teacher.annotator=alice"), tmp_path)
+    try:
+        answer(url, "left", 8)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    store = LabelStore(alice / "labels" / "labels.sqlite")
+    assert len(_rows(store)) == 8, "every answer the page confirmed is on disk after the SIGKILL"
+    store.close()
+    process, url, lines = _serve_job(command(alice, "labeler.teacher.annotator=alice"), tmp_path)
+    assert httpx.get(url + "api/state").json()["total"] == 12
+    answer(url, "left", 12)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, "".join(lines) + out
+    report = json.loads((alice / "metrics.json").read_text())["reward"]
+    assert report["tie"] == 0 and 0 <= report["agreement_with_true_reward"] <= 1
+
+    bob = tmp_path / "bob"
+    process, url, lines = _serve_job(command(bob, "labeler.teacher.annotator=bob", f"labeler.compare_with=[{alice}]"), tmp_path)
+    answer(url, "right", 20)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, "".join(lines) + out
+    report = json.loads((bob / "metrics.json").read_text())["reward"]
+    assert report["pairs_shared_with_human:alice"] == 20 and report["agreement_with_human:alice"] == 0.0
+    assert "agreement_with_human:alice" in out
