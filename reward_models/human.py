@@ -97,7 +97,7 @@ def render_clip(frames: np.ndarray, path: Path, fps: float, min_size: int = 256)
     partial = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.webm")
     try:
         with imageio.get_writer(partial, format="FFMPEG", fps=fps, codec="libvpx", macro_block_size=1,
-                                output_params=["-b:v", "2M", "-auto-alt-ref", "0"], pixelformat="yuv420p") as writer:
+                                output_params=["-b:v", "2M", "-auto-alt-ref", "0", "-deadline", "realtime", "-cpu-used", "8"], pixelformat="yuv420p") as writer:
             for frame in frames:
                 writer.append_data(frame)
         partial.replace(path)
@@ -141,7 +141,7 @@ class LabelingSession:
         self.given: queue.Queue[_Given] = queue.Queue()
         self.started = time.time()
         self._lock = threading.Lock()
-        self._render_lock = threading.Lock()
+        self._render_locks: dict[str, threading.Lock] = {}
 
     # -- clips ---------------------------------------------------------------------------------
     def clip_name(self, episode: int, start: int) -> str:
@@ -151,7 +151,9 @@ class LabelingSession:
         """The clip of segment ``(episode, start)``, rendered on first use."""
         path = self.clip_dir / self.clip_name(episode, start)
         if not path.exists():
-            with self._render_lock:
+            with self._lock:
+                lock = self._render_locks.setdefault(path.name, threading.Lock())
+            with lock:  # one render per clip; different clips render in parallel
                 if not path.exists():
                     render_clip(segment_frames(self.episodes[episode], start, self.segment_length), path, self.fps,
                                 self.clip_size)
@@ -185,7 +187,7 @@ class LabelingSession:
         }
         if i is not None:
             (e0, s0), (e1, s1) = self.pairs[i].tolist()
-            self.clip(e0, s0), self.clip(e1, s1)
+            self._render_pair(i)
             with self._lock:
                 self.shown.setdefault(i, time.time())
             state["pair"] = {"id": pair_id(self.pairs[i]), "left": self.clip_name(e0, s0), "right": self.clip_name(e1, s1),
@@ -195,10 +197,27 @@ class LabelingSession:
                 threading.Thread(target=self._prefetch, args=(following,), daemon=True).start()
         return state
 
+    def _render_pair(self, i: int) -> None:
+        """Both clips of pair ``i``, the second in a thread beside the first."""
+        (e0, s0), (e1, s1) = self.pairs[i].tolist()
+        errors: list[BaseException] = []
+
+        def second() -> None:
+            try:
+                self.clip(e1, s1)
+            except BaseException as error:  # noqa: BLE001 - raised below, in the caller's thread
+                errors.append(error)
+
+        thread = threading.Thread(target=second, daemon=True)
+        thread.start()
+        self.clip(e0, s0)
+        thread.join()
+        if errors:
+            raise errors[0]
+
     def _prefetch(self, i: int) -> None:
         try:
-            (e0, s0), (e1, s1) = self.pairs[i].tolist()
-            self.clip(e0, s0), self.clip(e1, s1)
+            self._render_pair(i)
         except Exception:  # noqa: BLE001 - rendered again (and the error shown) when the pair is served
             pass
 
