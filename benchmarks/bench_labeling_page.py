@@ -113,7 +113,7 @@ def main() -> None:
         print(f"page load with {n:5d} pairs waiting: cold {cold * 1000:7.1f} ms, warm {warm * 1000:7.1f} ms")
     print(f"load ratio {args.pairs} / 10 pairs: cold {loads[args.pairs][0] / loads[10][0]:.2f}x, "
           f"warm {loads[args.pairs][1] / loads[10][1]:.2f}x")
-    for name, values in ((f"at once", latencies), (f"after watching {args.watch:.1f} s", watched)):
+    for name, values in (("at once", latencies), (f"after watching {args.watch:.1f} s", watched)):
         median, p90 = statistics.median(values), float(np.quantile(values, 0.9))
         print(f"key press {name} -> next pair playing: median {median * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms over "
               f"{len(values)} answers")

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import envs  # noqa: F401  (picks the OpenGL backend before mujoco loads)
 import matplotlib
+
+import envs  # noqa: F401  (picks the OpenGL backend before mujoco loads)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
