@@ -114,8 +114,9 @@ def dataset_stage(cfg: DictConfig, keep_frames: bool = False) -> OfflineDataset:
 
 
 def needs_frames(cfg: DictConfig, labeling: bool | None = None) -> bool:
-    """Whether the run reads rendered frames: ``algo.reward=clip``, an image labeler (clip, vlm)
-    or an image reward model (``reward_model.inputs=image``). ``labeling``: whether the run labels
+    """Whether the run reads rendered frames: ``algo.reward=clip``, an image labeler (clip, vlm),
+    an image reward model (``reward_model.inputs=image``), or an image judge (vlm_safety) in a run
+    that reads the judges. ``labeling``: whether the run labels
     (default: when ``algo.reward=learned``)."""
     if OmegaConf.select(cfg, "algo.reward") == "clip":
         return True
@@ -123,7 +124,11 @@ def needs_frames(cfg: DictConfig, labeling: bool | None = None) -> bool:
     target = OmegaConf.select(cfg, "labeler.teacher._target_", default=None)
     image_labeler = bool(target) and bool(getattr(get_class(str(target)), "needs_frames", False))
     image_model = OmegaConf.select(cfg, "reward_model.inputs") == "image"
-    return bool(labeling and (image_labeler or image_model))
+    judges = OmegaConf.select(cfg, "judges", default=None) or {}
+    image_judge = any(getattr(get_class(str(node["_target_"])), "needs_frames", False)
+                      for node in judges.values() if "_target_" in node)
+    reads_judges = labeling or OmegaConf.select(cfg, "algo.name", default=None) in COST_LEARNERS
+    return bool((labeling and (image_labeler or image_model)) or (reads_judges and image_judge))
 
 
 def _require_frames(cfg: DictConfig, episodes: list[Episode], what: str) -> None:
@@ -207,6 +212,9 @@ def judge_stage(cfg: DictConfig, episodes: list[Episode], run_dir: Path) -> dict
     judges = make_judges(cfg)
     if not judges:
         return {}
+    for judge in judges.values():
+        if hasattr(judge, "cache_dir") and judge.cache_dir is None:  # a VLM judge's answer cache: labels/
+            judge.cache_dir = RunPaths(run_dir).labels
     store = VerdictStore(RunPaths(run_dir).label_store)
     try:
         return {name: store.verdicts(judge, episodes) for name, judge in judges.items()}
@@ -499,7 +507,10 @@ IDENTITY_IGNORED = ("labeler.teacher.progress", "labeler.teacher.concurrency", "
                     "labeler.teacher.backoff_max_s", "labeler.teacher.cache_path", "labeler.teacher.api_key_env",
                     "labeler.teacher.reward.batch_size", "labeler.teacher.reward.device", "labeler.teacher.reward.progress",
                     "labeler.teacher.host", "labeler.teacher.port", "labeler.teacher.token", "labeler.teacher.open_browser",
-                    "labeler.compare_with", "clip.batch_size", "clip.device", "clip.progress",
+                    "labeler.compare_with", *(f"judges.vlm_safety.{key}" for key in (
+                        "concurrency", "requests_per_minute", "timeout_s", "max_retries", "backoff_s", "backoff_max_s",
+                        "cache_path", "api_key_env")),
+                    "clip.batch_size", "clip.device", "clip.progress",
                     "dataset.root", "algo.learner.compile")
 
 

@@ -1,8 +1,8 @@
 """Judges beside labelers: rules whose verdicts are constraints, not preferences.
 
 A labeler says which of two segments is better; a judge says, step by step, whether a rule was
-broken (a force on the person over its limit, the gripper outside its workspace) and at what
-cost. In the mixture of judges (CGPO: Xu et al. 2024, "The Perfect Blend: Redefining RLHF with
+broken (a force on the person over its limit, the gripper outside its workspace, a VLM's yes
+to a safety question about the frame) and at what cost. In the mixture of judges (CGPO: Xu et al. 2024, "The Perfect Blend: Redefining RLHF with
 Mixture of Judges", Sec. 3), a judge's verdict is not traded off against the reward: a pair in
 which exactly one segment violates a judge is decided by the judge (the other segment is
 preferred), whatever the labeler said. Pairs where both or neither violate keep the labeler's
@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from reward_models.labeling import SQLiteTable
 from reward_models.preferences import FIRST, SECOND, PreferenceLabels
+from reward_models.vlm import ChatAPI, VLMRequestError
 
 COSTS = ("indicator", "excess")
 
@@ -136,6 +139,118 @@ class WorkspaceJudge(Judge):
         return Verdicts(violation, _cost(outside, 0.0, violation, self.cost))
 
 
+SAFETY_PROMPT = (
+    "You see one image of a robot doing a task near a person. The task is: {task}.\n"
+    "Safety question: {question}\n"
+    "Look at the image and answer the question. Reply with a single line holding only yes or no."
+)
+_YES_NO = re.compile(r"^[\s*_`'\"(\[]*(yes|no)[\s*_`'\".!)\]]*$", re.IGNORECASE)
+UNPARSEABLE = ("safe", "violation")
+
+
+def parse_yes_no(answer: str) -> bool | None:
+    """``True`` for yes, ``False`` for no: the word alone on the last non-empty line (punctuation
+    and emphasis around it allowed, ``"**Yes.**"``); ``None`` for anything else."""
+    lines = [line.strip() for line in str(answer).strip().splitlines() if line.strip()]
+    match = _YES_NO.match(lines[-1]) if lines else None
+    return None if match is None else match.group(1).lower() == "yes"
+
+
+class VLMSafetyJudge(ChatAPI, Judge):
+    """A vision-language model answers a yes/no safety question about frames (yes = violation),
+    over an OpenAI-compatible chat-completions API, with the VLM labeler's retries, rate limit,
+    answer cache and key handling (:class:`reward_models.vlm.ChatAPI`).
+
+    Every ``stride``-th frame after a step is asked about (frame ``t + 1`` is the state after
+    step t), and the last; a step takes the verdict of the first asked frame at or after it, so a
+    violation seen in a frame covers the ``stride`` steps leading to it. The cost is 1 per
+    violating step (indicator). A frame whose answer cannot be parsed counts as ``unparseable_as``
+    (``safe`` by default; ``violation`` to err on the side of caution), and is counted in
+    :attr:`counts` (``unparseable``).
+
+    Args:
+        base_url, model, api_key_env, concurrency, requests_per_minute, timeout_s, max_retries,
+            backoff_s, backoff_max_s, max_tokens, temperature: as :class:`reward_models.vlm.VLMPreferenceLabeler`.
+        task: the task in words.
+        question: the yes/no question; yes means unsafe.
+        stride: ask about every ``stride``-th frame (1: every frame).
+        unparseable_as: ``safe`` or ``violation``.
+        cache_path: the answer cache file (SQLite); None: ``cache_dir/vlm_safety_cache.sqlite`` when
+            the judge stage sets ``cache_dir`` (the run's ``labels/``), else in memory.
+
+    Raises:
+        ValueError: a bad setting (named); an episode without frames.
+        VLMRequestError: the API refused a request for good (400, 401, 404, ...), or a request
+            still failed after all retries (rerun: answers received so far are cached).
+    """
+
+    name = "vlm_safety"
+    needs_frames = True
+
+    def __init__(self, base_url: str, model: str, task: str, question: str, api_key_env: str = "OPENAI_API_KEY",
+                 stride: int = 1, unparseable_as: str = "safe", concurrency: int = 4, requests_per_minute: float = 60.0,
+                 timeout_s: float = 60.0, max_retries: int = 5, backoff_s: float = 1.0, backoff_max_s: float = 30.0,
+                 max_tokens: int = 16, temperature: float = 0.0, cache_path: str | None = None):
+        super().__init__(base_url, model, api_key_env, concurrency, requests_per_minute, timeout_s, max_retries, backoff_s,
+                         backoff_max_s, max_tokens, temperature)
+        if not str(question).strip() or not str(task).strip():
+            raise ValueError("vlm_safety judge: task and question must be non-empty text")
+        if stride < 1 or unparseable_as not in UNPARSEABLE:
+            raise ValueError(f"vlm_safety judge: stride={stride} (>= 1) and unparseable_as={unparseable_as!r} "
+                             f"(one of {UNPARSEABLE}) expected")
+        self.task, self.question = str(task).strip(), str(question).strip()
+        self.stride, self.unparseable_as, self.cache_path = int(stride), unparseable_as, cache_path
+        self.cache_dir: Path | None = None
+        self.prompt_hash = hashlib.sha256(SAFETY_PROMPT.encode()).hexdigest()[:16]
+
+    def settings(self) -> dict[str, Any]:
+        return {"model": self.model, "base_url": self.base_url, "prompt_hash": self.prompt_hash, "task": self.task,
+                "question": self.question, "stride": self.stride, "unparseable_as": self.unparseable_as,
+                "temperature": self.temperature, "max_tokens": self.max_tokens}
+
+    def asked_frames(self, steps: int) -> np.ndarray:
+        """Indices of the frames asked about in an episode of ``steps`` transitions: ``stride``,
+        ``2 stride``, ... and the last frame ``steps``."""
+        return np.unique(np.append(np.arange(self.stride, steps + 1, self.stride), steps)) if steps else np.array([], int)
+
+    def judge(self, episode: Any) -> Verdicts:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from reward_models.vlm import AnswerCache, _RateLimiter, _RequestFailed, encode_png
+
+        frames = getattr(episode, "frames", None)
+        steps = len(episode.actions)
+        if frames is None or len(frames) != steps + 1:
+            raise ValueError("vlm_safety judge: the episode has no frames (one per observation); collect the dataset with "
+                             "dataset.frames=true dataset.recipe=mixed-frames")
+        asked = self.asked_frames(steps)
+        path = self.cache_path or (Path(self.cache_dir) / "vlm_safety_cache.sqlite" if self.cache_dir else None)
+        cache, limiter = AnswerCache(path), _RateLimiter(self.requests_per_minute)
+        text = SAFETY_PROMPT.format(task=self.task, question=self.question)
+
+        def ask(client, index: int) -> bool:
+            png = encode_png(np.asarray(frames[index], dtype=np.uint8))
+            answer = parse_yes_no(self._ask(client, limiter, cache, "safety", [hashlib.sha256(png).hexdigest(), text],
+                                            text, [png]))
+            if answer is None:
+                self._count("unparseable")
+                return self.unparseable_as == "violation"
+            return answer
+
+        try:
+            with self._client() as client, ThreadPoolExecutor(self.concurrency) as pool:
+                unsafe = list(pool.map(lambda index: ask(client, int(index)), asked))
+        except _RequestFailed as error:
+            raise VLMRequestError(f"vlm_safety judge: {error}; the answers received so far are cached, rerun to "
+                                  "ask only the rest") from None
+        finally:
+            cache.close()
+        # step t (frame t + 1) takes the verdict of the first asked frame at or after t + 1
+        verdict_of = np.searchsorted(asked, np.arange(1, steps + 1))
+        violation = np.asarray(unsafe, dtype=bool)[verdict_of] if steps else np.zeros(0, dtype=bool)
+        return Verdicts(violation, violation.astype(np.float32))
+
+
 def judge_key(judge: Judge) -> str:
     """``<name>-<hash of its settings>``: verdicts of other settings are kept apart."""
     settings = json.dumps(judge.settings(), sort_keys=True, default=str)
@@ -232,5 +347,5 @@ def episode_costs(judged: Mapping[str, Sequence[Verdicts]], episodes: Sequence[A
     return out
 
 
-__all__ = ["COSTS", "ForceJudge", "Judge", "VerdictStore", "Verdicts", "WorkspaceJudge", "apply_judges",
-           "episode_costs", "judge_key", "segment_violations"]
+__all__ = ["COSTS", "ForceJudge", "Judge", "VLMSafetyJudge", "VerdictStore", "Verdicts", "WorkspaceJudge", "apply_judges",
+           "episode_costs", "judge_key", "parse_yes_no", "segment_violations"]

@@ -146,61 +146,29 @@ class _RequestFailed(Exception):
     """Retries exhausted for one request."""
 
 
-class VLMPreferenceLabeler(Labeler):
-    """RL-VLM-F two-stage preference labels from an OpenAI-compatible chat-completions API.
-
-    Args:
-        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1`` (``/chat/completions`` is added).
-        model: the model name the server expects.
-        task: the goal, in words, put into both prompts.
-        api_key_env: name of the environment variable holding the key (unset: no ``Authorization``).
-        concurrency: requests in flight. Default 4.
-        requests_per_minute: client-side rate limit (0 = none). Default 60.
-        timeout_s: seconds per request. Default 60.
-        max_retries: retries of a request after the first try. Default 5.
-        backoff_s: first backoff in s, doubled each retry, with jitter, capped at ``backoff_max_s``.
-        backoff_max_s: cap of one backoff in s. Default 30.
-        swap_check: also ask with the images swapped; inconsistent pairs abstain. Default False.
-        unsure_as: what an answer of ``-1`` becomes: ``tie`` (default) or ``abstain``.
-        frames_per_segment: frames shown per segment, tiled left to right. Default 1 (the last).
-        max_tokens: answer length cap per stage. Default 512.
-        temperature: sampling temperature. Default 0.
-        cache_path: the answer cache file; None: ``<workdir>/vlm_cache.sqlite`` when labeling
-            with a ``workdir``, else in memory.
-        progress: show a progress bar.
+class ChatAPI:
+    """The request machinery every VLM client here shares: an OpenAI-compatible chat-completions
+    API, a client-side rate limit, retries with backoff on 429, 5xx, timeouts and connection
+    errors, a persistent answer cache and request counters (see the module docstring).
 
     Raises:
         ValueError: a bad setting (named).
     """
 
-    name = "vlm"
-    needs_frames = True
-
-    def __init__(self, base_url: str, model: str, task: str, api_key_env: str = "OPENAI_API_KEY",
-                 concurrency: int = 4, requests_per_minute: float = 60.0, timeout_s: float = 60.0,
-                 max_retries: int = 5, backoff_s: float = 1.0, backoff_max_s: float = 30.0,
-                 swap_check: bool = False, unsure_as: str = "tie", frames_per_segment: int = 1,
-                 max_tokens: int = 512, temperature: float = 0.0, cache_path: str | None = None,
-                 progress: bool = True):
+    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4,
+                 requests_per_minute: float = 60.0, timeout_s: float = 60.0, max_retries: int = 5, backoff_s: float = 1.0,
+                 backoff_max_s: float = 30.0, max_tokens: int = 512, temperature: float = 0.0):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url={base_url!r}; expected an http:// or https:// URL of an OpenAI-compatible API")
-        if concurrency < 1 or max_retries < 0 or frames_per_segment < 1 or timeout_s <= 0 or requests_per_minute < 0:
-            raise ValueError("concurrency >= 1, max_retries >= 0, frames_per_segment >= 1, timeout_s > 0 and "
-                             f"requests_per_minute >= 0 expected; got {concurrency}, {max_retries}, "
-                             f"{frames_per_segment}, {timeout_s}, {requests_per_minute}")
-        if unsure_as not in ("tie", "abstain"):
-            raise ValueError(f"unsure_as={unsure_as!r}; expected 'tie' or 'abstain'")
-        if not task.strip():
-            raise ValueError("task is empty; describe the goal in words for the prompts")
-        self.base_url, self.model, self.task = base_url.rstrip("/"), model, task.strip()
-        self.api_key_env = api_key_env
+        if concurrency < 1 or max_retries < 0 or timeout_s <= 0 or requests_per_minute < 0:
+            raise ValueError("concurrency >= 1, max_retries >= 0, timeout_s > 0 and requests_per_minute >= 0 expected; "
+                             f"got {concurrency}, {max_retries}, {timeout_s}, {requests_per_minute}")
+        self.base_url, self.model, self.api_key_env = base_url.rstrip("/"), model, api_key_env
         self.concurrency, self.timeout_s, self.max_retries = int(concurrency), float(timeout_s), int(max_retries)
         self.backoff_s, self.backoff_max_s = float(backoff_s), float(backoff_max_s)
         self.requests_per_minute = float(requests_per_minute)
-        self.swap_check, self.unsure_as, self.frames_per_segment = bool(swap_check), unsure_as, int(frames_per_segment)
         self.max_tokens, self.temperature = int(max_tokens), float(temperature)
-        self.cache_path, self.progress = cache_path, progress
-        self.prompt_hash = hashlib.sha256((ANALYSIS_PROMPT + "\0" + LABEL_PROMPT).encode()).hexdigest()[:16]
+        self.prompt_hash = ""
         self.counts: Counter = Counter()
         self._counts_lock = threading.Lock()
 
@@ -208,14 +176,11 @@ class VLMPreferenceLabeler(Labeler):
         with self._counts_lock:
             self.counts[name] += 1
 
-    # -- images ---------------------------------------------------------------------------
-    def segment_image(self, episode, start: int, segment_length: int) -> np.ndarray:
-        """The image shown for a segment: frames after its steps, ``frames_per_segment`` of them tiled
-        (a segment running past a termination shows the episode's last frame)."""
-        last = min(start + segment_length, len(episode.frames) - 1)  # frame after the segment's last step
-        k = min(self.frames_per_segment, segment_length)
-        index = np.linspace(min(start + 1, last), last, k).round().astype(int) if k > 1 else np.array([last])
-        return np.concatenate([episode.frames[i] for i in index], axis=1)
+    def _client(self) -> httpx.Client:
+        """An HTTP client for the API, with the key (if set) in the ``Authorization`` header only."""
+        key = os.environ.get(self.api_key_env, "")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=self.timeout_s)
 
     # -- HTTP -----------------------------------------------------------------------------
     def _messages(self, text: str, images: Sequence[bytes]) -> list[dict]:
@@ -274,6 +239,64 @@ class VLMPreferenceLabeler(Labeler):
         cache.put(key, answer, stage)
         return answer
 
+class VLMPreferenceLabeler(ChatAPI, Labeler):
+    """RL-VLM-F two-stage preference labels from an OpenAI-compatible chat-completions API.
+
+    Args:
+        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1`` (``/chat/completions`` is added).
+        model: the model name the server expects.
+        task: the goal, in words, put into both prompts.
+        api_key_env: name of the environment variable holding the key (unset: no ``Authorization``).
+        concurrency: requests in flight. Default 4.
+        requests_per_minute: client-side rate limit (0 = none). Default 60.
+        timeout_s: seconds per request. Default 60.
+        max_retries: retries of a request after the first try. Default 5.
+        backoff_s: first backoff in s, doubled each retry, with jitter, capped at ``backoff_max_s``.
+        backoff_max_s: cap of one backoff in s. Default 30.
+        swap_check: also ask with the images swapped; inconsistent pairs abstain. Default False.
+        unsure_as: what an answer of ``-1`` becomes: ``tie`` (default) or ``abstain``.
+        frames_per_segment: frames shown per segment, tiled left to right. Default 1 (the last).
+        max_tokens: answer length cap per stage. Default 512.
+        temperature: sampling temperature. Default 0.
+        cache_path: the answer cache file; None: ``<workdir>/vlm_cache.sqlite`` when labeling
+            with a ``workdir``, else in memory.
+        progress: show a progress bar.
+
+    Raises:
+        ValueError: a bad setting (named).
+    """
+
+    name = "vlm"
+    needs_frames = True
+
+    def __init__(self, base_url: str, model: str, task: str, api_key_env: str = "OPENAI_API_KEY",
+                 concurrency: int = 4, requests_per_minute: float = 60.0, timeout_s: float = 60.0,
+                 max_retries: int = 5, backoff_s: float = 1.0, backoff_max_s: float = 30.0,
+                 swap_check: bool = False, unsure_as: str = "tie", frames_per_segment: int = 1,
+                 max_tokens: int = 512, temperature: float = 0.0, cache_path: str | None = None,
+                 progress: bool = True):
+        super().__init__(base_url, model, api_key_env, concurrency, requests_per_minute, timeout_s, max_retries, backoff_s,
+                         backoff_max_s, max_tokens, temperature)
+        if frames_per_segment < 1:
+            raise ValueError(f"frames_per_segment={frames_per_segment}; expected >= 1")
+        if unsure_as not in ("tie", "abstain"):
+            raise ValueError(f"unsure_as={unsure_as!r}; expected 'tie' or 'abstain'")
+        if not task.strip():
+            raise ValueError("task is empty; describe the goal in words for the prompts")
+        self.task = task.strip()
+        self.swap_check, self.unsure_as, self.frames_per_segment = bool(swap_check), unsure_as, int(frames_per_segment)
+        self.cache_path, self.progress = cache_path, progress
+        self.prompt_hash = hashlib.sha256((ANALYSIS_PROMPT + "\0" + LABEL_PROMPT).encode()).hexdigest()[:16]
+
+    # -- images ---------------------------------------------------------------------------
+    def segment_image(self, episode, start: int, segment_length: int) -> np.ndarray:
+        """The image shown for a segment: frames after its steps, ``frames_per_segment`` of them tiled
+        (a segment running past a termination shows the episode's last frame)."""
+        last = min(start + segment_length, len(episode.frames) - 1)  # frame after the segment's last step
+        k = min(self.frames_per_segment, segment_length)
+        index = np.linspace(min(start + 1, last), last, k).round().astype(int) if k > 1 else np.array([last])
+        return np.concatenate([episode.frames[i] for i in index], axis=1)
+
     def _query(self, client, limiter, cache, image_1: bytes, image_2: bytes) -> int | None:
         """One two-stage query; the parsed label (0, 1, -1) or None (unparseable)."""
         hashes = [hashlib.sha256(image_1).hexdigest(), hashlib.sha256(image_2).hexdigest()]
@@ -330,8 +353,6 @@ class VLMPreferenceLabeler(Labeler):
         self.counts = Counter()
         path = self.cache_path or (Path(workdir) / "vlm_cache.sqlite" if workdir else None)
         cache = AnswerCache(path)
-        key = os.environ.get(self.api_key_env, "")
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
         limiter = _RateLimiter(self.requests_per_minute)
         png_cache: dict[tuple[int, int], bytes] = {}
 
@@ -341,7 +362,7 @@ class VLMPreferenceLabeler(Labeler):
             return png_cache[(e, s)]
 
         try:
-            with httpx.Client(base_url=self.base_url, headers=headers, timeout=self.timeout_s) as client, \
+            with self._client() as client, \
                     ThreadPoolExecutor(self.concurrency) as pool:
                 futures = {pool.submit(self._label_pair, client, limiter, cache, image(*pair[0]), image(*pair[1])): i
                            for i, pair in enumerate(pairs)}

@@ -1,7 +1,9 @@
 """A real HTTP server on 127.0.0.1 that answers like an OpenAI-compatible chat-completions API.
 
 It judges image pairs as a VLM would, but by a rule the tests know: the brighter image is
-better; equal images get ``-1``; a pair with an all-black image gets an unparseable answer.
+better; equal images get ``-1``; a pair with an all-black image gets an unparseable answer. To
+the safety judge's yes/no question it answers yes for an image brighter than 100, no for a
+darker one, and an unparseable answer for an all-black one.
 Faults are scripted per request (``script``): ``429``, ``500``, ``slow`` (answer after
 ``slow_s``), ``hold`` (wait until ``release`` is set), or ``mode="always_500"``.
 """
@@ -68,7 +70,10 @@ class FakeVLM:
                 content = body["messages"][0]["content"]
                 images = [brightness(c["image_url"]["url"]) for c in content if c["type"] == "image_url"]
                 text = " ".join(c["text"] for c in content if c["type"] == "text")
-                if "Reply with a single line" not in text:
+                if "holding only yes or no" in text:  # the safety judge: a bright frame is unsafe
+                    answer = ("I cannot tell from this picture." if images[0] == 0.0 else
+                              "**Yes.**" if images[0] > 100 else "no")
+                elif "Reply with a single line" not in text:
                     answer = f"Image 1 has brightness {images[0]:.1f}. Image 2 has brightness {images[1]:.1f}."
                 elif min(images) == 0.0:
                     answer = "I cannot tell from these pictures."
