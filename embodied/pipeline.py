@@ -226,12 +226,9 @@ def label_quality(labels: PreferenceLabels, episodes: list[Episode]) -> dict[str
     """Label-quality numbers: abstain and tie rates, agreement with the ground-truth oracle on the
     pairs both decided (in simulation, where the dataset holds the true reward), and swap
     consistency when the labeler checked it."""
-    from reward_models.teachers import TEACHERS
-
     out = dict(labels.rates())
-    if all(ep.rewards is not None and len(ep.rewards) == len(ep.actions) for ep in episodes):
-        truth = TEACHERS["oracle"].label([ep.rewards for ep in episodes], labels.pairs, labels.segment_length,
-                                         np.random.default_rng(0)).labels
+    truth = _true_reward_labels(labels, episodes)
+    if truth is not None:
         decided = labels.answered & (labels.labels != 0.5)
         out["agreement_with_true_reward"] = float((labels.labels[decided] == truth[decided]).mean()) if decided.any() else float("nan")
     for key in ("judge_overrides", "judge_agreed", "judge_decided_abstains", "judge_both_violate"):
@@ -285,15 +282,18 @@ def _compare_with(cfg: DictConfig, labels: PreferenceLabels, episodes: list[Epis
     a VLM) on this run's pairs, and theirs with the true reward in simulation
     (:func:`reward_models.labeling.compare_labels`); read afresh on every run, never cached."""
     sources = list(OmegaConf.select(cfg, "labeler.compare_with", default=None) or [])
-    if not sources:
-        return {}
-    truth = None
-    if all(ep.rewards is not None and len(ep.rewards) == len(ep.actions) for ep in episodes):
-        from reward_models.teachers import TEACHERS
+    return compare_labels(labels, sources, _true_reward_labels(labels, episodes)) if sources else {}
 
-        truth = TEACHERS["oracle"].label([ep.rewards for ep in episodes], labels.pairs, labels.segment_length,
-                                         np.random.default_rng(0)).labels
-    return compare_labels(labels, sources, truth)
+
+def _true_reward_labels(labels: PreferenceLabels, episodes: list[Episode]) -> np.ndarray | None:
+    """``(N,)`` the B-Pref oracle's labels of ``labels.pairs`` from the true reward, or None when the
+    dataset holds no true reward (a real robot's data)."""
+    from reward_models.teachers import TEACHERS
+
+    if not all(ep.rewards is not None and len(ep.rewards) == len(ep.actions) for ep in episodes):
+        return None
+    return TEACHERS["oracle"].label([ep.rewards for ep in episodes], labels.pairs, labels.segment_length,
+                                    np.random.default_rng(0)).labels
 
 
 def evaluate_stage(cfg: DictConfig, policy: Any, episodes: int | None = None, progress: bool | None = None,
