@@ -64,7 +64,7 @@ def report_render(name: str, env_id: str, frames: int, **kwargs) -> None:
 
 
 def stress(episodes: int) -> None:
-    env = envs.make("embodied/Dressing-v0")
+    env = envs.make("embodied/Dressing-v1")
     policy = RandomPolicy(env.action_space)
     worst, start = 0.0, time.perf_counter()
     for episode in range(episodes):
@@ -91,7 +91,7 @@ def main() -> None:
     import os
 
     print(f"MUJOCO_GL={os.environ.get('MUJOCO_GL')}")
-    env = envs.make("embodied/Dressing-v0")
+    env = envs.make("embodied/Dressing-v1")
     expert = step_times(env, DressingExpert(env.action_space), args.episodes)
     random = step_times(env, RandomPolicy(env.action_space), args.episodes)
     both = np.concatenate([expert, random])
@@ -101,7 +101,7 @@ def main() -> None:
     pm = envs.make("embodied/PointMass-v0")
     print(f"pointmass env.step: median {1e3 * np.median(step_times(pm, RandomPolicy(pm.action_space), 5)):.3f} ms")
 
-    report_render("dressing 128x128 (side camera)", "embodied/Dressing-v0", args.frames, width=128, height=128)
+    report_render("dressing 128x128 (side camera)", "embodied/Dressing-v1", args.frames, width=128, height=128)
     report_render("metaworld drawer-open-v3 224x224 (corner2)", "embodied/MetaWorld-v0", args.frames,
                   task="drawer-open-v3", width=224, height=224)
     mw = envs.make("embodied/MetaWorld-v0", task="drawer-open-v3")

@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("dressing_expert.png"))
     args = parser.parse_args()
 
-    env = envs.make("embodied/Dressing-v0", render_mode="rgb_array", width=320, height=240, camera=args.camera)
+    env = envs.make("embodied/Dressing-v1", render_mode="rgb_array", width=320, height=240, camera=args.camera)
     policy = DressingExpert(env.action_space)
     observation, info = env.reset(seed=args.seed)
     policy.reset(args.seed)

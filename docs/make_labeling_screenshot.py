@@ -28,7 +28,7 @@ OUT = Path(__file__).with_name("labeling_page.png")
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
-    env = envs.make("embodied/Dressing-v0", render_mode="rgb_array", width=128, height=128)
+    env = envs.make("embodied/Dressing-v1", render_mode="rgb_array", width=128, height=128)
     episodes = [rollout(env, DressingExpert(env.action_space), seed=3, render=True),
                 rollout(env, SnagPolicy(env.action_space), seed=4, render=True)]
     env.close()

@@ -168,13 +168,22 @@ def collect_dataset(
 
     Raises:
         DatasetError: the staging folder holds episodes of a different recipe, or a staged
-            episode cannot be read.
+            episode cannot be read; a complete dataset of this id was collected with another
+            recipe or in another env id (``provenance["task_config"]["env"]["id"]``: a new
+            version of the task's dynamics).
         KeyError: the mixture names a policy not in ``policies``.
     """
     root = Path(root) if root is not None else datasets_root()
     final = root / dataset_id
     if is_complete(final):
         stored = json.loads(json.loads((final / "data" / "metadata.json").read_text()).get(PROVENANCE_KEY, "{}"))
+        wanted_env = _env_id(provenance)
+        if wanted_env is not None and stored.get("env_id") not in (None, wanted_env):
+            raise DatasetError(
+                f"dataset {dataset_id} was collected in {stored['env_id']}, and the task now makes {wanted_env} (another "
+                f"version: other dynamics). Delete {final} to collect it again in {wanted_env}, or name a new one "
+                f"(dataset.recipe={recipe.recipe}-2)"
+            )
         if stored.get("recipe") not in (None, recipe.recipe_dict()):
             raise DatasetError(
                 f"dataset {dataset_id} was collected with {recipe_difference(stored['recipe'], recipe.recipe_dict())}. Name the new "
@@ -253,6 +262,14 @@ def collect_dataset(
             break
         parent.rmdir()
     return final
+
+
+def _env_id(provenance: Mapping[str, Any] | None) -> str | None:
+    """The gymnasium id of the env a dataset is wanted from: ``task_config.env.id`` of the
+    provenance, when the caller gave it."""
+    task = (provenance or {}).get("task_config") or {}
+    env = task.get("env") if isinstance(task, Mapping) else None
+    return str(env["id"]) if isinstance(env, Mapping) and "id" in env else None
 
 
 def write_minari(

@@ -38,7 +38,7 @@ def _pointmass(root: Path, episodes: int = 4, frames: bool = False, name: str = 
 
 
 def test_dressing_dataset_opens_with_minari_and_ours(datasets_root):
-    make = lambda: envs.make("embodied/Dressing-v0", render_mode="rgb_array", width=48, height=48)  # noqa: E731
+    make = lambda: envs.make("embodied/Dressing-v1", render_mode="rgb_array", width=48, height=48)  # noqa: E731
     recipe = DatasetConfig(recipe="frames", episodes=3, mixture={"expert": 1.0}, frames=True, width=48, height=48)
     path = collect_dataset("embodied/dressing/frames-v0", make, {"expert": DressingExpert()}, recipe,
                            ["success", "dressed_distance"], provenance={"task": "dressing"}, progress=False)
@@ -49,7 +49,7 @@ def test_dressing_dataset_opens_with_minari_and_ours(datasets_root):
     first = next(theirs.iterate_episodes())
     assert first.observations["pixels"].shape[1:] == (48, 48, 3) and first.observations["pixels"].dtype == np.uint8
     assert first.observations["state"].shape[1] == 26
-    assert theirs.recover_environment().spec.id == "embodied/Dressing-v0"
+    assert theirs.recover_environment().spec.id == "embodied/Dressing-v1"
 
     ours = load_dataset("embodied/dressing/frames-v0", keep_frames=True)
     assert ours.has_frames and [ep.policy for ep in ours.episodes] == ["expert"] * 3
@@ -79,6 +79,23 @@ def test_existing_dataset_is_reused_and_a_changed_recipe_is_refused(datasets_roo
     assert (path / "data" / "main_data.hdf5").stat().st_mtime_ns == stamp
     with pytest.raises(DatasetError, match=r"collected with dataset.episodes=4, not 5\. Name the new one \(dataset.recipe=mixed-2"):
         _pointmass(datasets_root, episodes=5)
+
+
+def test_a_dataset_collected_in_another_env_version_is_refused(datasets_root):
+    """A task whose env id changed version (other dynamics: Dressing-v0 -> v1) does not reuse
+    the episodes collected in the old one."""
+    make = lambda: envs.make("embodied/PointMass-v0")  # noqa: E731
+    recipe = DatasetConfig(recipe="mixed", episodes=2, mixture={"expert": 1})
+
+    def collect(env_id: str) -> Path:
+        return collect_dataset(POINTMASS, make, {"expert": PointMassExpert()}, recipe, ["success"], root=datasets_root,
+                               provenance={"task": "pointmass", "task_config": {"env": {"id": env_id}}}, progress=False)
+
+    path = collect("embodied/PointMass-v0")
+    assert collect("embodied/PointMass-v0") == path
+    with pytest.raises(DatasetError, match=r"collected in embodied/PointMass-v0, and the task now makes "
+                                           r"embodied/PointMass-v9 \(another version: other dynamics\)\. Delete "):
+        collect("embodied/PointMass-v9")
 
 
 def test_any_minari_dataset_on_disk_loads(datasets_root):

@@ -319,7 +319,7 @@ def test_deploy_reads_the_task_from_the_checkpoints_run_folder(tmp_path):
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / "checkpoints" / "00000010").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create({"task": {"name": "dressing", "env": {"id": "embodied/Dressing-v0"}}}),
+    OmegaConf.save(OmegaConf.create({"task": {"name": "dressing", "env": {"id": "embodied/Dressing-v1"}}}),
                    run / ".hydra" / "config.yaml")
     assert task_from_checkpoint(run / "checkpoints" / "00000010").name == "dressing"
     with pytest.raises(FileNotFoundError, match=r"give the task with \+task=NAME"):

@@ -17,7 +17,7 @@ KEYS = ["success", "dressed_distance", "dressed_fraction", "max_force", "unsafe"
 
 @pytest.fixture(scope="module")
 def env():
-    env = envs.make("embodied/Dressing-v0")
+    env = envs.make("embodied/Dressing-v1")
     yield env
     env.close()
 
@@ -94,7 +94,7 @@ def test_random_actions_stay_finite_and_fail(env):
 
 
 def test_frames_show_the_scene():
-    env = envs.make("embodied/Dressing-v0", render_mode="rgb_array", width=96, height=64, camera="front")
+    env = envs.make("embodied/Dressing-v1", render_mode="rgb_array", width=96, height=64, camera="front")
     env.reset(seed=0)
     frame = env.render()
     env.close()
@@ -118,8 +118,8 @@ def test_bad_arguments_raise():
         env.step(np.array([0.0, np.inf, 0.0]))
 
 
-@pytest.mark.parametrize("mass", [0.5, 1.0])
-def test_the_force_on_the_person_reads_the_weight_of_a_body_resting_on_the_forearm(monkeypatch, mass):
+@pytest.mark.parametrize("mass,gripper", [(0.5, None), (1.0, None), (1.0, 300.0)])
+def test_the_force_on_the_person_reads_the_weight_of_a_body_resting_on_the_forearm(monkeypatch, mass, gripper):
     """The force the task reports (and the safety judges read) is a physical quantity, N: a box
     of mass m at rest on a level forearm reads m g, through the observation and the info."""
     import mujoco
@@ -130,7 +130,7 @@ def test_the_force_on_the_person_reads_the_weight_of_a_body_resting_on_the_forea
            f'size="0.03 0.03 0.02" mass="{mass}" friction="1"/></body>')
     scene = dressing.scene_xml
     monkeypatch.setattr(dressing, "scene_xml", lambda *a, **k: scene(*a, **k).replace("</worldbody>", box + "</worldbody>"))
-    env = DressingEnv()
+    env = DressingEnv(gripper_stiffness=gripper, substeps=3 if gripper is None else 5)
     env.reset(seed=0)
     # a level forearm away from the rest of the person and from the sleeve, the box above its middle
     env._place_capsule("forearm", np.array([0.6, 0.6, 0.9]), np.array([0.9, 0.6, 0.9]), 0.04)
@@ -149,3 +149,44 @@ def test_the_force_on_the_person_reads_the_weight_of_a_body_resting_on_the_forea
     for force, observed in readings[3:]:  # past the first step's solver transient
         assert force == pytest.approx(weight, rel=0.1) and observed == pytest.approx(force, rel=1e-5)
     assert env.data.qpos[start + 2] == pytest.approx(0.96, abs=0.005), "the box rests on the forearm"
+
+
+def _snag_forces(env, seeds) -> list[np.ndarray]:
+    """The force after each step (N, with 0 before the first) of snag episodes."""
+    out = []
+    for seed in seeds:
+        episode = rollout(env, SnagPolicy(distance=(0.04, 0.06)), seed, KEYS)
+        out.append(np.concatenate([[0.0], np.asarray(episode.observations[1:, OBSERVATION_LAYOUT["force"]][:, 0])]))
+    return out
+
+
+def test_a_snag_pulls_on_the_arm_step_by_step_so_a_5_N_margin_sees_it_coming():
+    """v1's compliant gripper: the force on the person grows with how far the gripper's target
+    ran ahead of it (300 N/m x at most 0.02 m a step), so every snag that ends over the 20 N
+    limit read at least 15 N the step before (the safety layer stops there). v0's kinematic
+    gripper jumps past the limit from below 15 N in one step."""
+    compliant, kinematic = envs.make("embodied/Dressing-v1"), DressingEnv()
+    try:
+        forces = _snag_forces(compliant, range(8))
+        crossings = [f[np.flatnonzero(f > 20.0)[0] - 1] for f in forces if (f > 20.0).any()]
+        assert len(crossings) >= 3, "the snags must reach the limit for the check to mean something"
+        assert min(crossings) >= 15.0, crossings
+        rises = np.concatenate([np.diff(f) for f in forces])
+        assert rises.max() < 10.0, rises.max()
+        old = [f[np.flatnonzero(f > 20.0)[0] - 1] for f in _snag_forces(kinematic, range(8)) if (f > 20.0).any()]
+        assert min(old) < 15.0, "v0 jumps over the margin (the reason for v1)"
+    finally:
+        compliant.close()
+        kinematic.close()
+
+
+@pytest.mark.slow
+def test_the_snag_force_is_converged_in_the_physics_timestep():
+    """v1 at 5 and at 10 physics steps per control step (20 ms and 10 ms): the snags' peak
+    forces agree within 10 % (median over episodes); v0's were 33 N against 127 N."""
+    peaks = {}
+    for substeps in (5, 10):
+        env = DressingEnv(substeps=substeps, gripper_stiffness=300.0)
+        peaks[substeps] = np.median([f.max() for f in _snag_forces(env, range(8))])
+        env.close()
+    assert peaks[5] > 15.0 and peaks[10] == pytest.approx(peaks[5], rel=0.1), peaks

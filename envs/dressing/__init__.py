@@ -1,4 +1,4 @@
-"""Robot-assisted dressing: a sleeve pulled up a person's arm in MuJoCo (``embodied/Dressing-v0``)."""
+"""Robot-assisted dressing: a sleeve pulled up a person's arm in MuJoCo (``embodied/Dressing-v1``)."""
 
 from envs.dressing.env import OBSERVATION_LAYOUT, DressingEnv
 from envs.dressing.policies import DressingExpert, SnagPolicy, StopEarlyPolicy, WrongApproachPolicy

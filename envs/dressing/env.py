@@ -147,6 +147,9 @@ class DressingEnv(OffscreenRendering, gym.Env):
         sleeve_resolution: tuple[int, int] = (10, 5),
         unsafe_force: float = 20.0,
         comfort_force: float = 5.0,
+        gripper_stiffness: float | None = None,
+        gripper_mass: float = 1.0,
+        gripper_damping_ratio: float = 1.0,
     ):
         self._setup_rendering(render_mode, width, height)
         if int(substeps) != substeps or not 1 <= substeps <= 50:
@@ -156,12 +159,19 @@ class DressingEnv(OffscreenRendering, gym.Env):
             raise ValueError(f"sleeve_resolution={sleeve_resolution}; expected >= (6, 2)")
         if not 0 < comfort_force <= unsafe_force:
             raise ValueError(f"need 0 < comfort_force ({comfort_force}) <= unsafe_force ({unsafe_force}), N")
+        if gripper_stiffness is not None and not (gripper_stiffness > 0 and gripper_mass > 0 and gripper_damping_ratio > 0):
+            raise ValueError(f"gripper_stiffness={gripper_stiffness} N/m, gripper_mass={gripper_mass} kg and "
+                             f"gripper_damping_ratio={gripper_damping_ratio}: expected all > 0 (or stiffness None)")
         self.camera = camera
         self.substeps = int(substeps)
+        self.compliant = gripper_stiffness is not None
+        self.gripper_stiffness = None if gripper_stiffness is None else float(gripper_stiffness)
         self.unsafe_force, self.comfort_force = float(unsafe_force), float(comfort_force)
         self.n_around, self.n_along = n_around, n_along
 
-        self.model = mujoco.MjModel.from_xml_string(scene_xml(CONTROL_PERIOD / self.substeps, n_around, n_along))
+        gripper = (float(gripper_stiffness), float(gripper_mass), float(gripper_damping_ratio)) if self.compliant else None
+        self.model = mujoco.MjModel.from_xml_string(scene_xml(CONTROL_PERIOD / self.substeps, n_around, n_along,
+                                                              gripper=gripper))
         self.data = mujoco.MjData(self.model)
         if camera not in [self.model.camera(i).name for i in range(self.model.ncam)]:
             raise ValueError(f"camera={camera!r}; expected side, front or top")
@@ -169,7 +179,10 @@ class DressingEnv(OffscreenRendering, gym.Env):
         # Lookup table indexed by geom id + 1 (flex contacts report geom -1).
         self._is_person = np.zeros(self.model.ngeom + 1, dtype=bool)
         self._is_person[np.array(list(self._geom.values())) + 1] = True
-        self._mocap = self.model.body("gripper").mocapid[0]
+        self._gripper = self.model.body("gripper").id
+        self._mocap = int(self.model.body("gripper").mocapid[0])  # -1 for the compliant gripper
+        self._slides = np.array([self.model.joint(f"gripper_{a}").qposadr[0] for a in "xyz"]) if self.compliant else None
+        self._target = np.zeros(3)
         flex = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_FLEX, "sleeve")
         self._vert0 = int(self.model.flex_vertadr[flex])
 
@@ -227,7 +240,7 @@ class DressingEnv(OffscreenRendering, gym.Env):
 
     def _measure(self) -> dict[str, Any]:
         path, lengths = self._path, self._lengths
-        center = self.data.mocap_pos[self._mocap].copy()
+        center = self._gripper_position()
         s, segment, t_raw, nearest = project_on_path(center, path)
         axis = path[segment + 1] - path[segment]
         entered = not (segment == 0 and t_raw < 0.0)
@@ -246,12 +259,19 @@ class DressingEnv(OffscreenRendering, gym.Env):
             "success_distance": float(lengths[0] + lengths[1] + SUCCESS_MARGIN),
         }
 
+    def _gripper_position(self) -> np.ndarray:
+        """Where the held opening's frame is now (m): the mocap body, or the compliant gripper's
+        body (which lags its target by the force it meets over the stiffness)."""
+        # The carriage sits at the world origin and slides along world axes: its joint positions are
+        # the gripper's position (exact now; xpos would be that of the last step's start).
+        return (self.data.mocap_pos[self._mocap] if not self.compliant else self.data.qpos[self._slides]).copy()
+
     def _observation(self, force: float) -> np.ndarray:
         obs = np.empty(OBSERVATION_DIM, dtype=np.float32)
         rot = np.zeros(9)
-        mujoco.mju_quat2Mat(rot, self.data.mocap_quat[self._mocap])
+        mujoco.mju_quat2Mat(rot, self.data.mocap_quat[self._mocap] if not self.compliant else self.model.body_quat[self._gripper])
         rot = rot.reshape(3, 3)
-        center = self.data.mocap_pos[self._mocap]
+        center = self._gripper_position()
         L = OBSERVATION_LAYOUT
         obs[L["end_effector"]] = center + rot[:, 2] * FLANGE_OFFSET
         obs[L["shoulder"]], obs[L["elbow"]] = self.arm.shoulder, self.arm.elbow
@@ -268,12 +288,17 @@ class DressingEnv(OffscreenRendering, gym.Env):
         self.arm = sample_arm(self.np_random)
         self._path, self._lengths = self.arm.path, self.arm.segment_lengths
         self._place_person(self.arm)
-        mujoco.mj_resetData(self.model, self.data)
         outward = (self.arm.hand_tip - self.arm.wrist) / np.linalg.norm(self.arm.hand_tip - self.arm.wrist)
+        if self.compliant:  # the opening's orientation is the gripper body's fixed offset on the carriage
+            self.model.body_quat[self._gripper] = frame_x_to(-outward)
+        mujoco.mj_resetData(self.model, self.data)
         lateral = self.np_random.normal(0.0, 0.01, 3)
-        start = self.arm.hand_tip + 0.12 * outward + lateral - outward * float(lateral @ outward)
-        self.data.mocap_pos[self._mocap] = np.clip(start, *WORKSPACE)
-        self.data.mocap_quat[self._mocap] = frame_x_to(-outward)
+        start = np.clip(self.arm.hand_tip + 0.12 * outward + lateral - outward * float(lateral @ outward), *WORKSPACE)
+        if self.compliant:
+            self.data.qpos[self._slides] = start
+        else:
+            self.data.mocap_quat[self._mocap] = frame_x_to(-outward)
+        self._set_target(start)
         # Let the sleeve hang under gravity before the first observation.
         mujoco.mj_step(self.model, self.data, nstep=int(round(SETTLE_TIME / self.model.opt.timestep)))
         self._max_force = 0.0
@@ -291,11 +316,11 @@ class DressingEnv(OffscreenRendering, gym.Env):
         norm = np.linalg.norm(delta)
         if norm > MAX_STEP:
             delta *= MAX_STEP / norm
-        start = self.data.mocap_pos[self._mocap].copy()
+        start = self._target.copy()
         goal = np.clip(start + delta, *WORKSPACE)
         force = 0.0
         for k in range(1, self.substeps + 1):
-            self.data.mocap_pos[self._mocap] = start + (goal - start) * k / self.substeps
+            self._set_target(start + (goal - start) * k / self.substeps)
             mujoco.mj_step(self.model, self.data)
             force = max(force, self._person_force())
         if not np.all(np.isfinite(self.data.qpos)):
@@ -309,6 +334,15 @@ class DressingEnv(OffscreenRendering, gym.Env):
         self._progress = measured["progress"]
         terminated = bool(info["success"] or info["unsafe"])
         return self._observation(force), float(reward), terminated, False, info
+
+    def _set_target(self, position: np.ndarray) -> None:
+        """Command the gripper to ``position`` (m): the mocap body moves there; the compliant
+        gripper's position actuators pull it there."""
+        self._target = np.array(position, dtype=np.float64)
+        if self.compliant:
+            self.data.ctrl[:3] = self._target
+        else:
+            self.data.mocap_pos[self._mocap] = self._target
 
     def _info(self, measured: dict[str, Any], force: float) -> dict[str, Any]:
         unsafe = force > self.unsafe_force

@@ -45,13 +45,20 @@ def sleeve_mesh(n_around: int, n_along: int) -> tuple[np.ndarray, np.ndarray, np
     return points, np.asarray(triangles), np.arange(n_around)
 
 
-def scene_xml(timestep: float, n_around: int, n_along: int, render_size: int = 512) -> str:
+def scene_xml(timestep: float, n_around: int, n_along: int, render_size: int = 512,
+              gripper: tuple[float, float, float] | None = None) -> str:
     """MJCF of the dressing scene for MuJoCo 3.3.0.
 
     Args:
         timestep: physics step, s.
         n_around, n_along: sleeve resolution (vertices around the tube and along it).
         render_size: offscreen framebuffer size, px (largest renderable frame side).
+        gripper: None: the gripper is a mocap body that follows its target exactly (kinematic).
+            ``(stiffness N/m, mass kg, damping ratio)``: an impedance-controlled gripper, a
+            ``mass`` kg carriage on three world-axis slide joints (``gripper_x/y/z``, gravity
+            compensated) driven to its target by position actuators ``F = K (x* - x) - D v``
+            with ``D = 2 zeta sqrt(K m)`` (a Cartesian impedance controller, as dressing robots
+            use to stay compliant); the body ``gripper`` (the held opening's frame) is its child.
     """
     points, triangles, pinned = sleeve_mesh(n_around, n_along)
     point = " ".join(f"{v:.5f}" for v in points.ravel())
@@ -64,6 +71,22 @@ def scene_xml(timestep: float, n_around: int, n_along: int, render_size: int = 5
         f'friction="0.6"/></body>'
         for name in PERSON_GEOMS
     )
+    if gripper is None:
+        gripper_open, gripper_close, actuators = '<body name="gripper" mocap="true" pos="0.8 0 1.0">', "</body>", ""
+    else:
+        stiffness, mass, zeta = (float(v) for v in gripper)
+        damping = 2.0 * zeta * np.sqrt(stiffness * mass)
+        gripper_open = (
+            f'<body name="carriage" pos="0 0 0" gravcomp="1">'
+            f'<inertial pos="0 0 0" mass="{mass}" diaginertia="0.01 0.01 0.01"/>'
+            + "".join(f'<joint name="gripper_{a}" type="slide" axis="{v}"/>'
+                      for a, v in (("x", "1 0 0"), ("y", "0 1 0"), ("z", "0 0 1")))
+            + '<body name="gripper" gravcomp="1">'
+        )
+        gripper_close = "</body></body>"
+        actuators = "\n  <actuator>" + "".join(
+            f'<position name="gripper_{a}" joint="gripper_{a}" kp="{stiffness}" kv="{damping}" ctrllimited="false"/>'
+            for a in "xyz") + "</actuator>"
     return f"""
 <mujoco model="dressing">
   <option timestep="{timestep}" integrator="implicitfast" cone="pyramidal"/>
@@ -84,7 +107,7 @@ def scene_xml(timestep: float, n_around: int, n_along: int, render_size: int = 5
     <geom name="floor" type="plane" size="2 2 0.1" material="floor" contype="0" conaffinity="0"/>
     <geom name="chair" type="box" pos="-0.25 0 0.25" size="0.22 0.22 0.25" rgba="0.35 0.3 0.28 1" contype="0" conaffinity="0"/>
     {person}
-    <body name="gripper" mocap="true" pos="0.8 0 1.0">
+    {gripper_open}
       <geom name="palm" type="box" pos="0 0 {SLEEVE_RADIUS + 0.035}" size="0.012 0.03 0.025"
             rgba="0.25 0.25 0.28 1" contype="0" conaffinity="0"/>
       <geom name="finger_a" type="box" pos="0 0.012 {SLEEVE_RADIUS + 0.005}" size="0.01 0.006 0.012"
@@ -99,8 +122,8 @@ def scene_xml(timestep: float, n_around: int, n_along: int, render_size: int = 5
         <contact condim="3" friction="0.3" selfcollide="none" internal="false" solref="0.02 1"/>
         <pin id="{pin}"/>
       </flexcomp>
-    </body>
-  </worldbody>
+    {gripper_close}
+  </worldbody>{actuators}
 </mujoco>
 """
 
