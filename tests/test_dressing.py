@@ -110,6 +110,8 @@ def test_bad_arguments_raise():
         DressingEnv(camera="ceiling")
     with pytest.raises(ValueError, match="comfort_force"):
         DressingEnv(comfort_force=30.0, unsafe_force=20.0)
+    with pytest.raises(ValueError, match="gripper_stiffness=-1.0 N/m"):
+        DressingEnv(gripper_stiffness=-1.0)
     env = DressingEnv()
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.zeros(3))

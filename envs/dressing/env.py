@@ -11,8 +11,16 @@ Spaces:
         m per step, rescaled to at most 0.02 m in norm; the gripper keeps its orientation.
     observation: ``(26,) float32`` (m, unit vectors, N), see :data:`OBSERVATION_LAYOUT`.
 
-Timing: 10 Hz control; each step runs ``substeps`` physics steps (default 3) while the
-gripper moves along the straight line to its new position. Episodes last at most 150 steps (15
+Timing: 10 Hz control; each step runs ``substeps`` physics steps (default 3; 5 in
+``Dressing-v1``) while the gripper's target moves along the straight line to its new position.
+
+Gripper: ``gripper_stiffness=None`` (``Dressing-v0``) makes the gripper a mocap body that is
+exactly where it is commanded; a caught sleeve then passes the motion straight to the arm, and
+the force is the contact solver's (not converged in the timestep). ``gripper_stiffness=K`` N/m
+(``Dressing-v1``: 300) makes it an impedance-controlled carriage of ``gripper_mass`` kg pulled to
+its target by ``F = K (x* - x) - D v`` (``D = 2 zeta sqrt(K m)``, ``zeta = gripper_damping_ratio``),
+so the pull on the arm grows with how far the target ran ahead of the held sleeve: at most
+``K * 0.02`` N per step. The observation's end effector is where the gripper is, not its target. Episodes last at most 150 steps (15
 s); they terminate on success or when the force on the person exceeds ``unsafe_force``.
 
 ``info``:
@@ -130,9 +138,12 @@ class DressingEnv(OffscreenRendering, gym.Env):
         sleeve_resolution: (vertices around, vertices along) the tube. Default (10, 5).
         unsafe_force: N; a step whose contact force on the person exceeds it ends the episode.
         comfort_force: N; force above it is penalised in the reward.
+        gripper_stiffness: N/m of the impedance-controlled gripper; None: kinematic (mocap).
+        gripper_mass: kg of the compliant gripper's carriage. Default 1.
+        gripper_damping_ratio: of the compliant gripper (1: critically damped). Default 1.
 
     Raises:
-        ValueError: bad render settings, timestep, resolution or force limits.
+        ValueError: bad render settings, timestep, resolution, force limits or gripper settings.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
