@@ -239,6 +239,7 @@ class ChatAPI:
         cache.put(key, answer, stage)
         return answer
 
+
 class VLMPreferenceLabeler(ChatAPI, Labeler):
     """RL-VLM-F two-stage preference labels from an OpenAI-compatible chat-completions API.
 
