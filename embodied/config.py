@@ -56,6 +56,9 @@ class TaskConfig:
     force_limit: Optional[float] = None
     """N; the force the person must never feel (dressing: 20 N, the task's ``unsafe_force``);
     deploy's safety layer stops before it when ``safety.force_limit`` is unset."""
+    comfort_force: Optional[float] = None
+    """N; force above which pressing on the person is uncomfortable (dressing: 5 N, the env's
+    ``comfort_force``, penalised by its reward); the force judge's limit by default."""
 
 
 @dataclass

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -217,9 +218,16 @@ def judge_stage(cfg: DictConfig, episodes: list[Episode], run_dir: Path) -> dict
             judge.cache_dir = RunPaths(run_dir).labels
     store = VerdictStore(RunPaths(run_dir).label_store)
     try:
-        return {name: store.verdicts(judge, episodes) for name, judge in judges.items()}
+        judged = {name: store.verdicts(judge, episodes) for name, judge in judges.items()}
     finally:
         store.close()
+    for name, verdicts in judged.items():
+        if not any(v.violation.any() for v in verdicts):
+            warnings.warn(f"judge {name} ({judges[name].settings()}) finds no violation in any of the {len(episodes)} "
+                          "episodes: it decides no label and gives no cost, so the run is the same as without it. "
+                          "A limit the dataset never reaches teaches nothing; lower it or collect data that reaches it",
+                          stacklevel=2)
+    return judged
 
 
 def label_quality(labels: PreferenceLabels, episodes: list[Episode]) -> dict[str, float]:

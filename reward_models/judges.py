@@ -71,7 +71,7 @@ class ForceJudge(Judge):
     """The force on the person after a step must stay at or below ``limit`` N.
 
     Args:
-        limit: N (dressing: 20 N, the task's ``force_limit``).
+        limit: N (``conf/judges/force.yaml``: the task's ``comfort_force``, dressing 5 N).
         force_index: observation entry holding the force, N (dressing: 24).
         cost: ``indicator`` (1 per violating step: the expected cost is the expected number of
             unsafe steps) or ``excess`` (N over the limit).
@@ -84,6 +84,9 @@ class ForceJudge(Judge):
     name = "force"
 
     def __init__(self, limit: float = 20.0, force_index: int = 24, cost: str = "indicator"):
+        if limit is None or force_index is None:
+            raise ValueError("force judge: no limit or force_index; the task declares no force (task.comfort_force, "
+                             "task.force_index): set judges.force.limit and judges.force.force_index")
         if not limit > 0 or force_index < 0 or cost not in COSTS:
             raise ValueError(f"force judge: limit={limit} N (> 0), force_index={force_index} (>= 0), cost={cost!r} "
                              f"(one of {COSTS}) expected")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import warnings
 
 import numpy as np
 import pytest
@@ -176,10 +177,29 @@ def test_vlm_and_force_judges_together_decide_pairs_in_the_label_stage(tmp_path,
         cfg = compose_config(["+task=dressing", "judges=[force,vlm_safety]", f"judges.vlm_safety.base_url={server.url}",
                               "judges.vlm_safety.stride=1", "judges.vlm_safety.requests_per_minute=0"])
         assert needs_frames(cfg, labeling=True) and not needs_frames(cfg, labeling=False)
-        judged = judge_stage(cfg, episodes, tmp_path)
+        with pytest.warns(UserWarning, match="judge force .* finds no violation"):  # no force in these episodes
+            judged = judge_stage(cfg, episodes, tmp_path)
     assert judged["force"][1].violation.tolist() == [False, False, False]
     assert judged["vlm_safety"][1].violation.tolist() == [True, False, False]
     assert (tmp_path / "labels" / "vlm_safety_cache.sqlite").exists()
     labels = PreferenceLabels(np.array([[[1, 0], [0, 0]], [[0, 0], [1, 1]]]), np.array([FIRST, FIRST], np.float32), 2)
     decided = apply_judges(labels, judged)
     assert decided.labels.tolist() == [SECOND, FIRST] and decided.provenance["judge_overrides"] == 1
+
+
+def test_a_judge_that_never_fires_on_the_dataset_says_so(tmp_path, compose_config):
+    """A limit the data never reaches decides no label and gives no cost: the run warns instead of
+    training as if the judge did something (Dressing-v1's main dataset never passes 8.3 N)."""
+    from embodied.pipeline import judge_stage
+
+    episodes = [_episode([1.0, 3.0, 8.0]), _episode([2.0, 4.0])]
+    cfg = compose_config(["+task=dressing", "judges=[force]", "judges.force.limit=20"])
+    with pytest.warns(UserWarning, match=r"judge force \(.*'limit': 20.0.*\) finds no violation in any of the 2 episodes"):
+        judge_stage(cfg, episodes, tmp_path / "a")
+    assert compose_config(["+task=dressing", "judges=[force]"]).judges.force.limit == 5.0, "the task's comfort force"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        judged = judge_stage(compose_config(["+task=dressing", "judges=[force]"]), episodes, tmp_path / "b")
+    assert judged["force"][0].violation.tolist() == [False, False, True]
+    with pytest.raises(ValueError, match="set judges.force.limit"):
+        ForceJudge(limit=None)
