@@ -62,7 +62,7 @@ def test_judge_configs_build_judges_from_the_tasks_settings(compose_config, judg
     judges = make_judges(cfg)
     assert list(judges) == [judge] and isinstance(judges[judge], Judge)
     if judge == "force":
-        assert (judges[judge].limit, judges[judge].force_index) == (cfg.task.force_limit, cfg.task.force_index)
+        assert (judges[judge].limit, judges[judge].force_index) == (cfg.task.comfort_force, cfg.task.force_index)
     assert compose_config(["+task=dressing"]).judges is None, "no judge unless asked"
 
 
