@@ -56,6 +56,10 @@ class TaskConfig:
     force_limit: Optional[float] = None
     """N; the force the person must never feel (dressing: 20 N, the task's ``unsafe_force``);
     deploy's safety layer stops before it when ``safety.force_limit`` is unset."""
+    force_margin: Optional[float] = None
+    """N; how far below ``force_limit`` deploy's safety layer stops when ``safety.force_margin``
+    is unset (default 5 N): at least the largest rise of the force in one control step
+    (dressing: 8 N, over its gripper's 300 N/m x 0.02 m = 6 N a step)."""
     comfort_force: Optional[float] = None
     """N; force above which pressing on the person is uncomfortable (dressing: 5 N, the env's
     ``comfort_force``, penalised by its reward); the force judge's limit by default."""

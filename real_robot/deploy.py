@@ -256,7 +256,8 @@ class DeployLoop:
         force = {} if not peaks else {
             "force_max_n": max(peaks),
             "force_episode_peak_mean_n": float(np.mean(peaks)),
-            **({"force_limit_n": limit, "episodes_over_force_limit": int(sum(p > limit for p in peaks)),
+            **({"force_limit_n": limit, "force_stop_n": limit - self.safety.config.force_margin,
+                "episodes_over_force_limit": int(sum(p > limit for p in peaks)),
                 "episodes_stopped_by_force": int(self.counters["episodes_stopped_by_force"])} if limit is not None else {}),
         }
         return {

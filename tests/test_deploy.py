@@ -274,6 +274,7 @@ def test_dressing_over_dds_matches_direct_simulation(tmp_path):
     assert ros2["dropped_messages"] == {} and ros2["safety"].get("watchdog", 0) == 0
     # the force on the person reaches the safety layer over DDS (a WrenchStamped) as in simulation
     assert ros2["force_limit_n"] == mujoco["force_limit_n"] == 20.0, "the task's limit is on by default"
+    assert ros2["force_stop_n"] == mujoco["force_stop_n"] == 12.0, "the task's 8 N margin by default"
     assert ros2["force_max_n"] == pytest.approx(mujoco["force_max_n"], rel=1e-5) and 0 < ros2["force_max_n"] < 15
     assert ros2["episodes_over_force_limit"] == ros2["episodes_stopped_by_force"] == 0
     assert ros2["safety"].get("force_missing", 0) == 0 and mujoco["safety"].get("force_missing", 0) == 0
