@@ -104,7 +104,8 @@ def _main(cfg: DictConfig) -> None:
         if cfg.safety.get("force_limit") is None and task.get("force_limit") is not None:
             safety_overrides["force_limit"] = float(task.force_limit)  # the task's limit, unless set
         if cfg.safety.get("force_margin") is None:  # the task's margin, unless set; 5 N without one
-            safety_overrides["force_margin"] = float(task.get("force_margin") or 5.0)
+            margin = task.get("force_margin")
+            safety_overrides["force_margin"] = 5.0 if margin is None else float(margin)
         safety = SafetyLayer(instantiate(cfg.safety, **safety_overrides))
         config = instantiate(cfg.deploy)
         robot = build_robot(cfg, task, int(observation_space.shape[0]), int(action_space.shape[0]))

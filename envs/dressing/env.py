@@ -20,8 +20,10 @@ the force is the contact solver's (not converged in the timestep). ``gripper_sti
 (``Dressing-v1``: 300) makes it an impedance-controlled carriage of ``gripper_mass`` kg pulled to
 its target by ``F = K (x* - x) - D v`` (``D = 2 zeta sqrt(K m)``, ``zeta = gripper_damping_ratio``),
 so the pull on the arm grows with how far the target ran ahead of the held sleeve: at most
-``K * 0.02`` N per step. The observation's end effector is where the gripper is, not its target. Episodes last at most 150 steps (15
-s); they terminate on success or when the force on the person exceeds ``unsafe_force``.
+``K * 0.02`` N per step. The observation's end effector is where the gripper is, not its target.
+
+Episodes last at most 150 steps (15 s); they terminate on success or when the force on the
+person exceeds ``unsafe_force``.
 
 ``info``:
     ``dressed_distance`` (m): arc length from the fingertips along hand -> forearm -> upper arm
@@ -176,7 +178,6 @@ class DressingEnv(OffscreenRendering, gym.Env):
         self.camera = camera
         self.substeps = int(substeps)
         self.compliant = gripper_stiffness is not None
-        self.gripper_stiffness = None if gripper_stiffness is None else float(gripper_stiffness)
         self.unsafe_force, self.comfort_force = float(unsafe_force), float(comfort_force)
         self.n_around, self.n_along = n_around, n_along
 
