@@ -245,7 +245,11 @@ class RootConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     suite: Optional[SuiteConfig] = None
-    """benchmark: the suite being swept (``conf/suite/``); unset for the other entry points."""
+    """benchmark, continual: the suite being swept (``conf/suite/``); unset for the other entry points."""
+    continual: Any = None
+    """continual: the loop's settings (``embodied.continual.ContinualConfig``)."""
+    strategy: Any = None
+    """continual: what is replayed and how (``conf/strategy/``, ``embodied.continual.StrategyConfig``)."""
     robot: Any = None
     """deploy, sim_robot: the robot backend (``conf/robot/``: mujoco or ros2)."""
     deploy: Any = None

@@ -16,6 +16,7 @@ LEARNERS: dict[str, tuple[str, str]] = {
     "bc": ("policies.bc.config:BCConfig", "policies.bc.model:BCLearner"),
     "iql": ("policies.iql.config:IQLConfig", "policies.iql.model:IQLLearner"),
     "iql_safe": ("policies.iql_safe.config:IQLSafeConfig", "policies.iql_safe.model:IQLSafeLearner"),
+    "oer": ("policies.oer.config:OERConfig", "policies.oer.model:OERLearner"),
 }
 
 

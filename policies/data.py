@@ -470,6 +470,148 @@ class ReplayBuffer:
             self.storage[k] = full
 
 
+class TaskReplayBuffer:
+    """The replay buffer of continual learning: transitions of past tasks under one budget.
+
+    Each task's transitions are offered once, ranked (the first are the ones to keep longest:
+    a random permutation for experience replay, the model-based selection's order for OER).
+    With ``per_task`` unset every task seen so far keeps ``budget // tasks`` of its ranking (the
+    oldest tasks give up their last-ranked rows as new tasks arrive); with ``per_task`` set every
+    task keeps that many and ``budget`` caps the total. The buffer never holds more than
+    ``budget`` transitions. :meth:`state_dict` holds the contents, so checkpoints restore it.
+
+    Args:
+        budget: transitions kept at most, over all tasks (0: no replay).
+        per_task: transitions kept per task (None: an equal share of ``budget``).
+        device: torch device of the storage.
+
+    Raises:
+        ValueError: ``budget`` < 0, or ``per_task`` < 1.
+    """
+
+    def __init__(self, budget: int, per_task: int | None = None, device: str | torch.device = "cpu"):
+        if budget < 0 or (per_task is not None and per_task < 1):
+            raise ValueError(f"budget={budget} (>= 0) and per_task={per_task} (None or >= 1) expected")
+        self.budget, self.per_task, self.device = int(budget), per_task, torch.device(device)
+        self.tasks: dict[int, dict[str, torch.Tensor]] = {}
+        self._joined: dict[str, torch.Tensor] | None = None  # all tasks' rows in one table, built on demand
+
+    def __len__(self) -> int:
+        return sum(self.task_sizes().values())
+
+    def task_sizes(self) -> dict[int, int]:
+        """Transitions held per task id."""
+        return {task: len(next(iter(items.values()))) for task, items in self.tasks.items()}
+
+    def share(self, tasks: int) -> int:
+        """Transitions each of ``tasks`` tasks may keep."""
+        if tasks == 0:
+            return 0
+        return min(self.per_task, self.budget // tasks) if self.per_task else self.budget // tasks
+
+    def add_task(self, task: int, items: Mapping[str, torch.Tensor | np.ndarray]) -> int:
+        """Offer task ``task``'s transitions, ranked (every field ``(n, ...)``, row 0 kept longest);
+        the buffer keeps the first :meth:`share` rows of each task. Returns how many of this task's
+        rows are kept.
+
+        Raises:
+            ValueError: the task was added before, fields or lengths differ from the other tasks',
+                or a floating value is not finite.
+        """
+        if task in self.tasks:
+            raise ValueError(f"task {task} is already in the replay buffer; each task is offered once")
+        batch = {k: torch.as_tensor(np.asarray(v) if not torch.is_tensor(v) else v) for k, v in items.items()}
+        lengths = {k: len(v) for k, v in batch.items()}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"replay add_task: fields have different lengths {lengths}")
+        if self.tasks:
+            first = next(iter(self.tasks.values()))
+            if set(first) != set(batch) or any(first[k].shape[1:] != v.shape[1:] for k, v in batch.items()):
+                raise ValueError(f"replay add_task: fields {({k: tuple(v.shape[1:]) for k, v in batch.items()})}; the "
+                                 f"buffer holds {({k: tuple(v.shape[1:]) for k, v in first.items()})}")
+        for k, v in batch.items():
+            if v.is_floating_point() and not torch.isfinite(v).all():
+                raise ValueError(f"replay add_task: field {k!r} has non-finite values")
+        keep = self.share(len(self.tasks) + 1)
+        self.tasks[int(task)] = {k: v[:keep].to(self.device) for k, v in batch.items()}
+        for other in self.tasks:  # older tasks give up their last-ranked rows
+            self.tasks[other] = {k: v[:keep] for k, v in self.tasks[other].items()}
+        self._joined = None
+        return min(keep, next(iter(lengths.values())))
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Uniform transitions over everything held (with replacement), every field ``(B, ...)``.
+
+        Raises:
+            ValueError: the buffer is empty.
+        """
+        if len(self) == 0:
+            raise ValueError("replay buffer is empty; no past task has been added (or the budget is 0)")
+        if self._joined is None:
+            fields = next(iter(self.tasks.values()))
+            self._joined = {k: torch.cat([items[k] for items in self.tasks.values()]) for k in fields}
+        index = _draw(len(self), batch_size, generator, self.device)
+        return {k: take_rows(v, index) for k, v in self._joined.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Contents per task, budget and share rule, for checkpoints."""
+        return {"budget": self.budget, "per_task": self.per_task,
+                "tasks": {str(t): {k: v.cpu() for k, v in items.items()} for t, items in self.tasks.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`.
+
+        Raises:
+            ValueError: a different budget or share rule.
+        """
+        if int(state["budget"]) != self.budget or state["per_task"] != self.per_task:
+            raise ValueError(f"replay state has budget {state['budget']} and per_task {state['per_task']}; this buffer "
+                             f"has {self.budget} and {self.per_task}")
+        self.tasks = {int(t): {k: v.to(self.device) for k, v in items.items()} for t, items in state["tasks"].items()}
+        self._joined = None
+
+
+class MixedSampler:
+    """Batches from the current task's sampler mixed with a :class:`TaskReplayBuffer`.
+
+    ``mode="joint"`` (experience replay): ``round(replay_fraction * B)`` rows of every field come
+    from the buffer and the rest from the current task, concatenated (the learner trains on both
+    alike). ``mode="separate"`` (dual behaviour cloning): the current task's ``B`` rows as they
+    are, plus the buffer's ``B`` rows under ``replay_<field>`` keys. An empty buffer gives the
+    current task's batch alone. The buffer is the sampler's state (saved with checkpoints).
+
+    Raises:
+        ValueError: an unknown mode or ``replay_fraction`` outside [0, 1].
+    """
+
+    def __init__(self, current: Sampler, replay: TaskReplayBuffer, mode: str = "joint", replay_fraction: float = 0.5):
+        if mode not in ("joint", "separate") or not 0.0 <= replay_fraction <= 1.0:
+            raise ValueError(f"mode={mode!r} (joint or separate) and replay_fraction={replay_fraction} (in [0, 1]) expected")
+        self.current, self.replay, self.mode, self.replay_fraction = current, replay, mode, float(replay_fraction)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        if len(self.replay) == 0:
+            return self.current.sample(batch_size, generator)
+        if self.mode == "separate":
+            batch = self.current.sample(batch_size, generator)
+            batch.update({f"replay_{k}": v for k, v in self.replay.sample(batch_size, generator).items()})
+            return batch
+        n_replay = int(round(self.replay_fraction * batch_size))
+        batch = self.current.sample(batch_size - n_replay, generator)
+        old = self.replay.sample(n_replay, generator)
+        missing = sorted(set(batch) - set(old))
+        if missing:
+            raise ValueError(f"replay holds fields {sorted(old)}; the current batch also has {missing}")
+        return {k: torch.cat([v, old[k].to(v.device)]) for k, v in batch.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"replay": self.replay.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if "replay" in state:
+            self.replay.load_state_dict(state["replay"])
+
+
 def make_sampler(spec: Any, data: EpisodeData, rewards: torch.Tensor | None = None,
                  costs: torch.Tensor | None = None) -> Sampler:
     """The sampler a learner's :class:`policies.base.BatchSpec` asks for, over ``data``
@@ -489,5 +631,5 @@ def make_sampler(spec: Any, data: EpisodeData, rewards: torch.Tensor | None = No
     raise ValueError(f"batch kind {spec.kind!r}; expected transitions, windows or future")
 
 
-__all__ = ["EpisodeData", "FutureSampler", "ReplayBuffer", "SELECTION_RULES", "Sampler", "SelectionRule",
+__all__ = ["EpisodeData", "FutureSampler", "MixedSampler", "ReplayBuffer", "TaskReplayBuffer", "SELECTION_RULES", "Sampler", "SelectionRule",
            "TransitionSampler", "WindowSampler", "fifo_selection", "make_sampler", "reservoir_selection"]
