@@ -11,10 +11,10 @@ Our reading, top to bottom (the paper has no public code):
 1. fit a dynamics ensemble s' = s + f_k(s, a) (k = 1..K, mean-squared error on normalised
    inputs and state differences, each member on its own bootstrap of the data);
 2. from start states s_0 drawn from the dataset's first observations, repeat for L steps:
-   a_j = pi(s_j), s_hat = mean_k T_k(s_j, a_j), then keep the dataset transition whose
-   normalised (observation, action) is nearest (Euclidean) to (s_hat, pi(s_hat)), and continue
-   from that transition's real observation (one model step at a time, so model errors do not
-   compound);
+   keep the dataset transition (s_i, a_i) whose normalised (observation, action) is nearest
+   (Euclidean) to (s_j, pi(s_j)), then step the model from that real observation:
+   s_{j+1} = mean_k T_k(s_i, pi(s_i)) (one model step from real data at a time, so model errors
+   do not compound);
 3. the kept transitions, in rollout order (whole rollouts first), without repeats, are the
    task's ranking for :class:`policies.data.TaskReplayBuffer`; if rollouts find fewer distinct
    transitions than asked, the rest of the ranking is random.
@@ -142,11 +142,11 @@ def mbes_select(observations: torch.Tensor, actions: torch.Tensor, start_rows: t
         state = observations[pick]
         trajectory = []
         for _ in range(rollout_length):
-            predicted = model(state, policy(state))
-            query = (torch.cat([predicted, policy(predicted)], dim=-1) - mean) / std
+            query = (torch.cat([state, policy(state)], dim=-1) - mean) / std
             nearest = _nearest(query, keys, chunk)
             trajectory.append(nearest.cpu())
-            state = observations[nearest]
+            real = observations[nearest]
+            state = model(real, policy(real))
         for rows in torch.stack(trajectory, dim=1):  # (batch, L): rollout by rollout
             for row in rows.tolist():
                 if not seen[row] and len(chosen) < count:
