@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from filelock import FileLock
 from hydra.experimental.callback import Callback
-from hydra.utils import instantiate
+from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from embodied.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -143,7 +143,9 @@ class ContinualConfig:
     curve_points: int = 5
     """Evaluations of the current task during its training (its curve; forward transfer). Default 5."""
     task_encoding: str = "onehot"
-    """How the learner knows the task: ``onehot`` appended to the observation."""
+    """How the learner knows the task: ``onehot`` appended to the observation (Meta-World's MT
+    convention), or ``heads``: the one-hot too, and every network with a separate output head per
+    task (Continual World's multi-head setting, ``algo.learner.task_heads``)."""
     threads: int = 1
     """torch threads of the job (parallel jobs: one per core). Default 1."""
     reward_cache: str = "outputs/continual/rewards"
@@ -155,9 +157,8 @@ class ContinualConfig:
         if min(self.steps_per_task, self.eval_episodes, self.threads) < 1 or self.curve_points < 0:
             raise ValueError(f"continual: steps_per_task, eval_episodes, threads >= 1 and curve_points >= 0 expected, "
                              f"got {self}")
-        if self.task_encoding != "onehot":
-            raise ValueError(f"continual.task_encoding={self.task_encoding!r}; expected 'onehot' (separate heads are "
-                             "not built yet)")
+        if self.task_encoding not in ("onehot", "heads"):
+            raise ValueError(f"continual.task_encoding={self.task_encoding!r}; expected 'onehot' or 'heads'")
         if self.curve_points > self.steps_per_task:
             raise ValueError(f"continual.curve_points={self.curve_points} exceeds steps_per_task={self.steps_per_task}")
 
@@ -280,16 +281,19 @@ def evaluate_task(learner: Learner, name: str, index: int, tasks: int, episodes:
 # -- the learner ----------------------------------------------------------------------------------
 
 def build_learner(cfg: DictConfig, strategy: StrategyConfig, observation_dim: int, action_dim: int,
-                  device: torch.device) -> Learner:
-    """IQL from ``algo.learner``, or OER's dual behaviour cloning on top of it (``training=dbc``)."""
+                  device: torch.device, tasks: int = 0) -> Learner:
+    """IQL from ``algo.learner``, or OER's dual behaviour cloning on top of it (``training=dbc``);
+    ``tasks`` > 0: a head per task in every network."""
     values = OmegaConf.to_container(cfg.algo.learner, resolve=True)
     values = {k: v for k, v in values.items() if not k.startswith("_")}
+    if tasks:
+        values["task_heads"] = tasks
     if strategy.training == "dbc":
         from policies.oer import OERConfig
 
         config = OERConfig(**values, **dict(strategy.dbc))
     else:
-        config = instantiate(cfg.algo.learner)
+        config = get_class(cfg.algo.learner._target_)(**values)
     return make_learner(config, observation_dim, action_dim, device=str(device))
 
 
@@ -401,7 +405,8 @@ def run_sequence(cfg: DictConfig, folder: str | Path) -> dict[str, Any]:
     batch_size = int(cfg.trainer.batch_size)
     tasks = [load_task(cfg, name, i, n, device) for i, name in enumerate(names)]
     observation_dim, action_dim = tasks[0].data.observation_dim, tasks[0].data.action_dim
-    learner = build_learner(cfg, strategy, observation_dim, action_dim, device)
+    heads = n if settings.task_encoding == "heads" else 0
+    learner = build_learner(cfg, strategy, observation_dim, action_dim, device, heads)
     buffer = TaskReplayBuffer(strategy.budget if strategy.selection != "none" else 0, strategy.per_task, device)
     matrix = [[None] * n for _ in range(n if strategy.training != "multitask" else 1)]
     curves: dict[str, list[list[float]]] = {}
@@ -460,7 +465,7 @@ def run_sequence(cfg: DictConfig, folder: str | Path) -> dict[str, Any]:
             t0 = time.time()
             if strategy.training == "single" and i > 0:  # a fresh learner per task, seeded per stage
                 torch.manual_seed(seed * 1000 + i)
-                learner = build_learner(cfg, strategy, observation_dim, action_dim, device)
+                learner = build_learner(cfg, strategy, observation_dim, action_dim, device, heads)
             train_stage(i, stage, task.data, task.rewards, steps, i)
             matrix[i] = evaluate_stage(i, stage, i)
             curves[task.name] = _curve(stage)
@@ -478,7 +483,7 @@ def run_sequence(cfg: DictConfig, folder: str | Path) -> dict[str, Any]:
     result = summarize_run(names, matrix, curves, strategy.training)
     result.update({
         "suite": str(cfg.suite.name), "strategy": strategy.name, "label": strategy.label, "seed": seed,
-        "steps_per_task": steps, "eval_episodes": settings.eval_episodes, "reward": str(cfg.algo.reward),
+        "steps_per_task": steps, "task_encoding": settings.task_encoding, "eval_episodes": settings.eval_episodes, "reward": str(cfg.algo.reward),
         "labeler": str(cfg.labeler.name) if cfg.algo.reward == "learned" else None,
         "reward_reports": {t.name: t.report for t in tasks},
         "buffer": {"budget": buffer.budget, "per_task": strategy.per_task, "transitions": len(buffer),

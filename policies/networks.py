@@ -47,6 +47,40 @@ def mlp(
     return nn.Sequential(*layers)
 
 
+class TaskHeads(nn.Module):
+    """An MLP with a separate output head per task (Continual World's multi-head setting): a shared
+    body, ``heads`` linear outputs of ``output_dim`` each, and the head of each row picked by the
+    task one-hot inside the input, ``x[:, task_start : task_start + heads]`` (its argmax).
+
+    ``(B, input_dim) -> (B, output_dim)`` float32.
+
+    Raises:
+        ValueError: ``heads`` < 1 or the one-hot does not fit inside the input.
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, hidden_dims: Sequence[int], heads: int, task_start: int,
+                 output_activation: type[nn.Module] | None = None):
+        super().__init__()
+        if heads < 1 or task_start < 0 or task_start + heads > input_dim:
+            raise ValueError(f"task heads: {heads} heads read from input columns [{task_start}, {task_start + heads}) "
+                             f"of {input_dim}; expected heads >= 1 inside the input")
+        self.net = mlp(input_dim, output_dim * heads, hidden_dims, output_activation=output_activation)
+        self.heads, self.output_dim, self.task_start = int(heads), int(output_dim), int(task_start)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        task = x[:, self.task_start: self.task_start + self.heads].argmax(-1)
+        y = self.net(x).view(len(x), self.heads, self.output_dim)
+        return y[torch.arange(len(x), device=x.device), task]
+
+
+def head_mlp(input_dim: int, output_dim: int, hidden_dims: Sequence[int], heads: int = 0, task_start: int = 0,
+             output_activation: type[nn.Module] | None = None) -> nn.Module:
+    """:func:`mlp` when ``heads`` is 0, else :class:`TaskHeads` (a head per task)."""
+    if heads:
+        return TaskHeads(input_dim, output_dim, hidden_dims, heads, task_start, output_activation)
+    return mlp(input_dim, output_dim, hidden_dims, output_activation=output_activation)
+
+
 class ObservationNormalizer(nn.Module):
     """Standardises observations: ``(o - mean) / (std + eps)``.
 

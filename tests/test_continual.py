@@ -188,6 +188,44 @@ def test_dbc_loss_is_distillation_on_the_new_task_plus_cloning_of_the_replay():
     assert (learner.act(batch["replay_observation"]) - target).abs().mean() < 0.1
 
 
+# -- separate heads per task -----------------------------------------------------------------------
+
+def test_task_heads_pick_the_head_of_the_one_hot_and_leave_the_others_alone():
+    from policies.networks import TaskHeads
+
+    torch.manual_seed(0)
+    net = TaskHeads(input_dim=6, output_dim=2, hidden_dims=[8], heads=3, task_start=3)
+    x = torch.randn(5, 6)
+    x[:, 3:] = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 1, 0]), 3).float()
+    full = net.net(x).view(5, 3, 2)
+    assert torch.equal(net(x), full[torch.arange(5), torch.tensor([0, 1, 2, 1, 0])])
+    before = net(x).detach()
+    with torch.no_grad():  # the last layer's rows of head 2 only
+        net.net[-1].weight[4:6] += 1.0
+    after = net(x)
+    changed = (after - before).abs().sum(1) > 0
+    assert changed.tolist() == [False, False, True, False, False]
+    with pytest.raises(ValueError, match="heads"):
+        TaskHeads(4, 2, [8], heads=3, task_start=2)
+
+
+def test_heads_encoding_builds_iql_and_dbc_learners_with_a_head_per_task():
+    for strategy in ("er", "oer"):
+        cfg = _compose([f"strategy={strategy}", "continual.task_encoding=heads"])
+        settings, parsed = continual.read_settings(cfg)
+        learner = continual.build_learner(cfg, parsed, 39 + 5, 4, torch.device("cpu"), tasks=5)
+        assert learner.config.task_heads == 5 and learner.config.expectile == 0.7 and learner.config.temperature == 0.5
+        assert learner.actor.mean.heads == 5 and learner.critic.q1.heads == 5 and learner.value.heads == 5
+        if strategy == "oer":
+            assert learner.policy.heads == 5
+        obs = torch.zeros(3, 44)
+        obs[:, 39 + 2] = 1.0
+        assert learner.act(obs).shape == (3, 4)
+    flat = continual.build_learner(_compose(["strategy=er"]), continual.read_settings(_compose(["strategy=er"]))[1],
+                                   44, 4, torch.device("cpu"))
+    assert flat.config.task_heads == 0 and isinstance(flat.value, torch.nn.Sequential)
+
+
 # -- configs ---------------------------------------------------------------------------------------
 
 def test_continual_strategies_and_suites_compose_and_validate():
@@ -211,7 +249,7 @@ def test_continual_strategies_and_suites_compose_and_validate():
     with pytest.raises(ValueError, match="budget=0"):
         continual.read_settings(_compose(["strategy=er", "strategy.budget=0"]))
     with pytest.raises(ValueError, match="task_encoding"):
-        continual.read_settings(_compose(["continual.task_encoding=heads"]))
+        continual.read_settings(_compose(["continual.task_encoding=tails"]))
 
 
 def test_forgetting_forward_transfer_and_intervals():

@@ -44,6 +44,10 @@ class IQLConfig:
     """See reward_scale. Default 0 (AntMaze preset in the paper: -1)."""
     normalize_observations: bool = True
     """Standardise observations with dataset statistics. Default True."""
+    task_heads: int = 0
+    """Separate output heads per task for every network (Continual World's multi-head setting):
+    the task is the argmax of the observation's last ``task_heads`` entries (a one-hot). 0: one
+    head. Default 0."""
     preset: str | None = None
     """``locomotion``, ``antmaze`` or ``kitchen`` overrides expectile and temperature."""
     compile: bool = False
@@ -58,6 +62,8 @@ class IQLConfig:
                 raise ValueError(f"preset={self.preset!r}; expected one of {sorted(PRESETS)} or None")
             for key, value in PRESETS[self.preset].items():
                 setattr(self, key, value)
+        if self.task_heads < 0:
+            raise ValueError(f"task_heads={self.task_heads}; expected >= 0")
         if not 0.0 < self.expectile < 1.0:
             raise ValueError(f"expectile={self.expectile}; expected in (0, 1)")
         if not 0.0 <= self.discount <= 1.0:

@@ -22,16 +22,18 @@ from torch import nn
 
 from policies.base import Learner
 from policies.iql.config import IQLConfig
-from policies.networks import ObservationNormalizer, mlp
+from policies.networks import ObservationNormalizer, head_mlp
 
 
 class TwinQ(nn.Module):
-    """Two Q networks ``(B, D) x (B, A) -> (B,), (B,)``."""
+    """Two Q networks ``(B, D) x (B, A) -> (B,), (B,)``; with ``task_heads`` a head per task, picked
+    by the one-hot in the observation's last ``task_heads`` entries."""
 
-    def __init__(self, observation_dim: int, action_dim: int, hidden_dims: list[int]):
+    def __init__(self, observation_dim: int, action_dim: int, hidden_dims: list[int], task_heads: int = 0):
         super().__init__()
-        self.q1 = mlp(observation_dim + action_dim, 1, hidden_dims)
-        self.q2 = mlp(observation_dim + action_dim, 1, hidden_dims)
+        start = observation_dim - task_heads
+        self.q1 = head_mlp(observation_dim + action_dim, 1, hidden_dims, task_heads, start)
+        self.q2 = head_mlp(observation_dim + action_dim, 1, hidden_dims, task_heads, start)
 
     def forward(self, observation: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([observation, action], dim=-1)
@@ -39,11 +41,14 @@ class TwinQ(nn.Module):
 
 
 class GaussianActor(nn.Module):
-    """pi(a | s) = N(tanh(f(s)), diag(exp(log_std))^2) with a state-independent, clamped log-std."""
+    """pi(a | s) = N(tanh(f(s)), diag(exp(log_std))^2) with a state-independent, clamped log-std
+    (``task_heads``: f has a head per task, as :class:`TwinQ`)."""
 
-    def __init__(self, observation_dim: int, action_dim: int, hidden_dims: list[int], log_std_min: float, log_std_max: float):
+    def __init__(self, observation_dim: int, action_dim: int, hidden_dims: list[int], log_std_min: float, log_std_max: float,
+                 task_heads: int = 0):
         super().__init__()
-        self.mean = mlp(observation_dim, action_dim, hidden_dims, output_activation=nn.Tanh)
+        self.mean = head_mlp(observation_dim, action_dim, hidden_dims, task_heads, observation_dim - task_heads,
+                             output_activation=nn.Tanh)
         self.log_std = nn.Parameter(torch.zeros(action_dim))
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
@@ -78,10 +83,14 @@ class IQLLearner(Learner):
         self.observation_dim, self.action_dim = int(observation_dim), int(action_dim)
         dims = config.hidden_dims
         self.normalizer = ObservationNormalizer(observation_dim)
-        self.critic = TwinQ(observation_dim, action_dim, dims)
+        heads = config.task_heads
+        if heads > observation_dim:
+            raise ValueError(f"task_heads={heads} exceeds the observation size {observation_dim}: the task one-hot is "
+                             "the observation's last task_heads entries")
+        self.critic = TwinQ(observation_dim, action_dim, dims, heads)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        self.value = mlp(observation_dim, 1, dims)
-        self.actor = GaussianActor(observation_dim, action_dim, dims, config.log_std_min, config.log_std_max)
+        self.value = head_mlp(observation_dim, 1, dims, heads, observation_dim - heads)
+        self.actor = GaussianActor(observation_dim, action_dim, dims, config.log_std_min, config.log_std_max, heads)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.learning_rate, fused=True)
         self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=config.learning_rate, fused=True)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.learning_rate, fused=True)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from policies.iql.model import IQLLearner
-from policies.networks import mlp
+from policies.networks import head_mlp
 from policies.oer.config import OERConfig
 
 
@@ -40,7 +40,8 @@ class OERLearner(IQLLearner):
 
     def __init__(self, config: OERConfig, observation_dim: int, action_dim: int):
         super().__init__(config, observation_dim, action_dim)
-        self.policy = mlp(observation_dim, action_dim, config.policy_hidden_dims, output_activation=nn.Tanh)
+        self.policy = head_mlp(observation_dim, action_dim, config.policy_hidden_dims, config.task_heads,
+                               observation_dim - config.task_heads, output_activation=nn.Tanh)
         self.policy_optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.policy_learning_rate, fused=True)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
