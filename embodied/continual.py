@@ -298,8 +298,10 @@ def build_learner(cfg: DictConfig, strategy: StrategyConfig, observation_dim: in
 
 
 def prepare_learner(learner: Learner, observations: torch.Tensor, task_dims: int, total_steps: int) -> None:
-    """Fit observation statistics, leaving the one-hot task entries (the last ``task_dims``) as
-    they are (mean 0, std 1): statistics of a task id seen once would blow up the others."""
+    """Fit observation statistics (when the learner normalises), leaving the one-hot task entries
+    (the last ``task_dims``) as they are (mean 0, std 1): statistics of a task id seen once would
+    blow up the others. Continual runs turn normalisation off by default (``conf/continual.yaml``):
+    the first task's statistics blow up the entries that are constant in it."""
     learner.prepare(observations, total_steps=total_steps)
     normalizer = getattr(learner, "normalizer", None)
     if normalizer is not None and task_dims:
