@@ -434,10 +434,12 @@ def run_sequence(cfg: DictConfig, folder: str | Path) -> dict[str, Any]:
             keep_checkpoints=int(cfg.trainer.keep_checkpoints), progress=bool(cfg.trainer.progress),
             extra={"suite": str(cfg.suite.name), "strategy": strategy.name, "stage": index})
 
-    def evaluate_stage(index: int, stage: Path, current: int | None) -> list[float | None]:
+    def evaluate_stage(index: int, stage: Path, current: int | None, t0: float) -> list[float | None]:
         saved = stage / "evaluation.json"
         if saved.exists():
-            return json.loads(saved.read_text())["success"]
+            done = json.loads(saved.read_text())
+            stage_times.append(done.get("wall_time_s"))
+            return done["success"]
         final = latest_checkpoint(stage / "checkpoints")
         own = load_checkpoint(final).state.get("final_metrics", {}) if final is not None else {}
         row: list[float | None] = []
@@ -448,7 +450,10 @@ def run_sequence(cfg: DictConfig, folder: str | Path) -> dict[str, Any]:
                 row.append(evaluate_task(learner, name, j, n, settings.eval_episodes, int(cfg.eval.seed), device))
             else:
                 row.append(None)
-        write_json_atomic(saved, {"success": row, "tasks": names})
+        # Training and evaluation time of the stage, in the process that finished it (a stage that
+        # resumed counts only its resumed part).
+        stage_times.append(round(time.time() - t0, 1))
+        write_json_atomic(saved, {"success": row, "tasks": names, "wall_time_s": stage_times[-1]})
         return row
 
     if strategy.training == "multitask":
@@ -459,8 +464,7 @@ def run_sequence(cfg: DictConfig, folder: str | Path) -> dict[str, Any]:
         if strategy.selection != "none":
             raise ValueError("strategy training=multitask replays nothing (selection=none expected)")
         train_stage(0, stage, data, rewards, steps * n, None)
-        matrix[0] = evaluate_stage(0, stage, None)
-        stage_times.append(round(time.time() - t0, 1))
+        matrix[0] = evaluate_stage(0, stage, None, t0)
     else:
         for i, task in enumerate(tasks):
             stage = folder / _stage_name(i, task.name)
@@ -469,7 +473,7 @@ def run_sequence(cfg: DictConfig, folder: str | Path) -> dict[str, Any]:
                 torch.manual_seed(seed * 1000 + i)
                 learner = build_learner(cfg, strategy, observation_dim, action_dim, device, heads)
             train_stage(i, stage, task.data, task.rewards, steps, i)
-            matrix[i] = evaluate_stage(i, stage, i)
+            matrix[i] = evaluate_stage(i, stage, i, t0)
             curves[task.name] = _curve(stage)
             if strategy.selection != "none" and i < n - 1:
                 report = load_replay(stage / "replay", buffer)
@@ -481,7 +485,6 @@ def run_sequence(cfg: DictConfig, folder: str | Path) -> dict[str, Any]:
                     report = {**report, "kept": count, "buffer_transitions": len(buffer), "buffer_bytes": buffer_bytes(buffer)}
                     save_replay(stage / "replay", buffer, report)
                 replay_reports[task.name] = report
-            stage_times.append(round(time.time() - t0, 1))
     result = summarize_run(names, matrix, curves, strategy.training)
     result.update({
         "suite": str(cfg.suite.name), "strategy": strategy.name, "label": strategy.label, "seed": seed,
@@ -490,6 +493,7 @@ def run_sequence(cfg: DictConfig, folder: str | Path) -> dict[str, Any]:
         "reward_reports": {t.name: t.report for t in tasks},
         "buffer": {"budget": buffer.budget, "per_task": strategy.per_task, "transitions": len(buffer),
                    "bytes": buffer_bytes(buffer), "per_task_kept": {names[k]: v for k, v in buffer.task_sizes().items()}},
+        # per stage: training and evaluation (the replay selection is in "replay")
         "replay": replay_reports, "stage_wall_time_s": stage_times, "wall_time_s": round(time.time() - started, 1),
     })
     write_json_atomic(path, result)
