@@ -610,8 +610,11 @@ def render_table(summary: dict[str, Any]) -> str:
 
 
 def _mean_matrix(matrices: list[list[list[float | None]]]) -> np.ndarray:
-    return np.nanmean(np.asarray([[[np.nan if v is None else v for v in row] for row in m] for m in matrices],
-                                 dtype=np.float64), axis=0)
+    """The success matrices' mean over seeds; NaN where no seed evaluated (single-task runs)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.asarray([[[np.nan if v is None else v for v in row] for row in m] for m in matrices],
+                                     dtype=np.float64), axis=0)
 
 
 def plot_heatmaps(summary: dict[str, Any], path: Path) -> Path:
@@ -625,9 +628,7 @@ def plot_heatmaps(summary: dict[str, Any], path: Path) -> Path:
     tasks = [t.removesuffix("-v3") for t in summary["tasks"]]
     figure, axes = plt.subplots(1, max(1, len(rows)), figsize=(3.2 * max(1, len(rows)) + 1, 3.4), dpi=100, squeeze=False)
     for axis, row in zip(axes[0], rows):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a task never evaluated (single) is NaN
-            image = axis.imshow(_mean_matrix(row["matrices"]), vmin=0, vmax=1, cmap="viridis")
+        image = axis.imshow(_mean_matrix(row["matrices"]), vmin=0, vmax=1, cmap="viridis")
         axis.set_title(row["label"], fontsize=9)
         axis.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=6)
         axis.set_yticks(range(len(tasks)), [f"after {t}" for t in tasks], fontsize=6)
@@ -649,6 +650,8 @@ def plot_curves(summary: dict[str, Any], path: Path) -> Path:
     n = len(summary["tasks"])
     for row in summary["rows"].values():
         m = _mean_matrix(row["matrices"])
+        if np.isnan(m).any():  # single-task runs evaluate only their own task: no curve over tasks so far
+            continue
         if len(m) == 1:
             axis.axhline(np.nanmean(m[0]), ls="--", lw=1, color="gray", label=f"{row['label']} (all at once)")
             continue
