@@ -335,10 +335,11 @@ def rank_transitions(cfg: DictConfig, strategy: StrategyConfig, learner: Learner
     try:
         act_fn = lambda s: learner.act(torch.cat([s, policy.onehot.expand(len(s), -1)], 1))  # noqa: E731
         starts = torch.nonzero(task.data.time == 0).squeeze(1).cpu()
-        ranking = mbes_select(obs, act, starts, act_fn, model, count, m.rollout_length, generator)
+        found: dict[str, float] = {}
+        ranking = mbes_select(obs, act, starts, act_fn, model, count, m.rollout_length, generator, stats=found)
     finally:
         learner.train(was_training)
-    return ranking, {**report, "mbes_time_s": round(time.time() - started, 1)}
+    return ranking, {**report, **found, "mbes_time_s": round(time.time() - started, 1)}
 
 
 def save_replay(folder: Path, buffer: TaskReplayBuffer, report: dict[str, Any]) -> None:

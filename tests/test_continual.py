@@ -121,8 +121,11 @@ def test_mbes_keeps_the_transitions_the_policy_would_take_in_the_model():
     assert obs[ranking, 0].tolist() == [0, 1, 2, 3, 4, 5]  # the policy's path, in rollout order
     assert act[ranking, 0].tolist() == [1.0] * 6  # never the -1 transitions beside them
     # More rows than rollouts find: the rest is filled at random, without repeats.
-    longer = mbes_select(obs, act, start, policy, model, count=15, rollout_length=3, generator=torch.Generator().manual_seed(0))
+    stats = {}
+    longer = mbes_select(obs, act, start, policy, model, count=15, rollout_length=3, generator=torch.Generator().manual_seed(0),
+                         stats=stats)
     assert len(set(longer.tolist())) == 15 and obs[longer[:3], 0].tolist() == [0, 1, 2]
+    assert stats == {"rollout_selected": 3.0}
     with pytest.raises(ValueError, match="count"):
         mbes_select(obs, act, start, policy, model, count=21, rollout_length=3, generator=torch.Generator())
 

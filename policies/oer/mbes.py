@@ -105,7 +105,8 @@ def fit_dynamics(observations: torch.Tensor, actions: torch.Tensor, next_observa
 @torch.no_grad()
 def mbes_select(observations: torch.Tensor, actions: torch.Tensor, start_rows: torch.Tensor,
                 policy: Callable[[torch.Tensor], torch.Tensor], model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                count: int, rollout_length: int, generator: torch.Generator, chunk: int = 4096) -> torch.Tensor:
+                count: int, rollout_length: int, generator: torch.Generator, chunk: int = 4096,
+                stats: dict[str, float] | None = None) -> torch.Tensor:
     """Rank transitions by model-based experience selection (module docstring, steps 2-3).
 
     Args:
@@ -118,6 +119,8 @@ def mbes_select(observations: torch.Tensor, actions: torch.Tensor, start_rows: t
         rollout_length: L, model steps per rollout.
         generator: draws the start states and the random remainder.
         chunk: dataset rows per distance block (bounds memory: ``B x chunk`` distances).
+        stats: when given, receives ``rollout_selected`` (rows the rollouts found; the rest of
+            the ranking is random).
 
     Returns:
         ``(count,) int64`` distinct row indices, rollout-selected first.
@@ -152,6 +155,8 @@ def mbes_select(observations: torch.Tensor, actions: torch.Tensor, start_rows: t
                 if not seen[row] and len(chosen) < count:
                     seen[row] = True
                     chosen.append(row)
+    if stats is not None:
+        stats["rollout_selected"] = float(len(chosen))
     if len(chosen) < count:
         rest = torch.nonzero(~seen).squeeze(1)
         rest = rest[torch.randperm(len(rest), generator=generator)[: count - len(chosen)]]
