@@ -191,6 +191,21 @@ def test_dbc_loss_is_distillation_on_the_new_task_plus_cloning_of_the_replay():
     assert (learner.act(batch["replay_observation"]) - target).abs().mean() < 0.1
 
 
+def test_a_new_task_restarts_the_actor_schedule_from_the_configured_learning_rate():
+    from policies.iql.config import IQLConfig
+    from policies.iql.model import IQLLearner
+
+    learner = IQLLearner(IQLConfig(hidden_dims=[8], learning_rate=1e-3), 5, 2)
+    batch = {k: v for k, v in _dbc_batch().items() if not k.startswith("replay_")}
+    for task in range(2):
+        learner.set_total_steps(10)
+        assert learner.actor_optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+        for _ in range(10):
+            learner.update(batch)
+        assert learner.actor_optimizer.param_groups[0]["lr"] < 1e-9  # decayed to 0 at the task's end
+    assert learner.critic_optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
 # -- separate heads per task -----------------------------------------------------------------------
 
 def test_task_heads_pick_the_head_of_the_one_hot_and_leave_the_others_alone():

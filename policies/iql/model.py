@@ -106,8 +106,12 @@ class IQLLearner(Learner):
         self.set_total_steps(total_steps)
 
     def set_total_steps(self, total_steps: int | None) -> None:
-        """Start the actor's cosine learning-rate decay over ``total_steps`` updates."""
+        """Start the actor's cosine learning-rate decay over ``total_steps`` updates, from the
+        configured learning rate (also after an earlier decay: a continual run starts one per task;
+        torch's scheduler would otherwise continue from the decayed rate, about 0)."""
         if self.config.actor_cosine_decay and total_steps:
+            for group in self.actor_optimizer.param_groups:
+                group["lr"] = group["initial_lr"] = self.config.learning_rate
             self.actor_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_optimizer, T_max=int(total_steps))
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
