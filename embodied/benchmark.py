@@ -21,7 +21,6 @@ the tables from whatever jobs have finished.
 from __future__ import annotations
 
 import json
-import sys
 import time
 import warnings
 from collections import defaultdict
@@ -31,10 +30,9 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from embodied.cli import run_folder
+from embodied.cli import SweepCallback, aggregate_command, run_folder
 from embodied.io import save_figure, write_json_atomic, write_text_atomic
 from embodied.pipeline import evaluate_stage, train
 from embodied.runtime import seed_everything
@@ -206,16 +204,13 @@ def plot_results(summary: dict[str, Any], path: Path) -> Path:
     return save_figure(figure, path)
 
 
-class AggregateResults(Callback):
+class AggregateResults(SweepCallback):
     """Hydra callback (``hydra.callbacks.aggregate``): times the sweep and, when every job has
     finished, writes the tables with :func:`aggregate`."""
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.started = time.time()
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+    def finish(self, config: DictConfig, wall_time_s: float) -> None:
         tasks = list(OmegaConf.select(config, "suite.tasks", default=None) or [])
-        summary = aggregate(config.hydra.sweep.dir, time.time() - getattr(self, "started", time.time()), tasks)
+        summary = aggregate(config.hydra.sweep.dir, wall_time_s, tasks)
         print(render_table(summary))
         print(f"results: {Path(config.hydra.sweep.dir) / 'results.md'}")
 
@@ -230,14 +225,8 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point; ``aggregate <sweep folder>`` redoes the tables of a sweep."""
-    if len(sys.argv) >= 2 and sys.argv[1] == "aggregate":
-        if len(sys.argv) != 3:
-            print("usage: python -m embodied.benchmark aggregate <sweep folder>", file=sys.stderr)
-            raise SystemExit(2)
-        summary = aggregate(sys.argv[2])
-        print(render_table(summary))
-        return
-    _main()
+    if not aggregate_command("benchmark", aggregate, render_table):
+        _main()
 
 
 if __name__ == "__main__":

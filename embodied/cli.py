@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 
 from embodied.config import available_tasks
 
@@ -325,3 +326,35 @@ def _remove_run_folder(folder: Path) -> None:
         folder.parent.rmdir()  # the date folder, when this was its only run
     except OSError:
         pass
+
+
+class SweepCallback(Callback):
+    """Hydra callback of a sweep entry point (benchmark, continual): times the multirun and, when
+    all its jobs have finished, calls :meth:`finish` in the launching process."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        self.started = time.time()
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        self.finish(config, time.time() - getattr(self, "started", time.time()))
+
+    def finish(self, config: Any, wall_time_s: float) -> None:
+        """Write the sweep's tables; ``wall_time_s`` is the whole sweep's."""
+        raise NotImplementedError
+
+
+def aggregate_command(job: str, aggregate: Callable[[str], Any], render: Callable[[Any], str],
+                      argv: Sequence[str] | None = None) -> bool:
+    """``python -m embodied.<job> aggregate <sweep folder>``: redo a sweep's tables and print them.
+
+    Returns False when the command line is not an ``aggregate`` command (the entry point runs
+    Hydra then); exits with status 2 on a wrong argument count.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != "aggregate":
+        return False
+    if len(argv) != 2:
+        print(f"usage: python -m embodied.{job} aggregate <sweep folder>", file=sys.stderr)
+        raise SystemExit(2)
+    print(render(aggregate(argv[1])))
+    return True

@@ -37,7 +37,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -48,12 +47,11 @@ import hydra
 import numpy as np
 import torch
 from filelock import FileLock
-from hydra.experimental.callback import Callback
 from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from embodied.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from embodied.cli import run_folder
+from embodied.cli import SweepCallback, aggregate_command, run_folder
 from embodied.data import Episode
 from embodied.fit import fit
 from embodied.io import save_figure, write_json_atomic, write_text_atomic
@@ -667,14 +665,11 @@ def plot_curves(summary: dict[str, Any], path: Path) -> Path:
     return save_figure(figure, path)
 
 
-class AggregateResults(Callback):
+class AggregateResults(SweepCallback):
     """Hydra callback: times the sweep and, when every run has finished, writes the tables."""
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.started = time.time()
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        summary = aggregate(config.hydra.sweep.dir, time.time() - getattr(self, "started", time.time()))
+    def finish(self, config: DictConfig, wall_time_s: float) -> None:
+        summary = aggregate(config.hydra.sweep.dir, wall_time_s)
         print(render_table(summary))
         print(f"results: {Path(config.hydra.sweep.dir) / 'results.md'}")
 
@@ -690,13 +685,8 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point; ``aggregate <sweep folder>`` redoes the tables of a sweep."""
-    if len(sys.argv) >= 2 and sys.argv[1] == "aggregate":
-        if len(sys.argv) != 3:
-            print("usage: python -m embodied.continual aggregate <sweep folder>", file=sys.stderr)
-            raise SystemExit(2)
-        print(render_table(aggregate(sys.argv[2])))
-        return
-    _main()
+    if not aggregate_command("continual", aggregate, render_table):
+        _main()
 
 
 if __name__ == "__main__":

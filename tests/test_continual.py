@@ -350,3 +350,18 @@ def test_a_run_killed_inside_a_task_and_between_tasks_resumes_to_the_same_result
     table = (tmp_path / "results.md").read_text()
     assert "OER" in table and "fine-tuning" in table and (tmp_path / "results_heatmap.png").stat().st_size > 0
     assert OmegaConf.select(cfg, "strategy.name") == "oer"
+
+
+def test_aggregate_command_redoes_tables_and_refuses_a_wrong_argument_count(tmp_path, capsys):
+    from embodied.cli import aggregate_command
+
+    calls = []
+    assert aggregate_command("continual", lambda folder: calls.append(folder) or {"x": 1}, lambda s: f"table {s['x']}",
+                             ["aggregate", str(tmp_path)])
+    assert calls == [str(tmp_path)] and "table 1" in capsys.readouterr().out
+    assert not aggregate_command("continual", calls.append, str, ["suite=cw5"])
+    with pytest.raises(SystemExit) as exit_info:
+        aggregate_command("continual", calls.append, str, ["aggregate"])
+    assert exit_info.value.code == 2 and "python -m embodied.continual aggregate" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="no finished continual run"):
+        continual.aggregate(tmp_path)
