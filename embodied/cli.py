@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import datetime as _dt
 import logging
 import os
@@ -328,7 +329,7 @@ def _remove_run_folder(folder: Path) -> None:
         pass
 
 
-class SweepCallback(Callback):
+class SweepCallback(Callback, abc.ABC):
     """Hydra callback of a sweep entry point (benchmark, continual): times the multirun and, when
     all its jobs have finished, calls :meth:`finish` in the launching process."""
 
@@ -338,9 +339,9 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         self.finish(config, time.time() - getattr(self, "started", time.time()))
 
+    @abc.abstractmethod
     def finish(self, config: Any, wall_time_s: float) -> None:
         """Write the sweep's tables; ``wall_time_s`` is the whole sweep's."""
-        raise NotImplementedError
 
 
 def aggregate_command(job: str, aggregate: Callable[[str], Any], render: Callable[[Any], str],
