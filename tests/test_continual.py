@@ -120,12 +120,19 @@ def test_mbes_keeps_the_transitions_the_policy_would_take_in_the_model():
     ranking = mbes_select(obs, act, start, policy, model, count=6, rollout_length=6, generator=torch.Generator().manual_seed(0))
     assert obs[ranking, 0].tolist() == [0, 1, 2, 3, 4, 5]  # the policy's path, in rollout order
     assert act[ranking, 0].tolist() == [1.0] * 6  # never the -1 transitions beside them
-    # More rows than rollouts find: the rest is filled at random, without repeats.
+    # More rows than one rollout: rollouts repeat and keep the next-nearest rows not kept before.
     stats = {}
     longer = mbes_select(obs, act, start, policy, model, count=15, rollout_length=3, generator=torch.Generator().manual_seed(0),
                          stats=stats)
     assert len(set(longer.tolist())) == 15 and obs[longer[:3], 0].tolist() == [0, 1, 2]
-    assert stats == {"rollout_selected": 3.0}
+    assert stats == {"rollout_selected": 15.0}
+    # the second rollout takes the next-nearest rows: further +1 rows along the path (state 3
+    # is closer in normalised units than the -1 row at state 0)
+    assert obs[longer[:6], 0].tolist() == [0, 1, 2, 3, 4, 5] and act[longer[:6], 0].tolist() == [1.0] * 6
+    # A rollout stuck in one place (a policy that does not move) keeps that place's neighbours.
+    still = mbes_select(obs, act, torch.tensor([18]), lambda s: torch.zeros(len(s), 1), model, count=4, rollout_length=4,
+                        generator=torch.Generator().manual_seed(0))  # row 18: state 9, the end of the line
+    assert sorted(obs[still, 0].tolist()) == [8.0, 8.0, 9.0, 9.0]
     with pytest.raises(ValueError, match="count"):
         mbes_select(obs, act, start, policy, model, count=21, rollout_length=3, generator=torch.Generator())
 
