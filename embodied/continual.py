@@ -501,10 +501,11 @@ def run_sequence(cfg: DictConfig, folder: str | Path) -> dict[str, Any]:
 
 def summarize_run(names: list[str], matrix: list[list[float | None]], curves: dict[str, list[list[float]]],
                   training: str) -> dict[str, Any]:
-    """Average success at the end, forgetting (per task and the mean over all tasks, Continual
-    World's F; the last task's is 0), and each task's area under its training curve (mean of the
-    curve's points: the AUC of forward transfer)."""
-    final = matrix[-1]
+    """Average success at the end (single-task runs: of each task's own learner), forgetting (per
+    task and the mean over all tasks, Continual World's F; the last task's is 0), and each task's
+    area under its training curve (mean of the curve's points: the AUC of forward transfer)."""
+    # single-task runs: each task's own learner at the end of its training (the diagonal)
+    final = [matrix[i][i] for i in range(len(names))] if training == "single" else matrix[-1]
     average = float(np.mean([v for v in final if v is not None])) if any(v is not None for v in final) else float("nan")
     forgetting, per_task = float("nan"), {}
     if training not in ("multitask", "single"):

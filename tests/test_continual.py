@@ -284,6 +284,9 @@ def test_forgetting_forward_transfer_and_intervals():
     assert out["forgetting_per_task"] == pytest.approx({"a": 0.4, "b": 0.3, "c": 0.0})
     assert out["forgetting"] == pytest.approx(0.7 / 3)
     assert out["auc"] == pytest.approx({"a": 0.4, "b": 0.5})
+    single = continual.summarize_run(["a", "b", "c"], [[0.5, None, None], [None, 0.7, None], [None, None, 0.2]], {}, "single")
+    assert single["average_success"] == pytest.approx(1.4 / 3) and single["final_success"] == {"a": 0.5, "b": 0.7, "c": 0.2}
+    assert np.isnan(single["forgetting"])
     ft, per_task = continual.forward_transfer({"a": 0.4, "b": 0.5, "c": 1.0}, {"a": 0.2, "b": 0.5, "c": 1.0})
     assert per_task == pytest.approx({"a": 0.25, "b": 0.0}) and ft == pytest.approx(0.125)  # c: reference all 1
     low, high = continual.bootstrap_interval([0.1, 0.2, 0.3])
