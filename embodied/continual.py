@@ -486,7 +486,8 @@ def run_sequence(cfg: DictConfig, folder: str | Path) -> dict[str, Any]:
                 replay_reports[task.name] = report
     result = summarize_run(names, matrix, curves, strategy.training)
     result.update({
-        "suite": str(cfg.suite.name), "strategy": strategy.name, "label": strategy.label, "seed": seed,
+        "suite": str(cfg.suite.name), "strategy": strategy.name, "label": strategy.label, "training": strategy.training,
+        "seed": seed,
         "steps_per_task": steps, "task_encoding": settings.task_encoding, "eval_episodes": settings.eval_episodes, "reward": str(cfg.algo.reward),
         "labeler": str(cfg.labeler.name) if cfg.algo.reward == "learned" else None,
         "reward_reports": {t.name: t.report for t in tasks},
@@ -549,6 +550,9 @@ def aggregate(sweep_dir: str | Path, wall_time_s: float | None = None) -> dict[s
     results = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{RESULT_FILE}"))]
     if not results:
         raise FileNotFoundError(f"no finished continual run (*/{RESULT_FILE}) under {sweep_dir}")
+    for r in results:  # the metrics again from the stored matrix and curves, as defined now
+        training = r.get("training", {"single": "single", "multitask": "multitask"}.get(r["strategy"], "joint"))
+        r.update(summarize_run(r["tasks"], r["matrix"], r["curves"], training))
     references = {r["seed"]: r["auc"] for r in results if r["strategy"] == "single"}
     rows: dict[str, dict[str, Any]] = {}
     order = {"oer": 0, "er": 1, "mbes": 2, "dbc": 3, "finetune": 4, "multitask": 5, "single": 6}
