@@ -17,6 +17,7 @@ LEARNERS: dict[str, tuple[str, str]] = {
     "iql": ("policies.iql.config:IQLConfig", "policies.iql.model:IQLLearner"),
     "iql_safe": ("policies.iql_safe.config:IQLSafeConfig", "policies.iql_safe.model:IQLSafeLearner"),
     "oer": ("policies.oer.config:OERConfig", "policies.oer.model:OERLearner"),
+    "sac": ("policies.sac.config:SACConfig", "policies.sac.model:SACLearner"),
 }
 
 
