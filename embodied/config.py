@@ -248,6 +248,8 @@ class RootConfig:
     """benchmark, continual: the suite being swept (``conf/suite/``); unset for the other entry points."""
     continual: Any = None
     """continual: the loop's settings (``embodied.continual.ContinualConfig``)."""
+    online: Any = None
+    """online: the loop's settings (``embodied.online.OnlineConfig``)."""
     strategy: Any = None
     """continual: what is replayed and how (``conf/strategy/``, ``embodied.continual.StrategyConfig``)."""
     robot: Any = None

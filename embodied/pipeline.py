@@ -591,13 +591,14 @@ def _identity_as_stored(cfg: DictConfig) -> dict[str, Any]:
     return json.loads(json.dumps(run_identity(cfg), default=str))
 
 
-def find_unfinished_run(cfg: DictConfig, exclude: Path | None = None) -> Path | None:
-    """The run folder that ``resume=auto`` continues: the newest run of the same task and algo
-    under ``output_root`` that is unfinished (no ``metrics.json``: killed, or stopped by an
-    error), not locked by a running job, and has this config's identity (:func:`run_identity`);
-    None when there is none."""
-    identity = _identity_as_stored(cfg)
-    label = run_label("train", str(cfg.task.name), str(cfg.algo.name))
+def find_unfinished_run(cfg: DictConfig, exclude: Path | None = None, job: str = "train",
+                        identity: dict[str, Any] | None = None) -> Path | None:
+    """The run folder that ``resume=auto`` continues: the newest run of the same job, task and
+    algo under ``output_root`` that is unfinished (no ``metrics.json``: killed, or stopped by an
+    error), not locked by a running job, and has this config's identity (``identity`` as stored
+    in ``run_identity.json``, default :func:`run_identity`); None when there is none."""
+    identity = _identity_as_stored(cfg) if identity is None else identity
+    label = run_label(job, str(cfg.task.name), str(cfg.algo.name))
     found = []
     for folder in Path(str(cfg.output_root)).glob(f"*/*_{label}"):
         paths = RunPaths(folder)

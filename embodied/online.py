@@ -1,0 +1,408 @@
+"""Online RL while acting: ``python -m embodied.online +task=metaworld task.env.task=drawer-open-v3``.
+
+The learner (``algo=sac`` by default: :mod:`policies.sac`) acts in a gymnasium vector env of
+``online.num_envs`` copies of the task (``online.vectorization=async``: one process each),
+writes every transition into a replay buffer (:class:`policies.data.ReplayBuffer`, FIFO,
+``online.buffer_capacity``) and updates from it. The loop is :func:`embodied.fit.fit`: the
+sampler it draws from, :class:`OnlineSampler`, first steps the envs until the update is due
+(``online.learning_starts`` uniform-random steps, then ``1 / online.updates_per_step`` env steps
+per update, with ``learner.explore``) and then returns a batch of the buffer. So evaluation,
+logging, checkpoints and resume are the main job's.
+
+Time limits are truncations, not terminations: the critic bootstraps through them (``terminal``
+is the env's ``terminated`` only). The buffer is part of every checkpoint, so a killed run
+resumes with every transition it had; the episodes in progress when it was killed are lost (the
+envs start new ones) and their steps stay counted.
+
+Rewards come from ``online.reward``: ``gt``, the environment's reward. Each evaluation logs the
+env steps so far (``eval/env_steps``) beside success and return, and the run ends with
+``plots/learning_curve.png`` (success and return against env steps), ``metrics.json`` and
+``report.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import gymnasium as gym
+import hydra
+import numpy as np
+import torch
+from filelock import FileLock
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from embodied.cli import require_task, run_folder
+from embodied.config import normalize_resume, validate_config
+from embodied.fit import fit
+from embodied.io import save_figure, write_json_atomic, write_text_atomic
+from embodied.learners import LearnerPolicy
+from embodied.loggers import build_logger
+from embodied.paths import RunPaths
+from embodied.pipeline import _identity_as_stored, evaluate_stage, find_unfinished_run, record_videos
+from embodied.runtime import resolve_device, seed_everything
+from embodied.tasks import make_env
+from policies import make_learner
+from policies.base import Learner
+from policies.data import ReplayBuffer
+
+#: Reward sources of the online loop.
+ONLINE_REWARDS = ("gt",)
+VECTORIZATIONS = ("sync", "async")
+
+
+@dataclass
+class OnlineConfig:
+    """Settings of the online loop (``online`` in ``conf/online.yaml``)."""
+
+    env_steps: int = 100_000
+    """Environment steps in all (summed over the vector env's copies). Default 100,000."""
+    num_envs: int = 1
+    """Copies of the task stepped together. Default 1."""
+    vectorization: str = "sync"
+    """``sync`` (one process) or ``async`` (a process per copy: gymnasium's AsyncVectorEnv)."""
+    learning_starts: int = 5_000
+    """Uniform-random env steps before the first update (CleanRL's default). Default 5,000."""
+    updates_per_step: float = 1.0
+    """Gradient updates per env step (the update-to-data ratio). Default 1."""
+    buffer_capacity: int = 1_000_000
+    """Transitions kept (first in, first out). Default 1,000,000."""
+    eval_every: int = 10_000
+    """Env steps between evaluations (``eval.episodes_during_training`` episodes each; 0: only
+    the final one). Default 10,000."""
+    checkpoint_every: int = 10_000
+    """Env steps between checkpoints (each holds the buffer). Default 10,000."""
+    reward: str = "gt"
+    """Reward the learner trains on: ``gt`` (the environment's)."""
+    recent_episodes: int = 20
+    """Training episodes averaged into ``eval/train_success_rate`` and ``eval/train_return``."""
+    threads: int = 0
+    """torch threads (0: torch's default). Default 0."""
+
+    def __post_init__(self) -> None:
+        if min(self.env_steps, self.num_envs, self.buffer_capacity, self.recent_episodes) < 1:
+            raise ValueError(f"online: env_steps={self.env_steps}, num_envs={self.num_envs}, buffer_capacity="
+                             f"{self.buffer_capacity} and recent_episodes={self.recent_episodes} must be >= 1")
+        if min(self.learning_starts, self.eval_every, self.checkpoint_every, self.threads) < 0:
+            raise ValueError("online: learning_starts, eval_every, checkpoint_every and threads must be >= 0")
+        if self.learning_starts >= self.env_steps:
+            raise ValueError(f"online.learning_starts={self.learning_starts} leaves no learning in "
+                             f"online.env_steps={self.env_steps}; expected fewer")
+        if not self.updates_per_step > 0:
+            raise ValueError(f"online.updates_per_step={self.updates_per_step}; expected > 0")
+        if self.vectorization not in VECTORIZATIONS:
+            raise ValueError(f"online.vectorization={self.vectorization!r}; expected one of {VECTORIZATIONS}")
+        if self.reward not in ONLINE_REWARDS:
+            raise ValueError(f"online.reward={self.reward!r}; expected one of {ONLINE_REWARDS}")
+
+    @property
+    def total_updates(self) -> int:
+        """Updates of the run: ``(env_steps - learning_starts) * updates_per_step``."""
+        return max(1, int((self.env_steps - self.learning_starts) * self.updates_per_step))
+
+    def env_steps_before(self, update: int) -> int:
+        """Env steps that must have been taken before update ``update`` (1-based)."""
+        return self.learning_starts + math.ceil(update / self.updates_per_step)
+
+
+def make_vector_env(task: Any, num_envs: int, vectorization: str = "sync") -> gym.vector.VectorEnv:
+    """``num_envs`` copies of the task's env (:func:`embodied.tasks.make_env`) as one gymnasium
+    vector env that resets a finished copy in the same step (``AutoresetMode.SAME_STEP``: the
+    episode's last observation is in ``info["final_obs"]``).
+
+    Raises:
+        ValueError: an unknown ``vectorization``.
+    """
+    if vectorization not in VECTORIZATIONS:
+        raise ValueError(f"vectorization={vectorization!r}; expected one of {VECTORIZATIONS}")
+    task = OmegaConf.create(OmegaConf.to_container(task, resolve=True)) if OmegaConf.is_config(task) else task
+    factories = [lambda: make_env(task) for _ in range(num_envs)]
+    kind = gym.vector.AsyncVectorEnv if vectorization == "async" else gym.vector.SyncVectorEnv
+    return kind(factories, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+class OnlineSampler:
+    """The sampler :func:`embodied.fit.fit` draws from in the online loop: each ``sample`` first
+    acts in the envs until the update is due (:meth:`OnlineConfig.env_steps_before`), writing
+    transitions ``observation (D,)``, ``action (A,)``, ``reward ()``, ``next_observation (D,)``,
+    ``terminal ()`` (float32; 1 only on a termination) into the buffer, then returns a batch of
+    the buffer.
+
+    Args:
+        envs: the vector env (:func:`make_vector_env`), actions in [-1, 1].
+        learner: acts with ``explore`` after ``learning_starts`` steps.
+        config: the loop's settings.
+        seed: env resets are seeded from it.
+        device: where observations go for the learner.
+    """
+
+    def __init__(self, envs: gym.vector.VectorEnv, learner: Learner, config: OnlineConfig, seed: int,
+                 device: torch.device | str = "cpu"):
+        self.envs, self.learner, self.config = envs, learner, config
+        self.seed, self.device = int(seed), torch.device(device)
+        self.buffer = ReplayBuffer(config.buffer_capacity, "fifo", device)
+        self.rng = np.random.default_rng(seed)
+        self.env_steps = 0
+        self.updates = 0
+        self.episodes = 0
+        self.recent: deque[tuple[float, float, int]] = deque(maxlen=config.recent_episodes)
+        self.first_env_steps: int | None = None  # env steps when this process first sampled (rates)
+        self._observation: np.ndarray | None = None
+
+    # -- acting --------------------------------------------------------------------------------
+    def _start_episodes(self) -> None:
+        n = self.envs.num_envs
+        observation, _ = self.envs.reset(seed=self.seed + 10_007 * (self.env_steps + 1))
+        self._observation = np.asarray(observation, np.float32)
+        self._returns, self._lengths = np.zeros(n), np.zeros(n, np.int64)
+        self._success = np.zeros(n, bool)
+
+    def step(self) -> None:
+        """One step of every copy: act, store the transitions, count finished episodes.
+
+        Raises:
+            ValueError: the env returned a non-finite observation or reward.
+        """
+        if self._observation is None:
+            self._start_episodes()
+        obs = self._observation
+        n = self.envs.num_envs
+        if self.env_steps < self.config.learning_starts:
+            action = self.rng.uniform(-1.0, 1.0, (n, *self.envs.single_action_space.shape)).astype(np.float32)
+        else:
+            action = self.learner.explore(torch.as_tensor(obs, device=self.device)).cpu().numpy().astype(np.float32)
+        next_obs, reward, terminated, truncated, info = self.envs.step(action)
+        next_obs = np.asarray(next_obs, np.float32)
+        done = np.logical_or(terminated, truncated)
+        stored_next = next_obs.copy()
+        if done.any():  # the copies that finished were reset in this step; their last observation is here
+            for i in np.flatnonzero(done):
+                stored_next[i] = np.asarray(info["final_obs"][i], np.float32)
+        reward = np.asarray(reward, np.float32)
+        if not (np.isfinite(stored_next).all() and np.isfinite(reward).all()):
+            raise ValueError(f"env returned a non-finite observation or reward at env step {self.env_steps}")
+        self.buffer.add({"observation": obs, "action": action, "reward": reward, "next_observation": stored_next,
+                         "terminal": np.asarray(terminated, np.float32)})
+        self._returns += reward
+        self._lengths += 1
+        success = np.asarray(info.get("success", np.zeros(n, bool)), bool)
+        if done.any() and "final_info" in info and "success" in info["final_info"]:
+            success = np.where(done, np.asarray(info["final_info"]["success"], bool), success)
+        self._success |= success
+        for i in np.flatnonzero(done):
+            self.recent.append((float(self._success[i]), float(self._returns[i]), int(self._lengths[i])))
+            self.episodes += 1
+            self._returns[i], self._lengths[i], self._success[i] = 0.0, 0, False
+        self._observation = next_obs
+        self.env_steps += n
+
+    # -- the sampler contract ------------------------------------------------------------------
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Act until update ``updates + 1`` is due, then a batch of the buffer (every field ``(B, ...)``)."""
+        if self.first_env_steps is None:
+            self.first_env_steps = self.env_steps
+        due = self.config.env_steps_before(self.updates + 1)
+        while self.env_steps < due:
+            self.step()
+        self.updates += 1
+        return self.buffer.sample(batch_size, generator)
+
+    def training_stats(self) -> dict[str, float]:
+        """``env_steps``, ``episodes``, and success rate, return and length of the recent training
+        episodes (empty until one finished)."""
+        out = {"env_steps": float(self.env_steps), "episodes": float(self.episodes)}
+        if self.recent:
+            success, returns, lengths = zip(*self.recent)
+            out.update(train_success_rate=float(np.mean(success)), train_return=float(np.mean(returns)),
+                       train_length=float(np.mean(lengths)))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """The buffer, the counters and the recent episodes (for checkpoints)."""
+        return {"buffer": self.buffer.state_dict(), "env_steps": self.env_steps, "updates": self.updates,
+                "episodes": self.episodes, "recent": [list(r) for r in self.recent],
+                "rng": json.dumps(self.rng.bit_generator.state)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the envs start new episodes at the next step."""
+        if not state:
+            return
+        self.buffer.load_state_dict(state["buffer"])
+        self.env_steps, self.updates = int(state["env_steps"]), int(state["updates"])
+        self.episodes = int(state["episodes"])
+        self.recent = deque((tuple(r) for r in state["recent"]), maxlen=self.config.recent_episodes)
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        self._observation = None
+
+
+def read_online(cfg: DictConfig) -> OnlineConfig:
+    """``cfg.online`` as an :class:`OnlineConfig` (the errors of its checks)."""
+    values = OmegaConf.to_container(cfg.online, resolve=True)
+    known = {f.name for f in dataclasses.fields(OnlineConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"online.{unknown[0]} is not a setting (online has {', '.join(sorted(known))})")
+    return OnlineConfig(**values)
+
+
+def online_identity(cfg: DictConfig) -> dict[str, Any]:
+    """What decides what an online run computes (``resume=auto`` continues only a run with the
+    same): the main job's identity (task, algo, seed, batch size) and ``online``."""
+    return {**_identity_as_stored(cfg), **{f"online.{k}": v for k, v in OmegaConf.to_container(cfg.online).items()}}
+
+
+def plot_env_step_curve(metrics_jsonl: Path, path: Path, title: str) -> Path | None:
+    """``plots/learning_curve.png``: evaluation success rate and return (and those of the recent
+    training episodes) against env steps, from the ``eval/`` rows of ``metrics.jsonl``. None when
+    no evaluation was logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines()] if metrics_jsonl.exists() else []
+    rows = [r for r in rows if "eval/env_steps" in r]
+    if not rows:
+        return None
+    figure, axes = plt.subplots(1, 2, figsize=(8, 3), dpi=100)
+    for axis, key, train_key in ((axes[0], "success_rate", "train_success_rate"), (axes[1], "return_mean", "train_return")):
+        for name, label in ((key, "evaluation (deterministic)"), (train_key, "training episodes")):
+            points = [(r["eval/env_steps"], r[f"eval/{name}"]) for r in rows if f"eval/{name}" in r]
+            if points:
+                axis.plot(*zip(*points), marker="o", markersize=3, label=label)
+        axis.set_xlabel("env steps", fontsize=8)
+        axis.set_title(key.replace("_", " "), fontsize=9)
+        axis.tick_params(labelsize=7)
+        axis.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def train_online(cfg: DictConfig, run_dir: str | Path, progress: bool | None = None) -> dict[str, Any]:
+    """Run the online loop into ``run_dir`` (resuming from its checkpoints) and write
+    ``metrics.json``, ``report.md`` and ``plots/learning_curve.png``.
+
+    Returns:
+        The report: ``eval`` (final evaluation), ``env_steps``, ``updates``, ``episodes``,
+        ``wall_time_s``, ``env_steps_per_s`` and ``updates_per_s`` (of this process's part).
+
+    Raises:
+        ValueError: a bad ``online`` or learner setting; a learner that needs no reward.
+    """
+    validate_config(cfg, sections=("algo", "trainer", "eval"))
+    settings = read_online(cfg)
+    paths = RunPaths(Path(run_dir))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(paths.lock)):
+        write_json_atomic(paths.identity, online_identity(cfg))
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        generator = seed_everything(int(cfg.seed))
+        device = resolve_device(cfg.device)
+        envs = make_vector_env(cfg.task, settings.num_envs, settings.vectorization)
+        try:
+            observation_dim = int(np.prod(envs.single_observation_space.shape))
+            action_dim = int(np.prod(envs.single_action_space.shape))
+            learner = make_learner(instantiate(cfg.algo.learner), observation_dim, action_dim, device)
+            if not learner.needs_reward:
+                raise ValueError(f"algo={cfg.algo.name}: the online loop trains a learner from rewards (algo=sac)")
+            sampler = OnlineSampler(envs, learner, settings, int(cfg.seed), device)
+            report = _run(cfg, settings, paths, learner, sampler, generator, device, progress)
+        finally:
+            envs.close()
+    return report
+
+
+def _run(cfg: DictConfig, settings: OnlineConfig, paths: RunPaths, learner: Learner, sampler: OnlineSampler,
+         generator: torch.Generator, device: torch.device, progress: bool | None) -> dict[str, Any]:
+    progress = bool(cfg.trainer.progress) if progress is None else progress
+    updates = settings.total_updates
+    policy = LearnerPolicy(learner, device)
+    during = int(cfg.eval.episodes_during_training)
+
+    def evaluate(final: bool) -> dict[str, float]:
+        metrics = evaluate_stage(cfg, policy, episodes=None if final else during, progress=False)
+        return {**metrics, **sampler.training_stats()}
+
+    backends = list(dict.fromkeys(["jsonl", *(OmegaConf.select(cfg, "logger.backends", default=None) or [])]))
+    make_logger: Callable = lambda step: build_logger(paths.root, backends=backends, resume_step=step)  # noqa: E731
+    per_update = settings.updates_per_step
+    started = time.time()
+    result = fit(learner, sampler, steps=updates, batch_size=int(cfg.trainer.batch_size), checkpoints=paths.checkpoints,
+                 generator=generator, make_logger=make_logger, evaluate=evaluate,
+                 eval_every=max(1, round(settings.eval_every * per_update)) if settings.eval_every else 0,
+                 log_every=int(cfg.trainer.log_every),
+                 checkpoint_every=max(1, round(settings.checkpoint_every * per_update)) if settings.checkpoint_every else updates,
+                 keep_checkpoints=int(cfg.trainer.keep_checkpoints), progress=progress,
+                 extra={"job": "online", "task": str(cfg.task.name), "online": OmegaConf.to_container(cfg.online)})
+    elapsed = time.time() - started
+    done_updates = result.step - result.start_step
+    final = dict(result.final_metrics)
+    report = {
+        "task": str(cfg.task.name), "algo": str(cfg.algo.name), "seed": int(cfg.seed), "reward": settings.reward,
+        "eval": {k: v for k, v in final.items() if k not in ("env_steps", "episodes")},
+        "env_steps": int(final.get("env_steps", sampler.env_steps)), "updates": int(result.step),
+        "episodes": int(final.get("episodes", sampler.episodes)), "resumed": result.resumed,
+        "wall_time_s": round(elapsed, 1),
+        "updates_per_s": round(done_updates / elapsed, 2) if done_updates and elapsed > 0 else None,
+        "env_steps_per_s": round((sampler.env_steps - sampler.first_env_steps) / elapsed, 2)
+        if sampler.first_env_steps is not None and elapsed > 0 else None,
+        "online": OmegaConf.to_container(cfg.online),
+    }
+    curve = plot_env_step_curve(paths.metrics_jsonl, paths.plots / "learning_curve.png",
+                                f"{cfg.task.name}: {cfg.algo.name} online, reward {settings.reward}, seed {cfg.seed}")
+    videos = record_videos(cfg, policy, paths.videos) if done_updates else []
+    write_json_atomic(paths.metrics, report)
+    write_text_atomic(paths.report, _render_report(report, curve, videos, paths.root))
+    return report
+
+
+def _render_report(report: dict[str, Any], curve: Path | None, videos: list[Path], root: Path) -> str:
+    lines = [f"# Online: {report['task']}, {report['algo']}, reward {report['reward']}, seed {report['seed']}", "",
+             f"{report['env_steps']} env steps, {report['updates']} updates, {report['episodes']} training episodes; "
+             f"{report['wall_time_s']} s in this process"
+             + (f" ({report['updates_per_s']} updates/s)." if report["updates_per_s"] else "."), "",
+             "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in report["eval"].items()]
+    if curve is not None:
+        lines += ["", f"![learning curve]({curve.relative_to(root)})"]
+    lines += [f"- video: [{v.name}]({v.relative_to(root)})" for v in videos]
+    return "\n".join(lines) + "\n"
+
+
+def continue_unfinished(cfg: DictConfig, folder: Path) -> Path | None:
+    """``resume=auto``: the unfinished online run with this config's identity to continue."""
+    if normalize_resume(cfg.resume) != "auto":
+        return None
+    try:
+        return find_unfinished_run(cfg, exclude=folder, job="online", identity=online_identity(cfg))
+    except Exception:  # an invalid config: the job itself names what is wrong
+        return None
+
+
+@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="online")
+def _main(cfg: DictConfig) -> None:
+    with run_folder("online", cfg, redirect=lambda folder: continue_unfinished(cfg, folder)) as folder:
+        report = train_online(cfg, folder)
+        print(f"[online] {report['task']} | {report['algo']} | reward {report['reward']} | seed {report['seed']}: "
+              f"success {report['eval'].get('success_rate', float('nan')):.2f} after {report['env_steps']} env steps")
+        print(f"report: {folder / 'report.md'}")
+
+
+def main() -> None:
+    """Console entry point; exits 2 when no task is selected."""
+    require_task("online")
+    _main()
+
+
+if __name__ == "__main__":
+    main()

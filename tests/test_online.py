@@ -1,0 +1,119 @@
+"""The online loop: vector-env transitions, the buffer in checkpoints, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+
+from embodied.checkpoint import latest_checkpoint, load_checkpoint
+from embodied.online import OnlineConfig, OnlineSampler, make_vector_env, train_online
+from policies.sac import SACConfig, SACLearner
+
+
+def _online_config(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="conf", version_base="1.3"):
+            return compose(config_name="online", overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_vector_env_transitions_keep_the_last_observation_and_bootstrap_through_time_limits(compose_config):
+    """Two PointMass copies (100-step time limit) for 130 random steps: inside an episode each
+    transition's next observation is the next one's observation; at the time limit it is the
+    episode's real last observation (replayed in a single env with the same seed and actions), not
+    the reset observation, and the transition is not terminal."""
+    task = compose_config(["+task=pointmass"]).task
+    envs = make_vector_env(task, 2)
+    learner = SACLearner(SACConfig(hidden_dims=[8]), 6, 2)
+    sampler = OnlineSampler(envs, learner, OnlineConfig(env_steps=2000, learning_starts=1000, num_envs=2), seed=3)
+    try:
+        for _ in range(130):
+            sampler.step()
+    finally:
+        envs.close()
+    store = {k: v[: len(sampler.buffer)].numpy() for k, v in sampler.buffer.storage.items()}
+    assert len(sampler.buffer) == 260 and sampler.env_steps == 260 and sampler.episodes == 2
+    obs, nxt = store["observation"].reshape(130, 2, 6), store["next_observation"].reshape(130, 2, 6)
+    actions = store["action"].reshape(130, 2, 2)
+    assert np.array_equal(nxt[:98], obs[1:99])  # inside the first episodes
+    assert not np.allclose(nxt[99], obs[100])  # the episode ended: the next row starts a new one
+    assert np.all(store["terminal"] == 0.0)  # time limits are truncations: the critic bootstraps
+    env = gym.make("embodied/PointMass-v0")
+    for i in range(2):
+        first, _ = env.reset(seed=3 + 10_007 + i)  # the vector env seeds copy i with seed + i
+        assert np.allclose(first, obs[0, i])
+        for t in range(100):
+            last, *_ = env.step(actions[t, i])
+        assert np.allclose(last, nxt[99, i], atol=1e-6)
+    env.close()
+    assert sampler.training_stats()["episodes"] == 2.0 and "train_return" in sampler.training_stats()
+
+
+def test_online_config_checks_its_values():
+    with pytest.raises(ValueError, match="learning_starts"):
+        OnlineConfig(env_steps=100, learning_starts=100)
+    with pytest.raises(ValueError, match="vectorization"):
+        OnlineConfig(vectorization="threads")
+    with pytest.raises(ValueError, match="updates_per_step"):
+        OnlineConfig(updates_per_step=0)
+    config = OnlineConfig(env_steps=1000, learning_starts=200, updates_per_step=0.5)
+    assert config.total_updates == 400 and config.env_steps_before(1) == 202 and config.env_steps_before(400) == 1000
+
+
+def _small(root, extra=()):
+    return _online_config(["+task=pointmass", "online.env_steps=360", "online.learning_starts=120", "online.num_envs=2",
+                           "online.eval_every=120", "online.checkpoint_every=80", "algo.learner.hidden_dims=[16,16]",
+                           "trainer.batch_size=32", "trainer.log_every=20", "trainer.progress=false", "eval.episodes=1",
+                           "eval.episodes_during_training=1", "eval.videos=0", "device=cpu", f"output_root={root}", *extra])
+
+
+def test_online_run_killed_mid_way_resumes_with_its_buffer(tmp_path, monkeypatch):
+    cfg = _small(tmp_path)
+    folder = tmp_path / "run"
+    original = OnlineSampler.step
+    calls = {"n": 0}
+
+    def killed(self):
+        calls["n"] += 1
+        if calls["n"] > 100:  # 200 env steps: after the checkpoint at update 80 (env step 200 is due at update 80)
+            raise KeyboardInterrupt("killed")
+        original(self)
+
+    monkeypatch.setattr(OnlineSampler, "step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_online(cfg, folder, progress=False)
+    saved = load_checkpoint(latest_checkpoint(folder / "checkpoints"))
+    assert saved.step == 80
+    sampler_state = saved.state["sampler"]
+    assert sampler_state["env_steps"] == 200 and sampler_state["updates"] == 80
+    assert sampler_state["buffer"]["size"] == 200  # every transition so far is in the checkpoint
+    stored = sampler_state["buffer"]["storage"]["observation"]
+
+    monkeypatch.setattr(OnlineSampler, "step", original)
+    resumed: dict = {}
+    original_load = OnlineSampler.load_state_dict
+
+    def load(self, state):
+        original_load(self, state)
+        resumed["size"], resumed["rows"] = len(self.buffer), self.buffer.storage["observation"][:200].clone()
+
+    monkeypatch.setattr(OnlineSampler, "load_state_dict", load)
+    report = train_online(cfg, folder, progress=False)
+    assert resumed["size"] == 200 and torch.equal(resumed["rows"], torch.as_tensor(stored))
+    assert report["resumed"] and report["updates"] == 240 and report["env_steps"] == 360
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/env_steps" in r]
+    assert [r["step"] for r in evals] == [120, 240]  # no row twice, none lost
+    assert [r["eval/env_steps"] for r in evals] == [240, 360]
+    assert (folder / "plots" / "learning_curve.png").exists() and (folder / "metrics.json").exists()
+    # finished: a rerun returns the stored result without acting
+    again = train_online(cfg, folder, progress=False)
+    assert again["env_steps"] == 360 and again["eval"] == report["eval"]
