@@ -53,10 +53,50 @@ from embodied.tasks import make_env
 from policies import make_learner
 from policies.base import Learner
 from policies.data import ReplayBuffer
+from reward_models.bradley_terry import RewardEnsemble
+from reward_models.functions import BradleyTerryReward
+from reward_models.online import EpisodePool, FeedbackWorker, RunningStd, Segment, query_segments, state_entropy_reward
 
 #: Reward sources of the online loop.
-ONLINE_REWARDS = ("gt",)
+ONLINE_REWARDS = ("gt", "pebble")
 VECTORIZATIONS = ("sync", "async")
+QUERY_SAMPLING = ("uniform", "disagreement")
+
+
+@dataclass
+class FeedbackSettings:
+    """PEBBLE's feedback schedule (``online.feedback``); defaults are B-Pref's Meta-World runs
+    (``scripts/*/run_PEBBLE.sh``: 9,000 unsupervised steps, a round of 50 queries every 5,000
+    steps, segments of 50 steps, 10,000 queries in all, disagreement sampling)."""
+
+    unsupervised_steps: int = 9_000
+    """Env steps after ``learning_starts`` trained on the state-entropy reward. Default 9,000."""
+    interval: int = 5_000
+    """Env steps between query rounds. Default 5,000."""
+    queries: int = 50
+    """Segment pairs per round. Default 50."""
+    max_feedback: int = 10_000
+    """Queries in all (the feedback budget). Default 10,000."""
+    segment_length: int = 50
+    """H, steps per segment. Default 50."""
+    sampling: str = "disagreement"
+    """``uniform`` or ``disagreement`` (of the reward ensemble; the first round is uniform)."""
+    candidates: int = 10
+    """Disagreement sampling scores ``candidates x queries`` uniform pairs. Default 10."""
+    pool_episodes: int = 100
+    """Recent finished episodes queries are drawn from. Default 100."""
+    asynchronous: bool = True
+    """Label and refit in a background thread; the learner never waits. Default True."""
+    entropy_k: int = 5
+    """k of the k-nearest-neighbour state entropy. Default 5."""
+
+    def __post_init__(self) -> None:
+        if min(self.interval, self.queries, self.max_feedback, self.segment_length, self.candidates,
+               self.pool_episodes, self.entropy_k) < 1 or self.unsupervised_steps < 0:
+            raise ValueError("online.feedback: interval, queries, max_feedback, segment_length, candidates, pool_episodes "
+                             "and entropy_k must be >= 1, unsupervised_steps >= 0")
+        if self.sampling not in QUERY_SAMPLING:
+            raise ValueError(f"online.feedback.sampling={self.sampling!r}; expected one of {QUERY_SAMPLING}")
 
 
 @dataclass
@@ -81,7 +121,10 @@ class OnlineConfig:
     checkpoint_every: int = 10_000
     """Env steps between checkpoints (each holds the buffer). Default 10,000."""
     reward: str = "gt"
-    """Reward the learner trains on: ``gt`` (the environment's)."""
+    """Reward the learner trains on: ``gt`` (the environment's) or ``pebble`` (a Bradley-Terry
+    ensemble fitted to ``labeler``'s answers while acting, :class:`FeedbackSettings`)."""
+    feedback: FeedbackSettings = dataclasses.field(default_factory=FeedbackSettings)
+    """PEBBLE's schedule (``reward=pebble``)."""
     recent_episodes: int = 20
     """Training episodes averaged into ``eval/train_success_rate`` and ``eval/train_return``."""
     threads: int = 0
@@ -102,6 +145,8 @@ class OnlineConfig:
             raise ValueError(f"online.vectorization={self.vectorization!r}; expected one of {VECTORIZATIONS}")
         if self.reward not in ONLINE_REWARDS:
             raise ValueError(f"online.reward={self.reward!r}; expected one of {ONLINE_REWARDS}")
+        if isinstance(self.feedback, dict):
+            self.feedback = FeedbackSettings(**self.feedback)
 
     @property
     def total_updates(self) -> int:
@@ -132,22 +177,39 @@ def make_vector_env(task: Any, num_envs: int, vectorization: str = "sync") -> gy
 class OnlineSampler:
     """The sampler :func:`embodied.fit.fit` draws from in the online loop: each ``sample`` first
     acts in the envs until the update is due (:meth:`OnlineConfig.env_steps_before`), writing
-    transitions ``observation (D,)``, ``action (A,)``, ``reward ()``, ``next_observation (D,)``,
-    ``terminal ()`` (float32; 1 only on a termination) into the buffer, then returns a batch of
-    the buffer.
+    transitions ``observation (D,)``, ``action (A,)``, ``reward ()`` (what the learner trains
+    on), ``true_reward ()`` (the env's), ``next_observation (D,)``, ``terminal ()`` (float32; 1
+    only on a termination) into the buffer, then returns a batch of the buffer.
+
+    With ``reward=pebble`` (Lee et al. 2021) the batch's reward is, in turn:
+
+    1. until the first reward model lands: the state-entropy reward of the batch's observations
+       against every observation in the buffer, divided by its running standard deviation
+       (unsupervised pre-training, paper Sec. 4.1);
+    2. after: ``r_hat(s, a, s')`` of the newest Bradley-Terry ensemble, stored in the buffer.
+       Each new model relabels the whole buffer (Sec. 4.2); the first one also resets the
+       critics. Query rounds (``feedback.queries`` pairs) are submitted every
+       ``feedback.interval`` env steps from the end of pre-training until ``feedback.max_feedback``
+       queries were asked; with ``feedback.asynchronous`` the learner keeps acting and updating
+       while they are answered.
 
     Args:
         envs: the vector env (:func:`make_vector_env`), actions in [-1, 1].
         learner: acts with ``explore`` after ``learning_starts`` steps.
         config: the loop's settings.
-        seed: env resets are seeded from it.
+        seed: env resets and query draws are seeded from it.
         device: where observations go for the learner.
+        feedback: the labeling worker of ``reward=pebble`` (None for ``gt``).
     """
 
     def __init__(self, envs: gym.vector.VectorEnv, learner: Learner, config: OnlineConfig, seed: int,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", feedback: FeedbackWorker | None = None):
         self.envs, self.learner, self.config = envs, learner, config
         self.seed, self.device = int(seed), torch.device(device)
+        self.pebble = config.reward == "pebble"
+        if self.pebble and feedback is None:
+            raise ValueError("online.reward=pebble needs a feedback worker (a labeler)")
+        self.feedback = feedback
         self.buffer = ReplayBuffer(config.buffer_capacity, "fifo", device)
         self.rng = np.random.default_rng(seed)
         self.env_steps = 0
@@ -156,6 +218,16 @@ class OnlineSampler:
         self.recent: deque[tuple[float, float, int]] = deque(maxlen=config.recent_episodes)
         self.first_env_steps: int | None = None  # env steps when this process first sampled (rates)
         self._observation: np.ndarray | None = None
+        # PEBBLE
+        self.pool = EpisodePool(config.feedback.pool_episodes)
+        self.entropy_std = RunningStd()
+        self.rounds_submitted = 0
+        self.queries_asked = 0
+        self.reward_model: RewardEnsemble | None = None
+        self.reward_round = -1
+        self.reward_report: dict[str, float] = {}
+        self.relabels = 0
+        self._restored_model = False  # a resumed run's critics already learned the learned reward
 
     # -- acting --------------------------------------------------------------------------------
     def _start_episodes(self) -> None:
@@ -164,9 +236,22 @@ class OnlineSampler:
         self._observation = np.asarray(observation, np.float32)
         self._returns, self._lengths = np.zeros(n), np.zeros(n, np.int64)
         self._success = np.zeros(n, bool)
+        self._trace: list[dict[str, list]] = [{k: [] for k in ("observations", "actions", "rewards", "terminations",
+                                                               "truncations")} for _ in range(n)]
+        for i in range(n):
+            self._trace[i]["observations"].append(self._observation[i])
+
+    @torch.no_grad()
+    def _learned_reward(self, observation: np.ndarray, action: np.ndarray, next_observation: np.ndarray) -> np.ndarray:
+        if self.reward_model is None:
+            return np.zeros(len(observation), np.float32)
+        batch = {"observation": torch.as_tensor(observation), "action": torch.as_tensor(action),
+                 "next_observation": torch.as_tensor(next_observation)}
+        return BradleyTerryReward(self.reward_model)(batch).cpu().numpy().astype(np.float32)
 
     def step(self) -> None:
-        """One step of every copy: act, store the transitions, count finished episodes.
+        """One step of every copy: act, store the transitions, count finished episodes (and, with
+        PEBBLE, keep them for queries and submit a round when one is due).
 
         Raises:
             ValueError: the env returned a non-finite observation or reward.
@@ -189,20 +274,87 @@ class OnlineSampler:
         reward = np.asarray(reward, np.float32)
         if not (np.isfinite(stored_next).all() and np.isfinite(reward).all()):
             raise ValueError(f"env returned a non-finite observation or reward at env step {self.env_steps}")
-        self.buffer.add({"observation": obs, "action": action, "reward": reward, "next_observation": stored_next,
-                         "terminal": np.asarray(terminated, np.float32)})
+        train_reward = self._learned_reward(obs, action, stored_next) if self.pebble else reward
+        self.buffer.add({"observation": obs, "action": action, "reward": train_reward, "true_reward": reward,
+                         "next_observation": stored_next, "terminal": np.asarray(terminated, np.float32)})
         self._returns += reward
         self._lengths += 1
         success = np.asarray(info.get("success", np.zeros(n, bool)), bool)
         if done.any() and "final_info" in info and "success" in info["final_info"]:
             success = np.where(done, np.asarray(info["final_info"]["success"], bool), success)
         self._success |= success
+        if self.pebble:
+            for i in range(n):
+                trace = self._trace[i]
+                trace["observations"].append(stored_next[i])
+                trace["actions"].append(action[i])
+                trace["rewards"].append(reward[i])
+                trace["terminations"].append(bool(terminated[i]))
+                trace["truncations"].append(bool(truncated[i]))
         for i in np.flatnonzero(done):
             self.recent.append((float(self._success[i]), float(self._returns[i]), int(self._lengths[i])))
             self.episodes += 1
             self._returns[i], self._lengths[i], self._success[i] = 0.0, 0, False
+            if self.pebble:
+                trace = self._trace[i]
+                self.pool.add(Segment(*(np.asarray(trace[k]) for k in ("observations", "actions", "rewards", "terminations",
+                                                                       "truncations"))))
+                self._trace[i] = {k: [] for k in trace}
+                self._trace[i]["observations"].append(next_obs[i])
         self._observation = next_obs
         self.env_steps += n
+        if self.pebble:
+            self._maybe_query()
+
+    # -- PEBBLE --------------------------------------------------------------------------------
+    @property
+    def unsupervised_end(self) -> int:
+        """Env step at which pre-training ends and the first query round is due."""
+        return self.config.learning_starts + self.config.feedback.unsupervised_steps
+
+    def _maybe_query(self) -> None:
+        settings = self.config.feedback
+        due = self.unsupervised_end + self.rounds_submitted * settings.interval
+        if self.env_steps < due or self.queries_asked >= settings.max_feedback:
+            return
+        lengths = [len(ep.actions) for ep in self.pool.episodes]
+        if sum(max(0, length - settings.segment_length + 1) for length in lengths) < 2:
+            return  # no two segments yet: ask when an episode has finished
+        n = min(settings.queries, settings.max_feedback - self.queries_asked)
+        rng = np.random.default_rng([self.seed, self.rounds_submitted])
+        model = self.reward_model if settings.sampling == "disagreement" and self.rounds_submitted else None
+        segments, pairs = query_segments(self.pool, n, settings.segment_length, rng, model, settings.candidates)
+        self.feedback.submit(self.rounds_submitted, segments, pairs)
+        self.rounds_submitted += 1
+        self.queries_asked += n
+
+    @torch.no_grad()
+    def _take_new_reward_model(self) -> None:
+        result = self.feedback.poll()
+        if result is None:
+            return
+        first = self.reward_model is None and not self._restored_model
+        self.reward_model, self.reward_round, self.reward_report = result.model.to(self.device), result.round, result.report
+        if first and hasattr(self.learner, "reset_critic"):
+            self.learner.reset_critic()
+        self.relabel()
+
+    @torch.no_grad()
+    def relabel(self, chunk: int = 65_536) -> None:
+        """Rewrite every stored ``reward`` with the current reward model (PEBBLE Sec. 4.2)."""
+        storage, size = self.buffer.storage, len(self.buffer)
+        reward = BradleyTerryReward(self.reward_model)
+        for start in range(0, size, chunk):
+            rows = slice(start, min(size, start + chunk))
+            storage["reward"][rows] = reward({k: storage[k][rows] for k in ("observation", "action", "next_observation")})
+        self.relabels += 1
+
+    def _entropy_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        reference = self.buffer.storage["observation"][: len(self.buffer)]
+        k = min(self.config.feedback.entropy_k + 1, len(reference))  # the batch's own states are in the buffer
+        entropy = state_entropy_reward(batch["observation"], reference, k)
+        self.entropy_std.update(entropy)
+        return {**batch, "reward": entropy / max(self.entropy_std.std, 1e-6)}
 
     # -- the sampler contract ------------------------------------------------------------------
     def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -213,26 +365,51 @@ class OnlineSampler:
         while self.env_steps < due:
             self.step()
         self.updates += 1
-        return self.buffer.sample(batch_size, generator)
+        if self.pebble:
+            self._take_new_reward_model()
+        batch = self.buffer.sample(batch_size, generator)
+        if self.pebble and self.reward_model is None:
+            batch = self._entropy_batch(batch)
+        return batch
 
     def training_stats(self) -> dict[str, float]:
-        """``env_steps``, ``episodes``, and success rate, return and length of the recent training
-        episodes (empty until one finished)."""
-        out = {"env_steps": float(self.env_steps), "episodes": float(self.episodes)}
+        """``env_steps``, ``train_episodes``, and success rate, return and length of the recent training
+        episodes (empty until one finished); with PEBBLE the queries asked and answered, the
+        reward model's held-out accuracy and the correlation of the buffer's learned rewards with
+        the true ones."""
+        out = {"env_steps": float(self.env_steps), "train_episodes": float(self.episodes)}
         if self.recent:
             success, returns, lengths = zip(*self.recent)
             out.update(train_success_rate=float(np.mean(success)), train_return=float(np.mean(returns)),
                        train_length=float(np.mean(lengths)))
+        if self.pebble:
+            out.update(queries=float(self.queries_asked), rounds=float(self.rounds_submitted),
+                       relabels=float(self.relabels))
+            if self.reward_model is not None:
+                out.update(reward_heldout_accuracy=float(self.reward_report.get("heldout_accuracy", float("nan"))),
+                           answered=float(self.reward_report.get("answered", 0.0)))
+                size = len(self.buffer)
+                learned, true = self.buffer.storage["reward"][:size].double(), self.buffer.storage["true_reward"][:size].double()
+                if size > 2 and learned.std() > 0 and true.std() > 0:
+                    out["reward_correlation"] = float(torch.corrcoef(torch.stack([learned, true]))[0, 1])
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """The buffer, the counters and the recent episodes (for checkpoints)."""
-        return {"buffer": self.buffer.state_dict(), "env_steps": self.env_steps, "updates": self.updates,
-                "episodes": self.episodes, "recent": [list(r) for r in self.recent],
-                "rng": json.dumps(self.rng.bit_generator.state)}
+        """The buffer, the counters, the recent episodes and PEBBLE's pool and schedule (for checkpoints)."""
+        state = {"buffer": self.buffer.state_dict(), "env_steps": self.env_steps, "updates": self.updates,
+                 "episodes": self.episodes, "recent": [list(r) for r in self.recent],
+                 "rng": json.dumps(self.rng.bit_generator.state)}
+        if self.pebble:
+            state["pebble"] = {"pool": self.pool.state_dict(), "entropy_std": self.entropy_std.state_dict(),
+                               "rounds_submitted": self.rounds_submitted, "queries_asked": self.queries_asked,
+                               "has_model": self.reward_model is not None}
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`; the envs start new episodes at the next step."""
+        """Restore :meth:`state_dict`; the envs start new episodes at the next step. With PEBBLE
+        the rounds submitted before the checkpoint are taken up from the feedback folder (answers
+        given since are kept; a round killed mid-way asks only its missing answers) and the
+        reward model is refitted on all of them, relabelling the buffer at the next sample."""
         if not state:
             return
         self.buffer.load_state_dict(state["buffer"])
@@ -241,15 +418,23 @@ class OnlineSampler:
         self.recent = deque((tuple(r) for r in state["recent"]), maxlen=self.config.recent_episodes)
         self.rng.bit_generator.state = json.loads(state["rng"])
         self._observation = None
+        if self.pebble and "pebble" in state:
+            pebble = state["pebble"]
+            self.pool.load_state_dict(pebble["pool"])
+            self.entropy_std.load_state_dict(pebble["entropy_std"])
+            self.rounds_submitted, self.queries_asked = int(pebble["rounds_submitted"]), int(pebble["queries_asked"])
+            self._restored_model = bool(pebble["has_model"])
+            self.feedback.resume(self.rounds_submitted)
 
 
 def read_online(cfg: DictConfig) -> OnlineConfig:
     """``cfg.online`` as an :class:`OnlineConfig` (the errors of its checks)."""
     values = OmegaConf.to_container(cfg.online, resolve=True)
-    known = {f.name for f in dataclasses.fields(OnlineConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"online.{unknown[0]} is not a setting (online has {', '.join(sorted(known))})")
+    for schema, node, where in ((OnlineConfig, values, "online"), (FeedbackSettings, values.get("feedback") or {}, "online.feedback")):
+        known = {f.name for f in dataclasses.fields(schema)}
+        unknown = sorted(set(node) - known)
+        if unknown:
+            raise ValueError(f"{where}.{unknown[0]} is not a setting ({where} has {', '.join(sorted(known))})")
     return OnlineConfig(**values)
 
 
@@ -287,6 +472,21 @@ def plot_env_step_curve(metrics_jsonl: Path, path: Path, title: str) -> Path | N
     return save_figure(figure, path)
 
 
+def make_feedback(cfg: DictConfig, settings: OnlineConfig, folder: Path, device: torch.device) -> FeedbackWorker:
+    """The labeling worker of ``online.reward=pebble``: ``labeler.teacher`` answers, a
+    ``reward_model`` ensemble is refitted after each round.
+
+    Raises:
+        ValueError: a labeler that looks at frames (the online loop keeps no frames yet).
+    """
+    teacher = instantiate(cfg.labeler.teacher)
+    if teacher.needs_frames:
+        raise ValueError(f"labeler={cfg.labeler.name} looks at frames; the online loop keeps none yet: use a scripted "
+                         "teacher (labeler=oracle, mistake, noisy, ...)")
+    return FeedbackWorker(teacher, instantiate(cfg.reward_model), folder, seed=int(cfg.seed),
+                          asynchronous=settings.feedback.asynchronous, device="cpu")
+
+
 def train_online(cfg: DictConfig, run_dir: str | Path, progress: bool | None = None) -> dict[str, Any]:
     """Run the online loop into ``run_dir`` (resuming from its checkpoints) and write
     ``metrics.json``, ``report.md`` and ``plots/learning_curve.png``.
@@ -315,8 +515,13 @@ def train_online(cfg: DictConfig, run_dir: str | Path, progress: bool | None = N
             learner = make_learner(instantiate(cfg.algo.learner), observation_dim, action_dim, device)
             if not learner.needs_reward:
                 raise ValueError(f"algo={cfg.algo.name}: the online loop trains a learner from rewards (algo=sac)")
-            sampler = OnlineSampler(envs, learner, settings, int(cfg.seed), device)
-            report = _run(cfg, settings, paths, learner, sampler, generator, device, progress)
+            feedback = make_feedback(cfg, settings, paths.root / "feedback", device) if settings.reward == "pebble" else None
+            try:
+                sampler = OnlineSampler(envs, learner, settings, int(cfg.seed), device, feedback)
+                report = _run(cfg, settings, paths, learner, sampler, generator, device, progress)
+            finally:
+                if feedback is not None:
+                    feedback.close()
         finally:
             envs.close()
     return report
@@ -349,9 +554,9 @@ def _run(cfg: DictConfig, settings: OnlineConfig, paths: RunPaths, learner: Lear
     final = dict(result.final_metrics)
     report = {
         "task": str(cfg.task.name), "algo": str(cfg.algo.name), "seed": int(cfg.seed), "reward": settings.reward,
-        "eval": {k: v for k, v in final.items() if k not in ("env_steps", "episodes")},
+        "eval": {k: v for k, v in final.items() if k not in ("env_steps", "train_episodes")},
         "env_steps": int(final.get("env_steps", sampler.env_steps)), "updates": int(result.step),
-        "episodes": int(final.get("episodes", sampler.episodes)), "resumed": result.resumed,
+        "episodes": int(final.get("train_episodes", sampler.episodes)), "resumed": result.resumed,
         "wall_time_s": round(elapsed, 1),
         "updates_per_s": round(done_updates / elapsed, 2) if done_updates and elapsed > 0 else None,
         "env_steps_per_s": round((sampler.env_steps - sampler.first_env_steps) / elapsed, 2)

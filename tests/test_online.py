@@ -54,7 +54,7 @@ def test_vector_env_transitions_keep_the_last_observation_and_bootstrap_through_
             last, *_ = env.step(actions[t, i])
         assert np.allclose(last, nxt[99, i], atol=1e-6)
     env.close()
-    assert sampler.training_stats()["episodes"] == 2.0 and "train_return" in sampler.training_stats()
+    assert sampler.training_stats()["train_episodes"] == 2.0 and "train_return" in sampler.training_stats()
 
 
 def test_online_config_checks_its_values():

@@ -121,6 +121,15 @@ class SACLearner(Learner):
                 self._generator.set_state(pending[1].cpu())
         return self._generator
 
+    def reset_critic(self) -> None:
+        """Fresh critics, targets and critic optimiser (PEBBLE, after unsupervised pre-training:
+        the critics learned the intrinsic reward's values, not the task's)."""
+        device = next(self.critic.parameters()).device
+        fresh = TwinQ(self.observation_dim, self.action_dim, self.config.hidden_dims).to(device)
+        self.critic.load_state_dict(fresh.state_dict())
+        self.target_critic.load_state_dict(fresh.state_dict())
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=self.config.critic_learning_rate)
+
     def prepare(self, observations: torch.Tensor, total_steps: int | None = None) -> None:
         if self.config.normalize_observations:
             self.normalizer.fit(observations)

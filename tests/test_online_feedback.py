@@ -1,0 +1,201 @@
+"""PEBBLE while acting: the state-entropy reward, query rounds, relabelling, asynchronous labeling
+that never stalls the learner, and resume without asking again."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+
+from embodied.online import FeedbackSettings, OnlineConfig, OnlineSampler, make_vector_env, train_online
+from policies.sac import SACConfig, SACLearner
+from reward_models.bradley_terry import RewardModelConfig
+from reward_models.functions import BradleyTerryReward
+from reward_models.online import EpisodePool, FeedbackWorker, RunningStd, query_segments, state_entropy_reward
+from reward_models.teachers import ScriptedTeacher
+
+
+def test_state_entropy_reward_is_the_distance_to_the_kth_neighbour():
+    g = torch.Generator().manual_seed(0)
+    states, reference = torch.randn(7, 3, generator=g), torch.randn(50, 3, generator=g)
+    for k in (1, 3, 5):
+        brute = torch.stack([((reference - s) ** 2).sum(-1).sqrt().sort().values[k - 1] for s in states])
+        assert torch.allclose(state_entropy_reward(states, reference, k, chunk=8), brute, atol=1e-5)
+    # a state inside the reference is its own nearest neighbour: k + 1 skips it
+    assert torch.allclose(state_entropy_reward(reference[:4], reference, 1), torch.zeros(4), atol=1e-3)
+    with pytest.raises(ValueError, match="nearest neighbours"):
+        state_entropy_reward(states, reference[:2], 3)
+    stats = RunningStd()
+    values = torch.randn(1000, generator=g) * 3
+    for part in values.split(100):
+        stats.update(part)
+    assert stats.std == pytest.approx(float(values.std(unbiased=False)), rel=1e-3)
+
+
+def _pebble_config(**feedback) -> OnlineConfig:
+    settings = dict(unsupervised_steps=100, interval=100, queries=20, max_feedback=40, segment_length=10,
+                    sampling="disagreement", pool_episodes=10, asynchronous=False)
+    settings.update(feedback)
+    return OnlineConfig(env_steps=5000, learning_starts=50, reward="pebble", feedback=FeedbackSettings(**settings))
+
+
+def _sampler(compose_config, tmp_path, teacher=None, **feedback):
+    task = compose_config(["+task=pointmass"]).task
+    config = _pebble_config(**feedback)
+    worker = FeedbackWorker(teacher or ScriptedTeacher("oracle"), RewardModelConfig(hidden_dims=[16], max_epochs=5),
+                            tmp_path / "feedback", seed=0, asynchronous=config.feedback.asynchronous)
+    torch.manual_seed(0)
+    learner = SACLearner(SACConfig(hidden_dims=[16]), 6, 2)
+    return OnlineSampler(make_vector_env(task, 1), learner, config, seed=0, feedback=worker)
+
+
+def test_the_buffer_is_relabeled_after_each_refit_and_the_first_model_resets_the_critics(compose_config, tmp_path):
+    sampler = _sampler(compose_config, tmp_path)
+    g = torch.Generator().manual_seed(0)
+    try:
+        batch = sampler.sample(32, g)  # pre-training: the state-entropy reward, not the stored one
+        assert sampler.reward_model is None and torch.all(batch["reward"] > 0)
+        assert torch.all(sampler.buffer.storage["reward"][: len(sampler.buffer)] == 0)
+        critic = {k: v.clone() for k, v in sampler.learner.critic.state_dict().items()}
+        while sampler.reward_model is None:
+            sampler.sample(32, g)
+        assert sampler.rounds_submitted == 1 and sampler.queries_asked == 20 and sampler.relabels == 1
+        assert all(not torch.equal(v, sampler.learner.critic.state_dict()[k]) for k, v in critic.items())
+        assert torch.equal(sampler.learner.target_critic.state_dict()["q1.0.weight"],
+                           sampler.learner.critic.state_dict()["q1.0.weight"])
+
+        def stored_matches_model() -> bool:
+            size, s = len(sampler.buffer), sampler.buffer.storage
+            expected = BradleyTerryReward(sampler.reward_model)({k: s[k][:size] for k in ("observation", "action",
+                                                                                          "next_observation")})
+            return torch.allclose(s["reward"][:size], expected, atol=1e-5)
+
+        assert stored_matches_model()
+        first = sampler.reward_model
+        while sampler.reward_round < 1:  # the second round: disagreement sampling, a new model, a relabel
+            sampler.sample(32, g)
+        assert sampler.reward_model is not first and sampler.relabels == 2 and stored_matches_model()
+        for _ in range(30):  # new transitions get the current model's reward when stored
+            sampler.sample(32, g)
+        assert stored_matches_model() and sampler.queries_asked == 40  # the budget: no third round
+        stats = sampler.training_stats()
+        assert stats["queries"] == 40 and stats["answered"] == 40 and -1 <= stats["reward_correlation"] <= 1
+    finally:
+        sampler.envs.close()
+        sampler.feedback.close()
+
+
+@dataclass
+class SlowTeacher(ScriptedTeacher):
+    """The oracle teacher answering one pair every ``delay`` seconds (a slow person or VLM)."""
+
+    delay: float = 0.05
+
+    def answers(self, episodes, pairs, segment_length, seed=0, workdir=None):
+        for answer in super().answers(episodes, pairs, segment_length, seed, workdir):
+            time.sleep(self.delay)
+            yield answer
+
+
+def test_a_slow_labeler_never_stalls_the_learner(compose_config, tmp_path):
+    """With asynchronous labeling the learner keeps sampling (acting and updating) while a round
+    of 20 answers at 0.05 s each is labelled; the model is taken up when it lands."""
+    sampler = _sampler(compose_config, tmp_path, SlowTeacher("oracle", delay=0.05), asynchronous=True)
+    g = torch.Generator().manual_seed(0)
+    try:
+        while sampler.rounds_submitted == 0:
+            sampler.sample(32, g)
+        updates_while_pending = 0
+        while sampler.feedback.pending:
+            sampler.sample(32, g)
+            updates_while_pending += 1
+        assert updates_while_pending >= 5 and sampler.reward_model is None  # it went on without the model
+        sampler.sample(32, g)
+        assert sampler.reward_model is not None and sampler.relabels == 1
+    finally:
+        sampler.envs.close()
+        sampler.feedback.close()
+
+
+def test_a_failing_labeler_surfaces_in_the_learner(compose_config, tmp_path):
+    class Broken(ScriptedTeacher):
+        def answers(self, *args, **kwargs):
+            raise ConnectionError("labeler unreachable")
+            yield  # a generator
+
+    sampler = _sampler(compose_config, tmp_path, Broken("oracle"), asynchronous=True)
+    g = torch.Generator().manual_seed(0)
+    try:
+        with pytest.raises(ConnectionError, match="unreachable"):
+            for _ in range(400):
+                sampler.sample(32, g)
+                sampler.feedback.wait(timeout=10) if sampler.rounds_submitted else None
+    finally:
+        sampler.envs.close()
+        sampler.feedback.close()
+
+
+def test_queries_come_from_the_pool_as_short_episodes(compose_config):
+    rng = np.random.default_rng(0)
+    pool = EpisodePool(2)
+    for e in range(3):
+        n = 30
+        pool.add(type("Ep", (), {"observations": np.full((n + 1, 2), e, np.float32), "actions": np.zeros((n, 1), np.float32),
+                                 "rewards": np.arange(n, dtype=np.float32) + 100 * e, "terminations": np.zeros(n, bool),
+                                 "truncations": np.r_[np.zeros(n - 1, bool), True]})())
+    segments, pairs = query_segments(pool, 8, 5, rng)
+    assert len(pool) == 2 and len(segments) == 16 and pairs.shape == (8, 2, 2)
+    assert {int(s.observations[0, 0]) for s in segments} <= {1, 2}  # the oldest episode left the pool
+    for s in segments:
+        assert len(s) == 5 and s.observations.shape == (6, 2)
+        assert np.array_equal(np.diff(s.rewards), np.ones(4))  # consecutive steps of one episode
+    assert pairs[:, :, 1].max() == 0 and np.array_equal(pairs[:, :, 0].ravel(), np.arange(16))
+
+
+def _online_config(overrides):
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="conf", version_base="1.3"):
+            return compose(config_name="online", overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_a_pebble_run_killed_mid_way_resumes_without_asking_again(tmp_path, monkeypatch):
+    cfg = _online_config(["+task=pointmass", "online.reward=pebble", "labeler=oracle", "online.env_steps=500",
+                          "online.learning_starts=50", "online.feedback.unsupervised_steps=100", "online.feedback.interval=100",
+                          "online.feedback.queries=20", "online.feedback.max_feedback=60", "online.feedback.segment_length=10",
+                          "online.feedback.asynchronous=false", "online.eval_every=0", "online.checkpoint_every=50",
+                          "reward_model.hidden_dims=[16]", "reward_model.max_epochs=5", "algo.learner.hidden_dims=[16]",
+                          "trainer.batch_size=16", "trainer.progress=false", "eval.episodes=1", "eval.videos=0", "device=cpu",
+                          f"output_root={tmp_path}"])
+    folder = tmp_path / "run"
+    asked = []
+    original = ScriptedTeacher.answers
+
+    def counting(self, episodes, pairs, segment_length, seed=0, workdir=None):
+        asked.append(len(pairs))
+        yield from original(self, episodes, pairs, segment_length, seed, workdir)
+
+    monkeypatch.setattr(ScriptedTeacher, "answers", counting)
+    step = OnlineSampler.step
+
+    def killed(self):
+        if self.env_steps >= 330:  # after rounds 0 (env step 150) and 1 (250), before round 2 (350)
+            raise KeyboardInterrupt("killed")
+        step(self)
+
+    monkeypatch.setattr(OnlineSampler, "step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_online(cfg, folder, progress=False)
+    assert asked == [20, 20]
+    monkeypatch.setattr(OnlineSampler, "step", step)
+    report = train_online(cfg, folder, progress=False)
+    assert asked == [20, 20, 20]  # only round 2 asked after the restart
+    assert report["resumed"] and report["eval"]["queries"] == 60 and report["eval"]["answered"] == 60
+    assert sorted(p.name for p in (folder / "feedback").glob("*.npz")) == [f"round_000{i}.npz" for i in range(3)]
