@@ -14,10 +14,20 @@ is the env's ``terminated`` only). The buffer is part of every checkpoint, so a 
 resumes with every transition it had; the episodes in progress when it was killed are lost (the
 envs start new ones) and their steps stay counted.
 
-Rewards come from ``online.reward``: ``gt``, the environment's reward. Each evaluation logs the
-env steps so far (``eval/env_steps``) beside success and return, and the run ends with
-``plots/learning_curve.png`` (success and return against env steps), ``metrics.json`` and
-``report.md``.
+Rewards come from ``online.reward`` (:class:`OnlineSampler`):
+
+- ``gt``: the environment's reward (the reference);
+- ``clip``: VLM-RM's CLIP goal-baseline reward of the frame after each step (the root ``clip``
+  node; frames rendered by every copy, scored ``online.clip_chunk`` at a time);
+- ``pebble``: PEBBLE (Lee et al. 2021): state-entropy pre-training, then rounds of segment-pair
+  queries to ``labeler`` (any scripted teacher), a Bradley-Terry ensemble (``reward_model``)
+  refitted after each round and the whole buffer relabelled; labeling runs in a background
+  thread (:class:`reward_models.online.FeedbackWorker`), so the learner never waits for it.
+
+Each evaluation logs the env steps so far (``eval/env_steps``) beside success and return (and,
+with PEBBLE, the queries asked and the learned reward's correlation with the true one), and the
+run ends with ``plots/learning_curve.png`` (success and return against env steps),
+``metrics.json`` and ``report.md``.
 """
 
 from __future__ import annotations
@@ -50,15 +60,17 @@ from embodied.paths import RunPaths
 from embodied.pipeline import _identity_as_stored, evaluate_stage, find_unfinished_run, record_videos
 from embodied.runtime import resolve_device, seed_everything
 from embodied.tasks import make_env
+from envs.rendering import FrameInInfo
 from policies import make_learner
 from policies.base import Learner
 from policies.data import ReplayBuffer
 from reward_models.bradley_terry import RewardEnsemble
+from reward_models.clip import CLIPReward
 from reward_models.functions import BradleyTerryReward
 from reward_models.online import EpisodePool, FeedbackWorker, RunningStd, Segment, query_segments, state_entropy_reward
 
 #: Reward sources of the online loop.
-ONLINE_REWARDS = ("gt", "pebble")
+ONLINE_REWARDS = ("gt", "clip", "pebble")
 VECTORIZATIONS = ("sync", "async")
 QUERY_SAMPLING = ("uniform", "disagreement")
 
@@ -125,15 +137,21 @@ class OnlineConfig:
     ensemble fitted to ``labeler``'s answers while acting, :class:`FeedbackSettings`)."""
     feedback: FeedbackSettings = dataclasses.field(default_factory=FeedbackSettings)
     """PEBBLE's schedule (``reward=pebble``)."""
+    frame_size: int = 128
+    """``reward=clip``: pixels (square) of the frame rendered after each step. Default 128."""
+    clip_chunk: int = 64
+    """``reward=clip``: transitions held back until this many frames are scored in one batch
+    (at most ``clip_chunk - 1`` steps of delay before they can be sampled). Default 64."""
     recent_episodes: int = 20
     """Training episodes averaged into ``eval/train_success_rate`` and ``eval/train_return``."""
     threads: int = 0
     """torch threads (0: torch's default). Default 0."""
 
     def __post_init__(self) -> None:
-        if min(self.env_steps, self.num_envs, self.buffer_capacity, self.recent_episodes) < 1:
+        if min(self.env_steps, self.num_envs, self.buffer_capacity, self.recent_episodes, self.clip_chunk) < 1 or self.frame_size < 16:
             raise ValueError(f"online: env_steps={self.env_steps}, num_envs={self.num_envs}, buffer_capacity="
-                             f"{self.buffer_capacity} and recent_episodes={self.recent_episodes} must be >= 1")
+                             f"{self.buffer_capacity}, recent_episodes={self.recent_episodes} and clip_chunk={self.clip_chunk} "
+                             f"must be >= 1, frame_size={self.frame_size} >= 16")
         if min(self.learning_starts, self.eval_every, self.checkpoint_every, self.threads) < 0:
             raise ValueError("online: learning_starts, eval_every, checkpoint_every and threads must be >= 0")
         if self.learning_starts >= self.env_steps:
@@ -158,10 +176,13 @@ class OnlineConfig:
         return self.learning_starts + math.ceil(update / self.updates_per_step)
 
 
-def make_vector_env(task: Any, num_envs: int, vectorization: str = "sync") -> gym.vector.VectorEnv:
+def make_vector_env(task: Any, num_envs: int, vectorization: str = "sync", frame_size: int | None = None
+                    ) -> gym.vector.VectorEnv:
     """``num_envs`` copies of the task's env (:func:`embodied.tasks.make_env`) as one gymnasium
     vector env that resets a finished copy in the same step (``AutoresetMode.SAME_STEP``: the
-    episode's last observation is in ``info["final_obs"]``).
+    episode's last observation is in ``info["final_obs"]``). With ``frame_size`` every copy
+    renders ``frame_size`` x ``frame_size`` frames into ``info["frame"]``
+    (:class:`envs.rendering.FrameInInfo`).
 
     Raises:
         ValueError: an unknown ``vectorization``.
@@ -169,7 +190,11 @@ def make_vector_env(task: Any, num_envs: int, vectorization: str = "sync") -> gy
     if vectorization not in VECTORIZATIONS:
         raise ValueError(f"vectorization={vectorization!r}; expected one of {VECTORIZATIONS}")
     task = OmegaConf.create(OmegaConf.to_container(task, resolve=True)) if OmegaConf.is_config(task) else task
-    factories = [lambda: make_env(task) for _ in range(num_envs)]
+    if frame_size:
+        factories = [lambda: FrameInInfo(make_env(task, render_mode="rgb_array", width=frame_size, height=frame_size))
+                     for _ in range(num_envs)]
+    else:
+        factories = [lambda: make_env(task) for _ in range(num_envs)]
     kind = gym.vector.AsyncVectorEnv if vectorization == "async" else gym.vector.SyncVectorEnv
     return kind(factories, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
@@ -180,6 +205,10 @@ class OnlineSampler:
     transitions ``observation (D,)``, ``action (A,)``, ``reward ()`` (what the learner trains
     on), ``true_reward ()`` (the env's), ``next_observation (D,)``, ``terminal ()`` (float32; 1
     only on a termination) into the buffer, then returns a batch of the buffer.
+
+    With ``reward=clip`` (VLM-RM, Rocamonde et al. 2024) the reward of a transition is the CLIP
+    goal-baseline reward of the frame after it; transitions wait until ``clip_chunk`` frames are
+    scored in one batch, then enter the buffer.
 
     With ``reward=pebble`` (Lee et al. 2021) the batch's reward is, in turn:
 
@@ -199,12 +228,19 @@ class OnlineSampler:
         config: the loop's settings.
         seed: env resets and query draws are seeded from it.
         device: where observations go for the learner.
-        feedback: the labeling worker of ``reward=pebble`` (None for ``gt``).
+        feedback: the labeling worker of ``reward=pebble`` (None otherwise).
+        frame_reward: scores frames ``(N, H, W, 3) uint8 -> (N,)`` for ``reward=clip`` (a
+            :class:`reward_models.clip.CLIPReward`).
     """
 
     def __init__(self, envs: gym.vector.VectorEnv, learner: Learner, config: OnlineConfig, seed: int,
-                 device: torch.device | str = "cpu", feedback: FeedbackWorker | None = None):
+                 device: torch.device | str = "cpu", feedback: FeedbackWorker | None = None,
+                 frame_reward: Callable[[np.ndarray], np.ndarray] | None = None):
         self.envs, self.learner, self.config = envs, learner, config
+        if config.reward == "clip" and frame_reward is None:
+            raise ValueError("online.reward=clip needs a frame reward (the CLIP model)")
+        self.frame_reward = frame_reward
+        self._staged: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
         self.seed, self.device = int(seed), torch.device(device)
         self.pebble = config.reward == "pebble"
         if self.pebble and feedback is None:
@@ -274,9 +310,18 @@ class OnlineSampler:
         reward = np.asarray(reward, np.float32)
         if not (np.isfinite(stored_next).all() and np.isfinite(reward).all()):
             raise ValueError(f"env returned a non-finite observation or reward at env step {self.env_steps}")
-        train_reward = self._learned_reward(obs, action, stored_next) if self.pebble else reward
-        self.buffer.add({"observation": obs, "action": action, "reward": train_reward, "true_reward": reward,
-                         "next_observation": stored_next, "terminal": np.asarray(terminated, np.float32)})
+        transitions = {"observation": obs, "action": action, "true_reward": reward, "next_observation": stored_next,
+                       "terminal": np.asarray(terminated, np.float32)}
+        if self.frame_reward is not None:
+            frames = np.asarray(info["frame"], np.uint8).copy()
+            for i in np.flatnonzero(done):  # the frame of the episode's last state, not of the reset
+                frames[i] = info["final_info"]["frame"][i]
+            self._staged.append((transitions, frames))
+            if sum(len(f) for _, f in self._staged) >= self.config.clip_chunk:
+                self.flush()
+        else:
+            train_reward = self._learned_reward(obs, action, stored_next) if self.pebble else reward
+            self.buffer.add({**transitions, "reward": train_reward})
         self._returns += reward
         self._lengths += 1
         success = np.asarray(info.get("success", np.zeros(n, bool)), bool)
@@ -305,6 +350,18 @@ class OnlineSampler:
         self.env_steps += n
         if self.pebble:
             self._maybe_query()
+
+    def flush(self) -> None:
+        """Score the staged transitions' frames in one batch (``reward=clip``) and store them."""
+        if not self._staged:
+            return
+        frames = np.concatenate([f for _, f in self._staged])
+        rewards = np.asarray(self.frame_reward(frames), np.float32).reshape(-1)
+        if rewards.shape != (len(frames),) or not np.isfinite(rewards).all():
+            raise ValueError(f"the frame reward gave {rewards.shape} values for {len(frames)} frames (finite expected)")
+        staged = {k: np.concatenate([t[k] for t, _ in self._staged]) for k in self._staged[0][0]}
+        self.buffer.add({**staged, "reward": rewards})
+        self._staged = []
 
     # -- PEBBLE --------------------------------------------------------------------------------
     @property
@@ -365,6 +422,8 @@ class OnlineSampler:
         while self.env_steps < due:
             self.step()
         self.updates += 1
+        if len(self.buffer) == 0:
+            self.flush()
         if self.pebble:
             self._take_new_reward_model()
         batch = self.buffer.sample(batch_size, generator)
@@ -395,7 +454,10 @@ class OnlineSampler:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """The buffer, the counters, the recent episodes and PEBBLE's pool and schedule (for checkpoints)."""
+        """The buffer, the counters, the recent episodes and PEBBLE's pool and schedule (for
+        checkpoints). Staged transitions (``reward=clip``) are scored and stored first, so a
+        checkpoint holds every step taken."""
+        self.flush()
         state = {"buffer": self.buffer.state_dict(), "env_steps": self.env_steps, "updates": self.updates,
                  "episodes": self.episodes, "recent": [list(r) for r in self.recent],
                  "rng": json.dumps(self.rng.bit_generator.state)}
@@ -508,7 +570,14 @@ def train_online(cfg: DictConfig, run_dir: str | Path, progress: bool | None = N
             torch.set_num_threads(settings.threads)
         generator = seed_everything(int(cfg.seed))
         device = resolve_device(cfg.device)
-        envs = make_vector_env(cfg.task, settings.num_envs, settings.vectorization)
+        frame_reward = None
+        if settings.reward == "clip":
+            try:
+                frame_reward = CLIPReward(**OmegaConf.to_container(cfg.clip, resolve=True))
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"clip: {error}") from None
+        envs = make_vector_env(cfg.task, settings.num_envs, settings.vectorization,
+                               settings.frame_size if frame_reward is not None else None)
         try:
             observation_dim = int(np.prod(envs.single_observation_space.shape))
             action_dim = int(np.prod(envs.single_action_space.shape))
@@ -517,7 +586,7 @@ def train_online(cfg: DictConfig, run_dir: str | Path, progress: bool | None = N
                 raise ValueError(f"algo={cfg.algo.name}: the online loop trains a learner from rewards (algo=sac)")
             feedback = make_feedback(cfg, settings, paths.root / "feedback", device) if settings.reward == "pebble" else None
             try:
-                sampler = OnlineSampler(envs, learner, settings, int(cfg.seed), device, feedback)
+                sampler = OnlineSampler(envs, learner, settings, int(cfg.seed), device, feedback, frame_reward)
                 report = _run(cfg, settings, paths, learner, sampler, generator, device, progress)
             finally:
                 if feedback is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 #: Backends MuJoCo's Python bindings accept for ``MUJOCO_GL``.
 SUPPORTED_GL_BACKENDS = ("egl", "osmesa", "glfw", "disabled")
@@ -182,3 +183,27 @@ class FastRender(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 self._scene_configured = True
                 frame = self.env.render()
         return frame
+
+
+class FrameInInfo(gym.Wrapper):
+    """Puts the frame rendered after each ``reset`` and ``step`` into ``info["frame"]``
+    (``(H, W, 3) uint8``), so a vector env that resets a finished copy within the step still hands
+    over the frame of the episode's last state (in ``info["final_info"]["frame"]``). The env must
+    render ``rgb_array``.
+
+    Raises:
+        ValueError: the env's ``render_mode`` is not ``rgb_array``.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        if env.render_mode != "rgb_array":
+            raise ValueError(f"FrameInInfo needs render_mode='rgb_array', the env has {env.render_mode!r}")
+
+    def reset(self, **kwargs):
+        observation, info = self.env.reset(**kwargs)
+        return observation, {**info, "frame": np.asarray(self.env.render(), np.uint8)}
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return observation, reward, terminated, truncated, {**info, "frame": np.asarray(self.env.render(), np.uint8)}

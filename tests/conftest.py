@@ -16,6 +16,30 @@ import embodied.config  # noqa: F401  (registers schemas and resolvers)
 
 REPO = Path(__file__).resolve().parents[1]
 
+TINY = "embodied-test-tiny-clip"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A 32-pixel, 2-layer open_clip model from a custom config, saved as a local weights file:
+    ``(path, model)``."""
+    import json
+
+    import open_clip
+    import torch
+
+    folder = tmp_path_factory.mktemp("clip")
+    config = {"embed_dim": 32,
+              "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+    (folder / f"{TINY}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder / f"{TINY}.json")
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY)
+    path = folder / "tiny_open_clip_pytorch_model.bin"
+    torch.save(model.state_dict(), path)
+    return path, model.eval()
+
 
 @pytest.fixture(autouse=True)
 def datasets_root(tmp_path_factory, monkeypatch) -> Path:

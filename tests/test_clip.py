@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import open_clip
 import pytest
@@ -18,24 +16,7 @@ from reward_models.clip import (
     goal_baseline_reward,
     preprocess_frames,
 )
-
-TINY = "embodied-test-tiny-clip"
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """A 32-pixel, 2-layer open_clip model from a custom config, saved as a local weights file."""
-    folder = tmp_path_factory.mktemp("clip")
-    config = {"embed_dim": 32,
-              "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
-              "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
-    (folder / f"{TINY}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(folder / f"{TINY}.json")
-    torch.manual_seed(0)
-    model = open_clip.create_model(TINY)
-    path = folder / "tiny_open_clip_pytorch_model.bin"
-    torch.save(model.state_dict(), path)
-    return path, model.eval()
+from tests.conftest import TINY
 
 
 def _hand_reward(s: np.ndarray, g: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:

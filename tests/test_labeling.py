@@ -19,8 +19,7 @@ from reward_models.labeling import Answer, Labeler, LabelStore, label_pairs, lab
 from reward_models.preferences import sample_pairs
 from reward_models.teachers import TEACHERS
 from reward_models.vlm import VLMPreferenceLabeler
-from tests.conftest import REPO, small_train_overrides
-from tests.test_clip import TINY, tiny_checkpoint  # noqa: F401  (the fixture)
+from tests.conftest import REPO, TINY, small_train_overrides
 from tests.vlm_server import FakeVLM, make_episodes
 
 LABELERS = [*sorted(TEACHERS), "clip", "vlm"]
@@ -44,7 +43,7 @@ def _make(name: str, server, checkpoint) -> Labeler:
 
 
 @pytest.mark.parametrize("name", LABELERS)
-def test_labeler_contract(name, tiny_checkpoint, tmp_path):  # noqa: F811
+def test_labeler_contract(name, tiny_checkpoint, tmp_path):
     """Every labeler: one valid answer per pair, answers independent of which other pairs are
     asked with them, JSON-able settings that key the store, frames required when it looks."""
     episodes = _episodes()

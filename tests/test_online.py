@@ -13,6 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from embodied.checkpoint import latest_checkpoint, load_checkpoint
 from embodied.online import OnlineConfig, OnlineSampler, make_vector_env, train_online
+from embodied.tasks import make_env
 from policies.sac import SACConfig, SACLearner
 
 
@@ -117,3 +118,38 @@ def test_online_run_killed_mid_way_resumes_with_its_buffer(tmp_path, monkeypatch
     # finished: a rerun returns the stored result without acting
     again = train_online(cfg, folder, progress=False)
     assert again["env_steps"] == 360 and again["eval"] == report["eval"]
+
+
+def test_clip_rewards_are_scored_in_chunks_on_the_frame_after_each_step(compose_config, tiny_checkpoint):
+    """Two PointMass copies rendering 32-pixel frames, CLIP scores every 8 frames together: each
+    stored reward is the CLIP reward of the frame after its step (replayed in a single env), the
+    last step of an episode included (not the reset frame); a checkpoint holds every step."""
+    from envs.rendering import FrameInInfo
+    from reward_models.clip import CLIPReward
+    from tests.conftest import TINY
+
+    clip = CLIPReward(TINY, pretrained=None, checkpoint=str(tiny_checkpoint[0]), goal_prompts=["a dot on a target"],
+                      baseline_prompts=["a dot"], batch_size=16, device="cpu")
+    task = compose_config(["+task=pointmass"]).task
+    envs = make_vector_env(task, 2, frame_size=32)
+    config = OnlineConfig(env_steps=2000, learning_starts=1000, num_envs=2, reward="clip", clip_chunk=8)
+    sampler = OnlineSampler(envs, SACLearner(SACConfig(hidden_dims=[8]), 6, 2), config, seed=5, frame_reward=clip)
+    try:
+        for _ in range(101):
+            sampler.step()
+        assert sampler.env_steps == 202 and len(sampler.buffer) == 200  # 2 steps wait for the next chunk
+        state = sampler.state_dict()
+        assert state["buffer"]["size"] == 202 and len(sampler.buffer) == 202
+    finally:
+        envs.close()
+    store = {k: v[:202].numpy() for k, v in sampler.buffer.storage.items()}
+    actions, rewards = store["action"].reshape(101, 2, 2), store["reward"].reshape(101, 2)
+    env = FrameInInfo(make_env(task, render_mode="rgb_array", width=32, height=32))
+    frames = []
+    env.reset(seed=5 + 10_007)
+    for t in range(100):
+        frames.append(env.step(actions[t, 0])[-1]["frame"])
+    env.close()
+    expected = clip(np.stack(frames))
+    np.testing.assert_allclose(rewards[:100, 0], expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(rewards[:, 0], rewards[0, 0])  # the reward follows the frames

@@ -21,7 +21,7 @@ from reward_models.functions import (
     normalize_rewards,
     relabel,
 )
-from tests.test_clip import TINY, tiny_checkpoint  # noqa: F401  (the fixture)
+from tests.conftest import TINY
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def _functions(checkpoint) -> dict:
 
 
 @pytest.mark.parametrize("name", ["gt", "bradley_terry_sas", "bradley_terry_image", "clip"])
-def test_reward_function_contract(name, episodes, tiny_checkpoint):  # noqa: F811
+def test_reward_function_contract(name, episodes, tiny_checkpoint):
     """Relabelling a dataset and scoring the same transitions one at a time (as online) agree,
     and the output is (N,) float32 and finite."""
     reward = _functions(tiny_checkpoint[0])[name]
@@ -67,7 +67,7 @@ def test_reward_function_contract(name, episodes, tiny_checkpoint):  # noqa: F81
         assert torch.allclose(flat, reward.model.member_rewards(inputs).mean(0))
 
 
-def test_frame_rewards_need_frames(episodes, tiny_checkpoint):  # noqa: F811
+def test_frame_rewards_need_frames(episodes, tiny_checkpoint):
     no_frames = [type(ep)(**{**ep.__dict__, "frames": None}) for ep in episodes]
     with pytest.raises(ValueError, match="no frames"):
         relabel(_functions(tiny_checkpoint[0])["clip"], no_frames)
