@@ -246,6 +246,8 @@ class OnlineSampler:
         if self.pebble and feedback is None:
             raise ValueError("online.reward=pebble needs a feedback worker (a labeler)")
         self.feedback = feedback
+        # the labeler looks at frames (the VLM labeler, RL-VLM-F): the pool's episodes keep them
+        self.keep_frames = bool(self.pebble and getattr(feedback.labeler, "needs_frames", False))
         self.buffer = ReplayBuffer(config.buffer_capacity, "fifo", device)
         self.rng = np.random.default_rng(seed)
         self.env_steps = 0
@@ -268,7 +270,9 @@ class OnlineSampler:
     # -- acting --------------------------------------------------------------------------------
     def _start_episodes(self) -> None:
         n = self.envs.num_envs
-        observation, _ = self.envs.reset(seed=self.seed + 10_007 * (self.env_steps + 1))
+        observation, info = self.envs.reset(seed=self.seed + 10_007 * (self.env_steps + 1))
+        if (self.frame_reward is not None or self.keep_frames) and "frame" not in info:
+            raise ValueError("the reward or the labeler looks at frames; the vector env renders none (frame_size)")
         self._observation = np.asarray(observation, np.float32)
         self._returns, self._lengths = np.zeros(n), np.zeros(n, np.int64)
         self._success = np.zeros(n, bool)
@@ -276,6 +280,9 @@ class OnlineSampler:
                                                                "truncations")} for _ in range(n)]
         for i in range(n):
             self._trace[i]["observations"].append(self._observation[i])
+        if self.keep_frames:
+            for i in range(n):
+                self._trace[i]["frames"] = [np.asarray(info["frame"][i], np.uint8)]
 
     @torch.no_grad()
     def _learned_reward(self, observation: np.ndarray, action: np.ndarray, next_observation: np.ndarray) -> np.ndarray:
@@ -312,10 +319,12 @@ class OnlineSampler:
             raise ValueError(f"env returned a non-finite observation or reward at env step {self.env_steps}")
         transitions = {"observation": obs, "action": action, "true_reward": reward, "next_observation": stored_next,
                        "terminal": np.asarray(terminated, np.float32)}
-        if self.frame_reward is not None:
+        frames = None
+        if self.frame_reward is not None or self.keep_frames:
             frames = np.asarray(info["frame"], np.uint8).copy()
             for i in np.flatnonzero(done):  # the frame of the episode's last state, not of the reset
                 frames[i] = info["final_info"]["frame"][i]
+        if self.frame_reward is not None:
             self._staged.append((transitions, frames))
             if sum(len(f) for _, f in self._staged) >= self.config.clip_chunk:
                 self.flush()
@@ -336,6 +345,8 @@ class OnlineSampler:
                 trace["rewards"].append(reward[i])
                 trace["terminations"].append(bool(terminated[i]))
                 trace["truncations"].append(bool(truncated[i]))
+                if self.keep_frames:
+                    trace["frames"].append(frames[i])
         for i in np.flatnonzero(done):
             self.recent.append((float(self._success[i]), float(self._returns[i]), int(self._lengths[i])))
             self.episodes += 1
@@ -343,9 +354,12 @@ class OnlineSampler:
             if self.pebble:
                 trace = self._trace[i]
                 self.pool.add(Segment(*(np.asarray(trace[k]) for k in ("observations", "actions", "rewards", "terminations",
-                                                                       "truncations"))))
+                                                                       "truncations")),
+                                      frames=np.stack(trace["frames"]) if self.keep_frames else None))
                 self._trace[i] = {k: [] for k in trace}
                 self._trace[i]["observations"].append(next_obs[i])
+                if self.keep_frames:
+                    self._trace[i]["frames"].append(np.asarray(info["frame"][i], np.uint8))  # the new episode's first
         self._observation = next_obs
         self.env_steps += n
         if self.pebble:
@@ -535,16 +549,11 @@ def plot_env_step_curve(metrics_jsonl: Path, path: Path, title: str) -> Path | N
 
 
 def make_feedback(cfg: DictConfig, settings: OnlineConfig, folder: Path, device: torch.device) -> FeedbackWorker:
-    """The labeling worker of ``online.reward=pebble``: ``labeler.teacher`` answers, a
-    ``reward_model`` ensemble is refitted after each round.
-
-    Raises:
-        ValueError: a labeler that looks at frames (the online loop keeps no frames yet).
-    """
+    """The labeling worker of ``online.reward=pebble``: ``labeler.teacher`` answers (a labeler
+    that looks at frames gets the frames of its segments: RL-VLM-F with ``labeler=vlm`` and
+    ``online.feedback.segment_length=1``), a ``reward_model`` ensemble is refitted after each
+    round."""
     teacher = instantiate(cfg.labeler.teacher)
-    if teacher.needs_frames:
-        raise ValueError(f"labeler={cfg.labeler.name} looks at frames; the online loop keeps none yet: use a scripted "
-                         "teacher (labeler=oracle, mistake, noisy, ...)")
     return FeedbackWorker(teacher, instantiate(cfg.reward_model), folder, seed=int(cfg.seed),
                           asynchronous=settings.feedback.asynchronous, device="cpu")
 
@@ -576,15 +585,16 @@ def train_online(cfg: DictConfig, run_dir: str | Path, progress: bool | None = N
                 frame_reward = CLIPReward(**OmegaConf.to_container(cfg.clip, resolve=True))
             except (TypeError, ValueError) as error:
                 raise ValueError(f"clip: {error}") from None
+        feedback = make_feedback(cfg, settings, paths.root / "feedback", device) if settings.reward == "pebble" else None
+        wants_frames = frame_reward is not None or (feedback is not None and feedback.labeler.needs_frames)
         envs = make_vector_env(cfg.task, settings.num_envs, settings.vectorization,
-                               settings.frame_size if frame_reward is not None else None)
+                               settings.frame_size if wants_frames else None)
         try:
             observation_dim = int(np.prod(envs.single_observation_space.shape))
             action_dim = int(np.prod(envs.single_action_space.shape))
             learner = make_learner(instantiate(cfg.algo.learner), observation_dim, action_dim, device)
             if not learner.needs_reward:
                 raise ValueError(f"algo={cfg.algo.name}: the online loop trains a learner from rewards (algo=sac)")
-            feedback = make_feedback(cfg, settings, paths.root / "feedback", device) if settings.reward == "pebble" else None
             try:
                 sampler = OnlineSampler(envs, learner, settings, int(cfg.seed), device, feedback, frame_reward)
                 report = _run(cfg, settings, paths, learner, sampler, generator, device, progress)

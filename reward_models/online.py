@@ -133,9 +133,10 @@ class EpisodePool:
         self.episodes.append(episode)
 
     def state_dict(self) -> dict[str, Any]:
-        fields = ("observations", "actions", "rewards", "terminations", "truncations")
+        fields = ("observations", "actions", "rewards", "terminations", "truncations", "frames")
         return {"capacity": self.episodes.maxlen,
-                "episodes": [{f: torch.as_tensor(np.asarray(getattr(ep, f))) for f in fields} for ep in self.episodes]}
+                "episodes": [{f: torch.as_tensor(np.asarray(getattr(ep, f))) for f in fields
+                              if getattr(ep, f, None) is not None} for ep in self.episodes]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.episodes = deque((Segment(**{k: np.asarray(v) for k, v in ep.items()}) for ep in state["episodes"]),

@@ -200,3 +200,44 @@ def test_a_pebble_run_killed_mid_way_resumes_without_asking_again(tmp_path, monk
     assert asked == [20, 20, 20]  # only round 2 asked after the restart
     assert report["resumed"] and report["eval"]["queries"] == 60 and report["eval"]["answered"] == 60
     assert sorted(p.name for p in (folder / "feedback").glob("*.npz")) == [f"round_000{i}.npz" for i in range(3)]
+
+
+def test_rl_vlm_f_queries_show_the_vlm_the_frame_after_each_single_step(compose_config, tmp_path):
+    """RL-VLM-F: PEBBLE with the VLM labeler (a real HTTP server on 127.0.0.1 that prefers the
+    brighter image) and one-step segments. The pool keeps the frames (the last step's frame, not
+    the reset's), the segments carry the frame after their step, and every query is answered."""
+    from embodied.tasks import make_env
+    from envs.rendering import FrameInInfo
+    from reward_models.online import load_round
+    from reward_models.vlm import VLMPreferenceLabeler
+    from tests.vlm_server import FakeVLM
+
+    task = compose_config(["+task=pointmass"]).task
+    config = _pebble_config(segment_length=1, queries=12, max_feedback=12)
+    with FakeVLM() as server:
+        labeler = VLMPreferenceLabeler(base_url=server.url, model="test-vlm", task="move the dot onto the target",
+                                       concurrency=2, requests_per_minute=0, timeout_s=5, max_retries=1, backoff_s=0.01,
+                                       progress=False)
+        worker = FeedbackWorker(labeler, RewardModelConfig(hidden_dims=[16], max_epochs=3), tmp_path / "feedback",
+                                asynchronous=False)
+        envs = make_vector_env(task, 2, frame_size=32)
+        sampler = OnlineSampler(envs, SACLearner(SACConfig(hidden_dims=[8]), 6, 2), config, seed=1, feedback=worker)
+        g = torch.Generator().manual_seed(0)
+        try:
+            assert sampler.keep_frames
+            while sampler.rounds_submitted == 0:
+                sampler.sample(16, g)
+            episode = sampler.pool.episodes[0]
+            assert episode.frames.shape == (101, 32, 32, 3)
+            replay = FrameInInfo(make_env(task, render_mode="rgb_array", width=32, height=32))
+            _, info = replay.reset(seed=1 + 10_007)
+            frames = [info["frame"]] + [replay.step(a)[-1]["frame"] for a in episode.actions]
+            replay.close()
+            assert np.array_equal(np.stack(frames), episode.frames)
+            segments, pairs = load_round(worker.round_path(0))
+            assert len(segments) == 24 and all(s.frames.shape == (2, 32, 32, 3) for s in segments)
+            assert len(worker.labels) == 12 and pairs.shape == (12, 2, 2)
+            assert int((~np.isnan(worker.labels)).sum()) >= 10 and len(server.bodies) >= 12  # two requests per pair
+        finally:
+            envs.close()
+            worker.close()
