@@ -631,11 +631,12 @@ def plot_heatmaps(summary: dict[str, Any], path: Path) -> Path:
     rows = [r for r in summary["rows"].values() if len(r["matrices"][0]) > 1]
     tasks = [t.removesuffix("-v3") for t in summary["tasks"]]
     figure, axes = plt.subplots(1, max(1, len(rows)), figsize=(3.2 * max(1, len(rows)) + 1, 3.4), dpi=100, squeeze=False)
-    for axis, row in zip(axes[0], rows):
+    for index, (axis, row) in enumerate(zip(axes[0], rows)):
         image = axis.imshow(_mean_matrix(row["matrices"]), vmin=0, vmax=1, cmap="viridis")
         axis.set_title(row["label"], fontsize=9)
         axis.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=6)
-        axis.set_yticks(range(len(tasks)), [f"after {t}" for t in tasks], fontsize=6)
+        # the stage names once, on the left panel (they would run into the panel before)
+        axis.set_yticks(range(len(tasks)), [f"after {t}" for t in tasks] if index == 0 else [], fontsize=6)
     if rows:
         figure.colorbar(image, ax=axes[0].tolist(), fraction=0.02, label="success rate")
     figure.suptitle(f"{summary['suite']}: success of each task after each stage", fontsize=10)
@@ -657,10 +658,11 @@ def plot_curves(summary: dict[str, Any], path: Path) -> Path:
         if np.isnan(m).any():  # single-task runs evaluate only their own task: no curve over tasks so far
             continue
         if len(m) == 1:
-            axis.axhline(np.nanmean(m[0]), ls="--", lw=1, color="gray", label=f"{row['label']} (all at once)")
+            axis.axhline(np.nanmean(m[0]), ls="--", lw=1, color="gray", label=row["label"])
             continue
         seen = [np.nanmean(m[i, : i + 1]) for i in range(n)]
         axis.plot(range(1, n + 1), seen, marker="o", label=row["label"])
+    axis.set_xticks(range(1, n + 1))
     axis.set_xlabel("tasks learned")
     axis.set_ylabel("mean success on tasks so far")
     axis.set_ylim(0, 1.05)
