@@ -692,6 +692,13 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     reward, reward_report = reward_function(cfg, episodes, paths.root, device)
     learner = make_learner(instantiate(cfg.algo.learner), episodes[0].observations.shape[1],
                            episodes[0].actions.shape[1], device=str(device))
+    condition = None if cfg.condition is None else np.asarray(list(cfg.condition), np.float32)
+    if learner.condition_dim and (condition is None or condition.shape != (learner.condition_dim,)):
+        raise ValueError(
+            f"algo={cfg.algo.name} acts towards a condition of size {learner.condition_dim} (a goal, a latent z); "
+            f"the main job evaluates it towards 'condition=[...]' ({'none given' if condition is None else f'{condition.size} values given'}). "
+            "Give one, or train it with algo.learner settings that need none"
+        )
     if learner.needs_reward and reward is None:
         raise ValueError(
             f"algo={cfg.algo.name} learns from rewards but algo.reward=none; train with "
@@ -720,7 +727,7 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     final_episodes: dict[str, np.ndarray] = {}
 
     def evaluate(final: bool) -> dict[str, float]:
-        return evaluate_stage(cfg, LearnerPolicy(learner, device), None if final else cfg.eval.episodes_during_training,
+        return evaluate_stage(cfg, LearnerPolicy(learner, device, condition), None if final else cfg.eval.episodes_during_training,
                               progress=bool(cfg.trainer.progress) and final, record=final_episodes if final else None)
 
     def on_start(logger: Logger) -> None:
@@ -744,7 +751,7 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     baselines.update(baseline_runs(cfg, dataset.source, exclude=paths.root))
     if cfg.eval.baselines:
         timings["baseline evaluations"] = time.time() - started - sum(timings.values())
-    videos = record_videos(cfg, LearnerPolicy(learner, device), paths.videos)
+    videos = record_videos(cfg, LearnerPolicy(learner, device, condition), paths.videos)
     curves = plot_learning_curves(paths.metrics_jsonl, paths.plots / "learning_curves.png",
                                   f"{cfg.task.name} / {cfg.algo.name} (reward {cfg.algo.reward}, seed {cfg.seed})")
     histograms = [plot_histogram(final_episodes[metric], limit, paths.plots / f"{metric}_histogram.png",

@@ -74,7 +74,8 @@ def test_algo_configs_instantiate_a_learner(compose_config, algo):
     config = instantiate(cfg.algo.learner)
     assert cfg.algo.name.startswith(config.name)  # iql_gt: IQL on the true reward
     learner = make_learner(config, observation_dim=6, action_dim=2)
-    assert learner.act(torch.zeros(3, 6)).shape == (3, 2)
+    condition = torch.zeros(3, learner.condition_dim) if learner.condition_dim else None  # FB's z
+    assert learner.act(torch.zeros(3, 6), condition).shape == (3, 2)
 
 
 def test_expert_algo_has_no_learner_and_train_refuses_it(compose_config, tmp_path):

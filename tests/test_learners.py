@@ -149,7 +149,8 @@ def test_learner_contract_fit_save_load_act_resume(tmp_path, key):
     loaded, checkpoint = load_learner(tmp_path / "a")
     assert checkpoint.step == 6 and type(loaded) is type(learner) and loaded.condition_dim == learner.condition_dim
     obs = data.transition_observations()[:5]
-    condition = data.observations[-5:] if learner.condition_dim else None
+    # a goal observation, a latent z, ...: any finite (5, C) the learner declares
+    condition = torch.randn(5, learner.condition_dim, generator=torch.Generator().manual_seed(1)) if learner.condition_dim else None
     assert torch.equal(loaded.act(obs, condition), learner.eval().act(obs, condition))
     actions = loaded.act(obs, condition)
     assert actions.shape == (5, A) and actions.abs().max() <= 1.0
