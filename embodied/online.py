@@ -50,7 +50,7 @@ from filelock import FileLock
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from embodied.cli import require_task, run_folder
+from embodied.cli import SweepCallback, aggregate_command, require_task, run_folder
 from embodied.config import normalize_resume, validate_config
 from embodied.fit import fit
 from embodied.io import save_figure, write_json_atomic, write_text_atomic
@@ -632,7 +632,9 @@ def _run(cfg: DictConfig, settings: OnlineConfig, paths: RunPaths, learner: Lear
     done_updates = result.step - result.start_step
     final = dict(result.final_metrics)
     report = {
-        "task": str(cfg.task.name), "algo": str(cfg.algo.name), "seed": int(cfg.seed), "reward": settings.reward,
+        "task": str(cfg.task.name), "env_task": str(OmegaConf.select(cfg, "task.env.task", default="") or ""),
+        "algo": str(cfg.algo.name), "seed": int(cfg.seed), "reward": settings.reward,
+        "labeler": str(cfg.labeler.name) if settings.reward == "pebble" else None,
         "eval": {k: v for k, v in final.items() if k not in ("env_steps", "train_episodes")},
         "env_steps": int(final.get("env_steps", sampler.env_steps)), "updates": int(result.step),
         "episodes": int(final.get("train_episodes", sampler.episodes)), "resumed": result.resumed,
@@ -663,6 +665,127 @@ def _render_report(report: dict[str, Any], curve: Path | None, videos: list[Path
     return "\n".join(lines) + "\n"
 
 
+# -- sweeps: python -m embodied.online -m ... and ``aggregate`` ------------------------------------
+
+def row_label(report: Mapping[str, Any]) -> str:
+    """How a run's row is named in tables: ``SAC, true reward``, ``SAC, CLIP reward`` or
+    ``PEBBLE, <labeler>``."""
+    if report.get("reward") == "pebble":
+        return f"PEBBLE, {report.get('labeler')}"
+    return {"gt": "SAC, true reward", "clip": "SAC, CLIP reward"}.get(str(report.get("reward")), str(report.get("reward")))
+
+
+def _eval_curve(metrics_jsonl: Path) -> list[tuple[float, float]]:
+    rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines()] if metrics_jsonl.exists() else []
+    return [(float(r["eval/env_steps"]), float(r["eval/success_rate"])) for r in rows
+            if "eval/env_steps" in r and "eval/success_rate" in r]
+
+
+def aggregate(folder: str | Path, wall_time_s: float | None = None) -> dict[str, Any]:
+    """Gather the finished online runs under ``folder`` (each a ``metrics.json`` with its
+    ``metrics.jsonl``) by task and row (:func:`row_label`) into ``results.json``, ``results.md``
+    and ``results_curves.png`` (success against env steps, one panel per task: the mean over
+    seeds and the range).
+
+    Returns:
+        ``{"tasks": {task: {row: {"seeds", "final", "final_mean", "final_std", "share_of_sac",
+        "queries", "curve": [[env_steps, mean, min, max], ...]}}}, "runs", "wall_time_s"}``.
+
+    Raises:
+        FileNotFoundError: no finished online run under ``folder``.
+    """
+    from embodied.io import write_json_atomic, write_text_atomic
+
+    folder = Path(folder)
+    runs = []
+    for path in sorted(folder.rglob("metrics.json")):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(report, dict) and "online" in report and "reward" in report:
+            runs.append((path.parent, report))
+    if not runs:
+        raise FileNotFoundError(f"no finished online run (metrics.json of embodied.online) under {folder}")
+    tasks: dict[str, dict[str, Any]] = {}
+    for run, report in runs:
+        task = report.get("env_task") or report["task"]
+        row = tasks.setdefault(task, {}).setdefault(row_label(report), {"seeds": [], "final": [], "queries": [], "curves": []})
+        row["seeds"].append(int(report["seed"]))
+        row["final"].append(float(report["eval"].get("success_rate", float("nan"))))
+        row["queries"].append(float(report["eval"].get("queries", 0.0)))
+        row["curves"].append(_eval_curve(run / "metrics.jsonl"))
+    for rows in tasks.values():
+        sac = rows.get("SAC, true reward")
+        sac_final = float(np.mean(sac["final"])) if sac else float("nan")
+        for row in rows.values():
+            row["final_mean"], row["final_std"] = float(np.mean(row["final"])), float(np.std(row["final"]))
+            row["share_of_sac"] = row["final_mean"] / sac_final if sac_final > 0 else float("nan")
+            steps = sorted({s for curve in row["curves"] for s, _ in curve})
+            points = []
+            for step in steps:  # seeds evaluated at the same env steps (same online.eval_every)
+                values = [v for curve in row["curves"] for s, v in curve if s == step]
+                points.append([step, float(np.mean(values)), float(np.min(values)), float(np.max(values))])
+            row["curve"] = points
+            del row["curves"]
+    summary = {"tasks": tasks, "runs": len(runs), "wall_time_s": wall_time_s}
+    write_json_atomic(folder / "results.json", summary)
+    write_text_atomic(folder / "results.md", render_table(summary) + "\n")
+    plot_sweep_curves(summary, folder / "results_curves.png")
+    return summary
+
+
+def render_table(summary: Mapping[str, Any]) -> str:
+    """``results.md``: final success per task and row, mean ± std over seeds, and as a share of
+    SAC on the true reward."""
+    lines = ["| task | row | final success | share of SAC (true reward) | queries | seeds |", "|---|---|---|---|---|---|"]
+    for task, rows in summary["tasks"].items():
+        for label, row in rows.items():
+            share = "–" if math.isnan(row["share_of_sac"]) else f"{100 * row['share_of_sac']:.0f} %"
+            lines.append(f"| {task} | {label} | {row['final_mean']:.2f} ± {row['final_std']:.2f} | {share} | "
+                         f"{np.mean(row['queries']):.0f} | {len(row['seeds'])} |")
+    wall = summary.get("wall_time_s")
+    lines.append("")
+    lines.append(f"{summary['runs']} runs" + (f", {wall / 60:.0f} min wall time." if wall else "."))
+    return "\n".join(lines)
+
+
+def plot_sweep_curves(summary: Mapping[str, Any], path: Path) -> Path:
+    """Success against env steps, one panel per task, one line (mean over seeds) and band (range)
+    per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(summary["tasks"])
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.2), dpi=100, squeeze=False)
+    for axis, task in zip(axes[0], tasks):
+        for label, row in summary["tasks"][task].items():
+            if not row["curve"]:
+                continue
+            steps, mean, low, high = (np.asarray(c) for c in zip(*row["curve"]))
+            axis.plot(steps, mean, marker="o", markersize=3, label=f"{label} ({len(row['seeds'])} seeds)")
+            axis.fill_between(steps, low, high, alpha=0.2)
+        axis.set_title(task, fontsize=9)
+        axis.set_xlabel("env steps", fontsize=8)
+        axis.set_ylabel("success rate", fontsize=8)
+        axis.set_ylim(-0.02, 1.02)
+        axis.tick_params(labelsize=7)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+class AggregateResults(SweepCallback):
+    """Hydra callback of ``python -m embodied.online -m ...``: the sweep's tables when it ends."""
+
+    def finish(self, config: DictConfig, wall_time_s: float) -> None:
+        summary = aggregate(config.hydra.sweep.dir, wall_time_s)
+        print(render_table(summary))
+        print(f"results: {Path(config.hydra.sweep.dir) / 'results.md'}")
+
+
 def continue_unfinished(cfg: DictConfig, folder: Path) -> Path | None:
     """``resume=auto``: the unfinished online run with this config's identity to continue."""
     if normalize_resume(cfg.resume) != "auto":
@@ -683,7 +806,10 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console entry point; exits 2 when no task is selected."""
+    """Console entry point; exits 2 when no task is selected; ``aggregate <folder>`` redoes the
+    tables of a sweep (or of any folder holding online runs)."""
+    if aggregate_command("online", aggregate, render_table):
+        return
     require_task("online")
     _main()
 

@@ -153,3 +153,34 @@ def test_clip_rewards_are_scored_in_chunks_on_the_frame_after_each_step(compose_
     expected = clip(np.stack(frames))
     np.testing.assert_allclose(rewards[:100, 0], expected, rtol=1e-4, atol=1e-5)
     assert not np.allclose(rewards[:, 0], rewards[0, 0])  # the reward follows the frames
+
+
+def test_aggregate_groups_runs_by_task_and_row_and_compares_with_sac(tmp_path):
+    from embodied.online import aggregate, render_table
+
+    def run(name, reward, seed, finals, labeler=None, task="drawer-open-v3"):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"step": i, "eval/env_steps": 1000.0 * (i + 1), "eval/success_rate": v} for i, v in enumerate(finals)]
+        (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        (folder / "metrics.json").write_text(json.dumps({
+            "task": "metaworld", "env_task": task, "algo": "sac", "seed": seed, "reward": reward, "labeler": labeler,
+            "online": {}, "eval": {"success_rate": finals[-1], "queries": 100.0 if labeler else 0.0}}))
+
+    run("a", "gt", 0, [0.0, 0.6, 0.8])
+    run("b", "gt", 1, [0.2, 0.4, 1.0])
+    run("c", "pebble", 0, [0.0, 0.2, 0.6], "oracle")
+    run("d", "pebble", 1, [0.0, 0.4, 0.8], "oracle")
+    run("e", "pebble", 0, [0.0, 0.0, 0.2], "mistake", task="button-press-topdown-v3")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "metrics.json").write_text(json.dumps({"step": 5}))  # a main-job run: not counted
+    summary = aggregate(tmp_path)
+    drawer = summary["tasks"]["drawer-open-v3"]
+    assert summary["runs"] == 5 and set(drawer) == {"SAC, true reward", "PEBBLE, oracle"}
+    assert drawer["SAC, true reward"]["final_mean"] == pytest.approx(0.9)
+    assert drawer["PEBBLE, oracle"]["share_of_sac"] == pytest.approx(0.7 / 0.9)
+    assert drawer["PEBBLE, oracle"]["curve"][1] == pytest.approx([2000.0, 0.3, 0.2, 0.4])
+    table = render_table(summary)
+    assert "| drawer-open-v3 | PEBBLE, oracle | 0.70 ± 0.10 | 78 % | 100 | 2 |" in table
+    assert "| button-press-topdown-v3 | PEBBLE, mistake | 0.20 ± 0.00 | – |" in table
+    assert (tmp_path / "results_curves.png").exists() and (tmp_path / "results.md").exists()
