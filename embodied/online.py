@@ -516,8 +516,16 @@ def read_online(cfg: DictConfig) -> OnlineConfig:
 
 def online_identity(cfg: DictConfig) -> dict[str, Any]:
     """What decides what an online run computes (``resume=auto`` continues only a run with the
-    same): the main job's identity (task, algo, seed, batch size) and ``online``."""
-    return {**_identity_as_stored(cfg), **{f"online.{k}": v for k, v in OmegaConf.to_container(cfg.online).items()}}
+    same): the main job's identity (task, algo, seed, batch size), ``online``, and the section the
+    reward reads (``labeler`` and ``reward_model`` for PEBBLE, ``clip`` for CLIP)."""
+    identity = {**_identity_as_stored(cfg), **{f"online.{k}": v for k, v in OmegaConf.to_container(cfg.online).items()}}
+    reward = str(OmegaConf.select(cfg, "online.reward", default="gt"))
+    sections = {"pebble": ("labeler", "reward_model"), "clip": ("clip",)}.get(reward, ())
+    for section in sections:
+        node = OmegaConf.select(cfg, section, default=None)
+        if node is not None:
+            identity[section] = json.loads(json.dumps(OmegaConf.to_container(node, resolve=True), default=str))
+    return identity
 
 
 def plot_env_step_curve(metrics_jsonl: Path, path: Path, title: str) -> Path | None:

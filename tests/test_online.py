@@ -184,3 +184,15 @@ def test_aggregate_groups_runs_by_task_and_row_and_compares_with_sac(tmp_path):
     assert "| drawer-open-v3 | PEBBLE, oracle | 0.70 ± 0.10 | 78 % | 100 | 2 |" in table
     assert "| button-press-topdown-v3 | PEBBLE, mistake | 0.20 ± 0.00 | – |" in table
     assert (tmp_path / "results_curves.png").exists() and (tmp_path / "results.md").exists()
+
+
+def test_runs_with_other_labelers_or_prompts_have_other_identities():
+    from embodied.online import online_identity
+
+    base = ["+task=pointmass", "online.reward=pebble"]
+    oracle, mistake = _online_config([*base, "labeler=oracle"]), _online_config([*base, "labeler=mistake"])
+    assert online_identity(oracle) != online_identity(mistake)
+    gt_a, gt_b = _online_config(["+task=pointmass", "labeler=oracle"]), _online_config(["+task=pointmass", "labeler=mistake"])
+    assert online_identity(gt_a) == online_identity(gt_b)  # the true reward reads no labeler
+    assert online_identity(_online_config(["+task=pointmass", "online.reward=clip", "clip.alpha=0.0"])) != \
+        online_identity(_online_config(["+task=pointmass", "online.reward=clip", "clip.alpha=1.0"]))
