@@ -344,6 +344,20 @@ class SweepCallback(Callback, abc.ABC):
         """Write the sweep's tables; ``wall_time_s`` is the whole sweep's."""
 
 
+class TablesCallback(SweepCallback):
+    """A sweep callback that, at the end, writes the sweep's tables with :meth:`aggregate`
+    (``aggregate(sweep_dir, wall_time_s) -> summary``) and prints :meth:`render` of them.
+    Subclasses set both as static methods (the entry point's functions)."""
+
+    aggregate: Callable[[str, float], Any]
+    render: Callable[[Any], str]
+
+    def finish(self, config: Any, wall_time_s: float) -> None:
+        summary = type(self).aggregate(config.hydra.sweep.dir, wall_time_s)
+        print(type(self).render(summary))
+        print(f"results: {Path(config.hydra.sweep.dir) / 'results.md'}")
+
+
 def aggregate_command(job: str, aggregate: Callable[[str], Any], render: Callable[[Any], str],
                       argv: Sequence[str] | None = None) -> bool:
     """``python -m embodied.<job> aggregate <sweep folder>``: redo a sweep's tables and print them.

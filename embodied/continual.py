@@ -51,7 +51,7 @@ from hydra.utils import get_class
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from embodied.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from embodied.cli import SweepCallback, aggregate_command, run_folder
+from embodied.cli import TablesCallback, aggregate_command, run_folder
 from embodied.data import Episode
 from embodied.fit import fit
 from embodied.io import save_figure, write_json_atomic, write_text_atomic
@@ -672,13 +672,12 @@ def plot_curves(summary: dict[str, Any], path: Path) -> Path:
     return save_figure(figure, path)
 
 
-class AggregateResults(SweepCallback):
-    """Hydra callback: times the sweep and, when every run has finished, writes the tables."""
+class AggregateResults(TablesCallback):
+    """Hydra callback of the continual sweeps: times the sweep and, when every run has finished, writes
+    the tables (:func:`aggregate`, :func:`render_table`)."""
 
-    def finish(self, config: DictConfig, wall_time_s: float) -> None:
-        summary = aggregate(config.hydra.sweep.dir, wall_time_s)
-        print(render_table(summary))
-        print(f"results: {Path(config.hydra.sweep.dir) / 'results.md'}")
+    aggregate = staticmethod(aggregate)
+    render = staticmethod(render_table)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="continual")

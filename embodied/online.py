@@ -50,7 +50,7 @@ from filelock import FileLock
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from embodied.cli import SweepCallback, aggregate_command, require_task, run_folder
+from embodied.cli import TablesCallback, aggregate_command, require_task, run_folder
 from embodied.config import normalize_resume, validate_config
 from embodied.fit import fit
 from embodied.io import save_figure, write_json_atomic, write_text_atomic
@@ -785,13 +785,12 @@ def plot_sweep_curves(summary: Mapping[str, Any], path: Path) -> Path:
     return save_figure(figure, path)
 
 
-class AggregateResults(SweepCallback):
-    """Hydra callback of ``python -m embodied.online -m ...``: the sweep's tables when it ends."""
+class AggregateResults(TablesCallback):
+    """Hydra callback of the online sweeps: times the sweep and, when every run has finished, writes
+    the tables (:func:`aggregate`, :func:`render_table`)."""
 
-    def finish(self, config: DictConfig, wall_time_s: float) -> None:
-        summary = aggregate(config.hydra.sweep.dir, wall_time_s)
-        print(render_table(summary))
-        print(f"results: {Path(config.hydra.sweep.dir) / 'results.md'}")
+    aggregate = staticmethod(aggregate)
+    render = staticmethod(render_table)
 
 
 def continue_unfinished(cfg: DictConfig, folder: Path) -> Path | None:
