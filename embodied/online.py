@@ -754,7 +754,8 @@ def render_table(summary: Mapping[str, Any]) -> str:
                          f"{np.mean(row['queries']):.0f} | {len(row['seeds'])} |")
     wall = summary.get("wall_time_s")
     lines.append("")
-    lines.append(f"{summary['runs']} runs" + (f", {wall / 60:.0f} min wall time." if wall else "."))
+    runs = summary["runs"]
+    lines.append(f"{runs} run{'' if runs == 1 else 's'}" + (f", {wall / 60:.0f} min wall time." if wall else "."))
     return "\n".join(lines)
 
 

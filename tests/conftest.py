@@ -62,6 +62,16 @@ def compose_config():
     GlobalHydra.instance().clear()
 
 
+def compose_online(overrides: list[str]):
+    """The online loop's config (``conf/online.yaml``) with ``overrides``, through Hydra's compose API."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="conf", version_base="1.3"):
+            return compose(config_name="online", overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def small_train_overrides(run_root: Path) -> list[str]:
     """Overrides for a quick PointMass run: few episodes, few steps, no progress bars."""
     return [

@@ -8,22 +8,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 
 from embodied.checkpoint import latest_checkpoint, load_checkpoint
 from embodied.online import OnlineConfig, OnlineSampler, make_vector_env, train_online
 from embodied.tasks import make_env
 from policies.sac import SACConfig, SACLearner
-
-
-def _online_config(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config_module="conf", version_base="1.3"):
-            return compose(config_name="online", overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
+from tests.conftest import compose_online
 
 
 def test_vector_env_transitions_keep_the_last_observation_and_bootstrap_through_time_limits(compose_config):
@@ -70,7 +60,7 @@ def test_online_config_checks_its_values():
 
 
 def _small(root, extra=()):
-    return _online_config(["+task=pointmass", "online.env_steps=360", "online.learning_starts=120", "online.num_envs=2",
+    return compose_online(["+task=pointmass", "online.env_steps=360", "online.learning_starts=120", "online.num_envs=2",
                            "online.eval_every=120", "online.checkpoint_every=80", "algo.learner.hidden_dims=[16,16]",
                            "trainer.batch_size=32", "trainer.log_every=20", "trainer.progress=false", "eval.episodes=1",
                            "eval.episodes_during_training=1", "eval.videos=0", "device=cpu", f"output_root={root}", *extra])
@@ -190,9 +180,9 @@ def test_runs_with_other_labelers_or_prompts_have_other_identities():
     from embodied.online import online_identity
 
     base = ["+task=pointmass", "online.reward=pebble"]
-    oracle, mistake = _online_config([*base, "labeler=oracle"]), _online_config([*base, "labeler=mistake"])
+    oracle, mistake = compose_online([*base, "labeler=oracle"]), compose_online([*base, "labeler=mistake"])
     assert online_identity(oracle) != online_identity(mistake)
-    gt_a, gt_b = _online_config(["+task=pointmass", "labeler=oracle"]), _online_config(["+task=pointmass", "labeler=mistake"])
+    gt_a, gt_b = compose_online(["+task=pointmass", "labeler=oracle"]), compose_online(["+task=pointmass", "labeler=mistake"])
     assert online_identity(gt_a) == online_identity(gt_b)  # the true reward reads no labeler
-    assert online_identity(_online_config(["+task=pointmass", "online.reward=clip", "clip.alpha=0.0"])) != \
-        online_identity(_online_config(["+task=pointmass", "online.reward=clip", "clip.alpha=1.0"]))
+    assert online_identity(compose_online(["+task=pointmass", "online.reward=clip", "clip.alpha=0.0"])) != \
+        online_identity(compose_online(["+task=pointmass", "online.reward=clip", "clip.alpha=1.0"]))

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 
 from embodied.online import FeedbackSettings, OnlineConfig, OnlineSampler, make_vector_env, train_online
 from policies.sac import SACConfig, SACLearner
@@ -18,6 +16,7 @@ from reward_models.bradley_terry import RewardModelConfig
 from reward_models.functions import BradleyTerryReward
 from reward_models.online import EpisodePool, FeedbackWorker, RunningStd, query_segments, state_entropy_reward
 from reward_models.teachers import ScriptedTeacher
+from tests.conftest import compose_online
 
 
 def test_state_entropy_reward_is_the_distance_to_the_kth_neighbour():
@@ -158,17 +157,8 @@ def test_queries_come_from_the_pool_as_short_episodes(compose_config):
     assert pairs[:, :, 1].max() == 0 and np.array_equal(pairs[:, :, 0].ravel(), np.arange(16))
 
 
-def _online_config(overrides):
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config_module="conf", version_base="1.3"):
-            return compose(config_name="online", overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
-
-
 def test_a_pebble_run_killed_mid_way_resumes_without_asking_again(tmp_path, monkeypatch):
-    cfg = _online_config(["+task=pointmass", "online.reward=pebble", "labeler=oracle", "online.env_steps=500",
+    cfg = compose_online(["+task=pointmass", "online.reward=pebble", "labeler=oracle", "online.env_steps=500",
                           "online.learning_starts=50", "online.feedback.unsupervised_steps=100", "online.feedback.interval=100",
                           "online.feedback.queries=20", "online.feedback.max_feedback=60", "online.feedback.segment_length=10",
                           "online.feedback.asynchronous=false", "online.eval_every=0", "online.checkpoint_every=50",
