@@ -44,6 +44,41 @@ class BatchSpec:
             raise ValueError(f"horizon={self.horizon} (>= 1) and discount={self.discount} (in [0, 1)) expected")
 
 
+class NoiseSource:
+    """A learner's own random generator for the noise of its updates and of ``explore`` (SAC's
+    reparameterised samples, a TD3-style actor's noise), so a resumed run draws the same noise
+    as an uninterrupted one: seeded from torch's global generator when built, saved with the
+    optimisers (``state_dict``). The generator lives on the device it is asked for; a saved state
+    restores only on the same kind of device (a CPU state does not fit a CUDA generator), else
+    the generator is reseeded."""
+
+    def __init__(self) -> None:
+        self.seed = int(torch.randint(0, 2**62, (1,)))
+        self._generator: torch.Generator | None = None
+        self._pending: tuple[str, torch.Tensor] | None = None
+
+    def get(self, device: torch.device) -> torch.Generator:
+        """The generator on ``device`` (made on first use)."""
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(self.seed)
+            pending, self._pending = self._pending, None
+            if pending is not None and pending[0] == device.type:
+                self._generator.set_state(pending[1])
+        return self._generator
+
+    def state_dict(self) -> dict[str, Any]:
+        generator = self._generator
+        return {"seed": self.seed, "device": None if generator is None else generator.device.type,
+                "rng": None if generator is None else generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed = int(state.get("seed", self.seed))
+        self._generator = None
+        rng = state.get("rng")
+        self._pending = None if rng is None else (str(state.get("device")), torch.as_tensor(rng, dtype=torch.uint8))
+
+
 class Learner(nn.Module, abc.ABC):
     """Base class of learners.
 

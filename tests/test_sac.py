@@ -42,7 +42,7 @@ def test_sac_losses_match_the_paper_equations():
             p.add_(0.1 * torch.randn_like(p))
     b = _batch()
     obs, act, rew, nxt, term = (b[k] for k in ("observation", "action", "reward", "next_observation", "terminal"))
-    generator_state = learner._noise(obs.device).get_state()
+    generator_state = learner.noise.get(obs.device).get_state()
     out = learner.losses(obs, act, rew, nxt, term)
     # the same noise, drawn in the same order: a' for s', then a~ for s
     g = torch.Generator().set_state(generator_state)

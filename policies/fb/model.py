@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from policies.base import BatchSpec, Learner
+from policies.base import BatchSpec, Learner, NoiseSource
 from policies.fb.config import FBConfig
 from policies.networks import ObservationNormalizer, mlp
 
@@ -123,8 +123,7 @@ class FBLearner(Learner):
         self.forward_optimizer = torch.optim.Adam(self.forward_map.parameters(), lr=config.forward_learning_rate)
         self.backward_optimizer = torch.optim.Adam(self.backward_map.parameters(), lr=config.backward_learning_rate)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_learning_rate)
-        self._noise_seed = int(torch.randint(0, 2**62, (1,)))
-        self._generator: torch.Generator | None = None
+        self.noise = NoiseSource()  # the actor's noise and the latents' draws, checkpointed
 
     def batch_spec(self) -> BatchSpec:
         return BatchSpec("future", reward=False, discount=self.config.discount)
@@ -137,25 +136,11 @@ class FBLearner(Learner):
         return {"forward": self.forward_optimizer, "backward": self.backward_optimizer, "actor": self.actor_optimizer}
 
     def training_state(self) -> dict:
-        state = super().training_state()
-        state["noise"] = {"seed": self._noise_seed, "rng": None if self._generator is None or self._generator.device.type != "cpu"
-                          else self._generator.get_state()}
-        return state
+        return {**super().training_state(), "noise": self.noise.state_dict()}
 
     def load_training_state(self, state: dict) -> None:
         super().load_training_state(state)
-        noise = state.get("noise") or {}
-        self._noise_seed = int(noise.get("seed", self._noise_seed))
-        self._generator = None
-        if noise.get("rng") is not None:
-            self._generator = torch.Generator().manual_seed(self._noise_seed)
-            self._generator.set_state(torch.as_tensor(noise["rng"], dtype=torch.uint8))
-
-    def _noise(self, device: torch.device) -> torch.Generator:
-        if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device)
-            self._generator.manual_seed(self._noise_seed)
-        return self._generator
+        self.noise.load_state_dict(state.get("noise") or {})
 
     # -- z ---------------------------------------------------------------------------------------
     def sample_z(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -207,7 +192,7 @@ class FBLearner(Learner):
             mix: ``(B, 1)`` bool, where B(goal) replaces the uniform latent.
             permutation: reorders ``goal_for_z`` (Meta Motivo pairs z with another row's goal).
         """
-        generator = self._noise(obs.device)
+        generator = self.noise.get(obs.device)
         with torch.no_grad():
             goals = goal_for_z if permutation is None else goal_for_z[permutation]
             z = torch.where(mix, self.backward_map(goals), z_uniform)
@@ -239,7 +224,7 @@ class FBLearner(Learner):
         """
         obs, next_obs = self.normalizer(batch["observation"]), self.normalizer(batch["next_observation"])
         n, device = len(obs), obs.device
-        generator = self._noise(device)
+        generator = self.noise.get(device)
         if self.config.goal_source == "future":
             if "future_observation" not in batch:
                 raise KeyError("FB with goal_source=future needs future_observation in the batch (the future sampler)")
@@ -273,7 +258,7 @@ class FBLearner(Learner):
     def explore(self, observation: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """pi(s, z) with the clipped Gaussian training noise, ``(B, A)``."""
         self.check_condition(condition, observation.shape[0])
-        return self._policy_action(self.normalizer(observation), condition, self._noise(observation.device))
+        return self._policy_action(self.normalizer(observation), condition, self.noise.get(observation.device))
 
 
 __all__ = ["BackwardNet", "FBLearner", "ForwardHeads", "fb_loss", "orthonormality_loss", "project_z"]

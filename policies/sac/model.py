@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from policies.base import Learner
+from policies.base import Learner, NoiseSource
 from policies.iql.model import TwinQ
 from policies.networks import ObservationNormalizer, mlp
 from policies.sac.config import SACConfig
@@ -102,24 +102,7 @@ class SACLearner(Learner):
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_learning_rate)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_learning_rate)
         self.temperature_optimizer = torch.optim.Adam([self.log_alpha], lr=config.temperature_learning_rate)
-        # The actor's noise has its own generator, seeded from torch's global one at construction
-        # and saved with the optimisers, so a resumed run draws the same actions as an
-        # uninterrupted one.
-        self._noise_seed = int(torch.randint(0, 2**62, (1,)))
-        self._generator: torch.Generator | None = None
-        self._pending_noise_state: tuple[str, torch.Tensor] | None = None
-
-    def _noise(self, device: torch.device) -> torch.Generator:
-        """The actor's noise generator on ``device``, made on first use (restoring a checkpoint's
-        state saved on the same kind of device; a CPU generator's state does not fit a CUDA one,
-        so a run resumed on another kind of device is reseeded)."""
-        if self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device)
-            self._generator.manual_seed(self._noise_seed)
-            pending, self._pending_noise_state = self._pending_noise_state, None
-            if pending is not None and pending[0] == device.type:
-                self._generator.set_state(pending[1].cpu())
-        return self._generator
+        self.noise = NoiseSource()  # the actor's noise, checkpointed (a resumed run draws the same)
 
     def reset_critic(self) -> None:
         """Fresh critics, targets and critic optimiser (PEBBLE, after unsupervised pre-training:
@@ -138,19 +121,11 @@ class SACLearner(Learner):
         return {"critic": self.critic_optimizer, "actor": self.actor_optimizer, "temperature": self.temperature_optimizer}
 
     def training_state(self) -> dict:
-        state = super().training_state()
-        generator = self._generator
-        state["noise"] = {"seed": self._noise_seed, "device": None if generator is None else generator.device.type,
-                          "rng": None if generator is None else generator.get_state()}
-        return state
+        return {**super().training_state(), "noise": self.noise.state_dict()}
 
     def load_training_state(self, state: dict) -> None:
         super().load_training_state(state)
-        noise = state.get("noise") or {}
-        self._noise_seed = int(noise.get("seed", self._noise_seed))
-        rng = noise.get("rng")
-        self._generator = None
-        self._pending_noise_state = None if rng is None else (str(noise.get("device")), torch.as_tensor(rng, dtype=torch.uint8))
+        self.noise.load_state_dict(state.get("noise") or {})
 
     @property
     def temperature(self) -> float:
@@ -166,7 +141,7 @@ class SACLearner(Learner):
             ``temperature`` (alpha) and ``q`` (batch mean of Q_1(s, a)).
         """
         alpha = self.log_alpha.exp()
-        generator = self._noise(obs.device)
+        generator = self.noise.get(obs.device)
         with torch.no_grad():
             next_action, next_log_prob = self.actor.sample(next_obs, generator)
             next_q = torch.min(*self.target_critic(next_obs, next_action)) - alpha * next_log_prob
@@ -223,7 +198,7 @@ class SACLearner(Learner):
             ValueError: a condition was given (SAC is not conditioned).
         """
         self.check_condition(condition, observation.shape[0])
-        return self.actor.sample(self.normalizer(observation), self._noise(observation.device))[0]
+        return self.actor.sample(self.normalizer(observation), self.noise.get(observation.device))[0]
 
 
 __all__ = ["SACLearner", "SquashedGaussianActor"]
