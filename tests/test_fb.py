@@ -108,3 +108,30 @@ def test_the_main_job_trains_fb_and_evaluates_it_towards_the_given_z(compose_con
                           "eval.baselines=[]", "eval.videos=0", f"condition={z}"])
     report = train(cfg, tmp_path / "z")
     assert report["step"] == 40 and 0.0 <= report["eval"]["success_rate"] <= 1.0
+
+
+def test_the_fb_target_takes_the_pessimistic_head():
+    """With target_pessimism 0.5 the FB loss's target is min(T_1, T_2); with 0 their mean."""
+    g = torch.Generator().manual_seed(0)
+    n = 16
+    obs, nxt, future = (torch.randn(n, 5, generator=g) for _ in range(3))
+    action = torch.rand(n, 2, generator=g) * 2 - 1
+    values = {}
+    for p in (0.5, 0.0):
+        torch.manual_seed(0)
+        learner = FBLearner(FBConfig(hidden_dims=[16], z_dim=8, target_pessimism=p, actor_noise=0.0), 5, 2)
+        with torch.no_grad():  # two different target heads
+            for param in learner.target_forward.heads[1].parameters():
+                param.add_(0.3)
+        z = learner.sample_z(n, g, torch.device("cpu"))
+        mix = torch.zeros(n, 1, dtype=torch.bool)
+        out = learner.losses(obs, action, nxt, torch.zeros(n), future, z, mix)
+        with torch.no_grad():
+            a2 = learner.actor(torch.cat([nxt, z], -1))
+            T = learner.target_forward(nxt, a2, z) @ learner.target_backward(nxt).T
+            target = torch.minimum(T[0], T[1]) if p else T.mean(0)
+            B = learner.backward_map(nxt)
+            expected = sum(fb_loss(F_k @ B.T, target, torch.full((n, 1), 0.98))[0] for F_k in learner.forward_map(obs, action, z))
+        values[p] = out["fb_loss"].item()
+        assert out["fb_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert values[0.5] != pytest.approx(values[0.0])

@@ -47,6 +47,9 @@ class FBConfig:
     """Standard deviation of the actor's Gaussian noise (TD3-style actor). Default 0.2."""
     noise_clip: float = 0.3
     """Clip of that noise. Default 0.3."""
+    target_pessimism: float = 0.5
+    """p in the FB target T = mean(T_1, T_2) - p |T_1 - T_2|: 0.5 is min(T_1, T_2) (Touati et al.
+    2023), 0 the mean (Meta Motivo). Default 0.5."""
     actor_pessimism: float = 0.5
     """Q = mean(Q_1, Q_2) - actor_pessimism |Q_1 - Q_2| / 2 in the actor loss. Default 0.5."""
     normalize_observations: bool = True
@@ -68,5 +71,5 @@ class FBConfig:
             raise ValueError("learning rates must be > 0")
         if self.goal_source not in GOAL_SOURCES:
             raise ValueError(f"goal_source={self.goal_source!r}; expected one of {GOAL_SOURCES}")
-        if self.orthonormality_weight < 0 or self.actor_noise < 0 or self.noise_clip < 0 or self.actor_pessimism < 0:
-            raise ValueError("orthonormality_weight, actor_noise, noise_clip and actor_pessimism must be >= 0")
+        if min(self.orthonormality_weight, self.actor_noise, self.noise_clip, self.actor_pessimism, self.target_pessimism) < 0:
+            raise ValueError("orthonormality_weight, actor_noise, noise_clip, actor_pessimism and target_pessimism must be >= 0")

@@ -6,8 +6,9 @@ Ollivier 2021, Eq. 5); then for any reward r, z_r = E_{s~rho}[r(s) B(s)] and pi_
 optimal policy. On a batch of transitions (s_i, a_i, s'_i) with latents z_i and goals g_j = s'_j
 (samples of rho), following Touati et al. 2023 (Sec. 4) and Meta Motivo's code:
 
-- FB loss:  M_ij = F_k(s_i, a_i, z_i)^T B(g_j),  T_ij = F_bar(s'_i, pi(s'_i, z_i), z_i)^T B_bar(g_j)
-            (target networks, F_bar the mean of the two target heads),
+- FB loss:  M_ij = F_k(s_i, a_i, z_i)^T B(g_j),  T_k,ij = F_bar_k(s'_i, pi(s'_i, z_i), z_i)^T B_bar(g_j)
+            (target networks), T = mean_k T_k - p |T_1 - T_2| (p = 1/2: min_k T_k, Touati et al.
+            2023; p = 0: the mean, Meta Motivo),
             L_FB = sum_k [ 1/2 mean_{i != j} (M_ij - gamma (1 - d_i) T_ij)^2
                            - mean_i (M_ii - gamma (1 - d_i) T_ii) ];
 - orthonormality of B: C = B(g) B(g)^T,  L_ortho = 1/2 mean_{i != j} C_ij^2 - mean_i C_ii
@@ -197,8 +198,9 @@ class FBLearner(Learner):
             goals = goal_for_z if permutation is None else goal_for_z[permutation]
             z = torch.where(mix, self.backward_map(goals), z_uniform)
             next_action = self._policy_action(next_obs, z, generator)
-            target_F = self.target_forward(next_obs, next_action, z).mean(0)  # (B, d), mean of the heads
-            target_M = target_F @ self.target_backward(next_obs).T  # (B, B)
+            target_Ms = self.target_forward(next_obs, next_action, z) @ self.target_backward(next_obs).T  # (2, B, B)
+            # mean - p |T_1 - T_2|: p = 0.5 is min(T_1, T_2) (Touati et al. 2023), p = 0 the mean (Meta Motivo)
+            target_M = target_Ms.mean(0) - self.config.target_pessimism * (target_Ms[0] - target_Ms[1]).abs()
             discount = (self.config.discount * (1.0 - terminal))[:, None]
         Fs = self.forward_map(obs, action, z)  # (2, B, d)
         B = self.backward_map(next_obs)  # goals g_j = s'_j ~ rho
