@@ -18,6 +18,8 @@ _ENVIRONMENTS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
     # per control step: the force on the person rises with the stretch, converged in the timestep.
     "embodied/Dressing-v1": ("envs.dressing.env:DressingEnv", 150, {"substeps": 5, "gripper_stiffness": 300.0}),
     "embodied/MetaWorld-v0": ("envs.metaworld_adapter:MetaWorldEnv", None, {}),
+    # gymnasium-robotics' PointMaze, flat observation; its own time limit (Medium: 600 steps).
+    "embodied/PointMaze-v0": ("envs.pointmaze:PointMazeEnv", None, {"maze": "medium"}),
 }
 
 
