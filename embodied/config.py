@@ -63,6 +63,10 @@ class TaskConfig:
     comfort_force: Optional[float] = None
     """N; force above which pressing on the person is uncomfortable (dressing: 5 N, the env's
     ``comfort_force``, penalised by its reward); the force judge's limit by default."""
+    goal_observation: Optional[str] = None
+    """Import path of a function ``observation (D,) -> observation (D,)``: the state in which the
+    observation's goal is reached (zero-shot goal prompts, ``z = B(g)``); None: the task has no
+    goal in its observation."""
 
 
 @dataclass
@@ -250,6 +254,10 @@ class RootConfig:
     """continual: the loop's settings (``embodied.continual.ContinualConfig``)."""
     online: Any = None
     """online: the loop's settings (``embodied.online.OnlineConfig``)."""
+    zeroshot: Any = None
+    """zeroshot: the prompt and its settings (``embodied.zeroshot.ZeroShotConfig``)."""
+    prompt: Optional[str] = None
+    """zeroshot: ``goal``, ``reward``, ``demo`` or ``random`` (short for ``zeroshot.prompt``)."""
     strategy: Any = None
     """continual: what is replayed and how (``conf/strategy/``, ``embodied.continual.StrategyConfig``)."""
     robot: Any = None

@@ -59,6 +59,11 @@ def goal_observation(goal: np.ndarray) -> np.ndarray:
     return np.concatenate([goal, np.zeros(2, np.float32), goal])
 
 
+def goal_observation_of(observation: np.ndarray) -> np.ndarray:
+    """The observation in which ``observation``'s goal is reached (``task.goal_observation``)."""
+    return goal_observation(np.asarray(observation)[4:6])
+
+
 class PointMazeEnv(gym.Wrapper):
     """gymnasium-robotics' PointMaze with the flat observation of the module docstring.
 
@@ -153,4 +158,5 @@ class PointMazeExpert:
         return np.clip(self.kp * (waypoint - position) - self.kd * velocity, self.low, self.high).astype(np.float32)
 
 
-__all__ = ["MAZES", "PointMazeEnv", "PointMazeExpert", "cell_center", "cell_of", "goal_observation", "maze_map"]
+__all__ = ["MAZES", "PointMazeEnv", "PointMazeExpert", "cell_center", "cell_of", "goal_observation", "goal_observation_of",
+           "maze_map"]

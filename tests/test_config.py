@@ -29,9 +29,9 @@ def test_every_yaml_is_covered_by_a_group_test():
     found = {p.relative_to(CONF).parts[0] for p in CONF.rglob("*.yaml") if p.parent != CONF}
     assert found == groups, f"a new config group needs a test here: {found - groups}"
     # benchmark.yaml: test_benchmark.py; continual.yaml, strategy/ and suite/cw*: test_continual.py;
-    # online.yaml: test_online.py; deploy.yaml and sim_robot.yaml: below
+    # online.yaml: test_online.py; zeroshot.yaml: test_zeroshot.py; deploy.yaml and sim_robot.yaml: below
     assert sorted(p.name for p in CONF.glob("*.yaml")) == ["benchmark.yaml", "config.yaml", "continual.yaml", "deploy.yaml",
-                                                          "online.yaml", "sim_robot.yaml"]
+                                                          "online.yaml", "sim_robot.yaml", "zeroshot.yaml"]
 
 
 @pytest.mark.parametrize("task", _options("task"))

@@ -1,0 +1,262 @@
+"""Zero-shot behaviour from a prompt: ``python -m embodied.zeroshot +task=pointmaze prompt=goal``.
+
+A forward-backward model (:mod:`policies.fb`, ``algo=fb``) is trained once on the task's
+reward-free exploratory dataset (``dataset.recipe=explore``: noisy and random behaviour with some
+expert episodes; no reward is read), or loaded from ``zeroshot.checkpoint``. A prompt then
+gives the latent z the policy acts towards, without further training:
+
+- ``goal``: each evaluation episode's own goal: ``z = B(g)`` with ``g`` the observation in which
+  the episode's goal is reached (the task's ``goal_observation`` function);
+- ``reward``: ``z = project(E[r(s') B(s')])`` over ``zeroshot.reward_states`` dataset
+  transitions, with the true reward (``zeroshot.reward=gt``) or one learned from ``labeler``
+  preferences (``zeroshot.reward=learned``: the main job's label and reward stages);
+- ``demo``: ``z = project(mean_t B(s_t))`` over expert demonstrations rolled out from held-out
+  seeds (``zeroshot.demo_seed``), or with ``zeroshot.window`` one z per step, the mean of B over
+  the next ``window`` demo states (tracking);
+- ``random``: a z drawn on the sphere (the baseline a prompt must beat).
+
+The run folder holds the FB checkpoint (``checkpoints/``), ``z.json``, ``metrics.json``,
+``report.md`` and videos, like the main job; deploy a prompt with ``condition=[...]`` from
+``z.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import numpy as np
+import torch
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from embodied.checkpoint import latest_checkpoint
+from embodied.cli import require_task, run_folder
+from embodied.config import validate_config
+from embodied.data import rollout
+from embodied.fit import fit
+from embodied.io import write_json_atomic, write_text_atomic
+from embodied.learners import LearnerPolicy, load_learner
+from embodied.loggers import build_logger
+from embodied.paths import RunPaths
+from embodied.pipeline import dataset_stage, evaluate_stage, record_videos, reward_function
+from embodied.runtime import resolve_device, seed_everything
+from embodied.tasks import make_env, make_policies
+from policies import make_learner
+from policies.data import EpisodeData, make_sampler
+from policies.fb import FBLearner
+from reward_models.functions import relabel
+
+PROMPTS = ("goal", "reward", "demo", "random")
+
+
+@dataclass
+class ZeroShotConfig:
+    """Settings of ``python -m embodied.zeroshot`` (``zeroshot`` in ``conf/zeroshot.yaml``)."""
+
+    prompt: str = "goal"
+    """``goal``, ``reward``, ``demo`` or ``random`` (module docstring)."""
+    checkpoint: Optional[str] = None
+    """A trained FB (checkpoint, checkpoints or run folder); None: train one in this run."""
+    reward: str = "gt"
+    """Reward prompts: ``gt`` (the true reward) or ``learned`` (from ``labeler`` preferences)."""
+    reward_states: int = 5000
+    """Dataset transitions whose rewards give z. Default 5,000 (the FB papers' inference set)."""
+    demo_episodes: int = 1
+    """Expert demonstrations of demo prompts. Default 1."""
+    demo_seed: int = 2_000_000
+    """Seed of the first demonstration (held out: the dataset and evaluation use other seeds);
+    a demo prompt is evaluated from the same starts."""
+    window: Optional[int] = None
+    """Demo prompts: one z per step from the next ``window`` demo states (None: one z)."""
+
+    def __post_init__(self) -> None:
+        if self.prompt not in PROMPTS:
+            raise ValueError(f"zeroshot.prompt={self.prompt!r}; expected one of {PROMPTS}")
+        if self.reward not in ("gt", "learned"):
+            raise ValueError(f"zeroshot.reward={self.reward!r}; expected gt or learned")
+        if self.reward_states < 1 or self.demo_episodes < 1 or (self.window is not None and self.window < 1):
+            raise ValueError("zeroshot.reward_states, demo_episodes and window must be >= 1")
+
+
+class GoalPromptPolicy:
+    """Acts towards each observation's own goal: ``z = B(goal_observation(o))`` at every step
+    (the goal is part of the observation, so a new episode's goal is picked up at once).
+
+    Args:
+        learner: the FB learner.
+        goal_observation: ``observation (D,) -> goal observation (D,)``.
+        device: torch device.
+    """
+
+    def __init__(self, learner: FBLearner, goal_observation, device: torch.device | str = "cpu"):
+        self.learner, self.goal_observation, self.device = learner, goal_observation, torch.device(device)
+
+    def reset(self, seed: int | None = None) -> None:
+        self.learner.reset()
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        obs = torch.as_tensor(np.asarray(observation, np.float32), device=self.device)[None]
+        goal = torch.as_tensor(np.asarray(self.goal_observation(observation), np.float32), device=self.device)[None]
+        return self.learner.act(obs, self.learner.goal_z(goal))[0].cpu().numpy().astype(np.float32)
+
+
+class TrackingPolicy:
+    """Acts towards ``z_t`` at step t of an episode (``zs (T, d)``; the last one after T)."""
+
+    def __init__(self, learner: FBLearner, zs: torch.Tensor, device: torch.device | str = "cpu"):
+        self.learner, self.zs, self.device, self.t = learner, zs.to(device), torch.device(device), 0
+
+    def reset(self, seed: int | None = None) -> None:
+        self.t = 0
+        self.learner.reset()
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        obs = torch.as_tensor(np.asarray(observation, np.float32), device=self.device)[None]
+        z = self.zs[min(self.t, len(self.zs) - 1)][None]
+        self.t += 1
+        return self.learner.act(obs, z)[0].cpu().numpy().astype(np.float32)
+
+
+def read_zeroshot(cfg: DictConfig) -> ZeroShotConfig:
+    values = OmegaConf.to_container(cfg.zeroshot, resolve=True)
+    known = {f.name for f in dataclasses.fields(ZeroShotConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"zeroshot.{unknown[0]} is not a setting (zeroshot has {', '.join(sorted(known))})")
+    return ZeroShotConfig(**values)
+
+
+def train_fb(cfg: DictConfig, paths: RunPaths, device: torch.device, generator: torch.Generator) -> tuple[FBLearner, list]:
+    """Train (or resume) the FB model on the task's dataset into ``paths.checkpoints``.
+
+    Raises:
+        ValueError: ``algo`` is not a forward-backward learner.
+    """
+    dataset = dataset_stage(cfg)
+    episodes = dataset.episodes
+    learner = make_learner(instantiate(cfg.algo.learner), episodes[0].observations.shape[1], episodes[0].actions.shape[1],
+                           device=str(device))
+    if not isinstance(learner, FBLearner):
+        raise ValueError(f"algo={cfg.algo.name}: zero-shot prompts need a forward-backward model (algo=fb)")
+    data = EpisodeData(episodes, device)
+    steps = int(cfg.trainer.steps)
+    backends = list(dict.fromkeys(["jsonl", *(OmegaConf.select(cfg, "logger.backends", default=None) or [])]))
+    fit(learner, make_sampler(learner.batch_spec(), data), steps=steps, batch_size=int(cfg.trainer.batch_size),
+        checkpoints=paths.checkpoints, generator=generator,
+        make_logger=lambda step: build_logger(paths.root, backends=backends, resume_step=step),
+        prepare=lambda: learner.prepare(data.transition_observations(), steps), log_every=int(cfg.trainer.log_every),
+        checkpoint_every=int(cfg.trainer.checkpoint_every), keep_checkpoints=int(cfg.trainer.keep_checkpoints),
+        progress=bool(cfg.trainer.progress), extra={"job": "zeroshot", "task": str(cfg.task.name)})
+    return learner.eval(), episodes
+
+
+def prompt_z(cfg: DictConfig, settings: ZeroShotConfig, learner: FBLearner, episodes: list, paths: RunPaths,
+             device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """The policy a prompt gives and what the report says about it (z, its source).
+
+    Raises:
+        ValueError: a goal prompt on a task without ``goal_observation``; a reward prompt on a
+            dataset without rewards.
+    """
+    info: dict[str, Any] = {"prompt": settings.prompt}
+    if settings.prompt == "goal":
+        name = OmegaConf.select(cfg, "task.goal_observation", default=None)
+        if not name:
+            raise ValueError(f"task {cfg.task.name!r} has no goal_observation (observation -> the observation in which "
+                             "its goal is reached); goal prompts need one (see conf/task/pointmaze.yaml)")
+        return GoalPromptPolicy(learner, get_method(str(name)), device), info
+    if settings.prompt == "random":
+        z = learner.sample_z(1, torch.Generator(device=device).manual_seed(int(cfg.seed)), device)[0]
+        return LearnerPolicy(learner, device, z.cpu().numpy()), {**info, "z": z.tolist()}
+    if settings.prompt == "reward":
+        reward_cfg = OmegaConf.merge(cfg, {"algo": {"reward": settings.reward}})
+        reward, report = reward_function(reward_cfg, episodes, paths.root, device)
+        rewards = relabel(reward, episodes, device)
+        data = EpisodeData(episodes, device)
+        rows = torch.randperm(data.size, generator=torch.Generator().manual_seed(int(cfg.seed)))[: settings.reward_states]
+        next_obs = data.gather(rows.to(device), ("next_observation",))["next_observation"]
+        z = learner.reward_z(next_obs, rewards[rows.to(device)])
+        return LearnerPolicy(learner, device, z.cpu().numpy()), {**info, "reward": settings.reward, "z": z.tolist(),
+                                                                 "states": int(len(rows)), **report}
+    # demo: expert demonstrations from held-out seeds
+    env = make_env(cfg.task)
+    try:
+        expert = make_policies(cfg.task, env.action_space, names=["expert"])["expert"]
+        demos = [rollout(env, expert, settings.demo_seed + i, list(cfg.task.info_keys)) for i in range(settings.demo_episodes)]
+    finally:
+        env.close()
+    states = torch.as_tensor(np.concatenate([d.observations[1:] for d in demos]), dtype=torch.float32, device=device)
+    info.update(demo_episodes=len(demos), demo_success=float(np.mean([d.success for d in demos])))
+    if settings.window is not None:
+        zs = learner.imitation_z(states, settings.window)
+        return TrackingPolicy(learner, zs, device), {**info, "window": settings.window}
+    z = learner.imitation_z(states)
+    return LearnerPolicy(learner, device, z.cpu().numpy()), {**info, "z": z.tolist()}
+
+
+def zeroshot(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train or load FB, turn the prompt into a policy, evaluate it; writes ``z.json``,
+    ``metrics.json``, ``report.md`` and videos into ``run_dir``.
+
+    Raises:
+        ValueError: a bad ``zeroshot`` setting or an unusable prompt (see :func:`prompt_z`).
+    """
+    validate_config(cfg, sections=("algo", "dataset", "trainer", "eval"))
+    settings = read_zeroshot(cfg)
+    paths = RunPaths(Path(run_dir))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    generator = seed_everything(int(cfg.seed))
+    device = resolve_device(cfg.device)
+    if settings.checkpoint:
+        learner, checkpoint = load_learner(settings.checkpoint, device)
+        if not isinstance(learner, FBLearner):
+            raise ValueError(f"zeroshot.checkpoint={settings.checkpoint} holds a {type(learner).__name__}, not an FB model")
+        episodes = dataset_stage(cfg).episodes if settings.prompt == "reward" else []
+        source = str(checkpoint.path)
+    else:
+        learner, episodes = train_fb(cfg, paths, device, generator)
+        source = str(latest_checkpoint(paths.checkpoints))
+    policy, info = prompt_z(cfg, settings, learner, episodes, paths, device)
+    if settings.prompt == "demo":  # from the demonstrations' own starts
+        evaluation = OmegaConf.merge(cfg, {"eval": {"seed": settings.demo_seed, "episodes": settings.demo_episodes}})
+    else:
+        evaluation = cfg
+    metrics = evaluate_stage(evaluation, policy)
+    videos = record_videos(evaluation, policy, paths.videos)
+    write_json_atomic(paths.root / "z.json", info)
+    report = {"task": str(cfg.task.name), "prompt": settings.prompt, "checkpoint": source, "eval": metrics,
+              "prompt_info": {k: v for k, v in info.items() if k != "z"}, "seed": int(cfg.seed)}
+    write_json_atomic(paths.metrics, report)
+    lines = [f"# Zero-shot: {cfg.task.name}, prompt {settings.prompt}", "", f"FB model: {source}", "",
+             "| metric | value |", "|---|---|", *[f"| {k} | {v:.3f} |" for k, v in metrics.items()], ""]
+    lines += [f"- {k}: {v}" for k, v in report["prompt_info"].items()]
+    lines += [f"- video: [{v.name}]({v.relative_to(paths.root)})" for v in videos]
+    write_text_atomic(paths.report, "\n".join(lines) + "\n")
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="pkg://conf", config_name="zeroshot")
+def _main(cfg: DictConfig) -> None:
+    with run_folder("zeroshot", cfg) as folder:
+        report = zeroshot(cfg, folder)
+        success = report["eval"].get("success_rate", math.nan)
+        print(f"[zeroshot] {report['task']} | prompt {report['prompt']}: success {success:.2f}")
+        print(f"report: {folder / 'report.md'}")
+
+
+def main() -> None:
+    """Console entry point; exits 2 when no task is selected."""
+    require_task("zeroshot")
+    _main()
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["GoalPromptPolicy", "TrackingPolicy", "ZeroShotConfig", "prompt_z", "train_fb", "zeroshot"]

@@ -1,0 +1,73 @@
+"""Zero-shot prompts to a forward-backward model: goal, reward, demo and random z, the entry point
+end to end on the maze, and a trained model reused for another prompt."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+
+from embodied.zeroshot import GoalPromptPolicy, ZeroShotConfig, zeroshot
+from envs.pointmaze import goal_observation_of
+from policies.fb import FBConfig, FBLearner
+
+
+def _compose(overrides):
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="conf", version_base="1.3"):
+            return compose(config_name="zeroshot", overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _small(root, *extra):
+    return _compose(["+task=pointmaze", "dataset.episodes=4", "trainer.steps=30", "trainer.batch_size=32",
+                     "trainer.checkpoint_every=30", "trainer.log_every=10", "algo.learner.z_dim=8",
+                     "algo.learner.hidden_dims=[32]", "trainer.progress=false", "eval.episodes=2", "eval.videos=0",
+                     "device=cpu", f"output_root={root}", *extra])
+
+
+def test_a_goal_prompt_acts_towards_b_of_each_observations_goal():
+    torch.manual_seed(0)
+    learner = FBLearner(FBConfig(hidden_dims=[16], z_dim=8), 6, 2).eval()
+    policy = GoalPromptPolicy(learner, goal_observation_of)
+    observation = np.array([0.5, -1.0, 0.1, 0.0, 2.5, 2.5], np.float32)
+    expected = learner.act(torch.as_tensor(observation)[None],
+                           learner.goal_z(torch.as_tensor(goal_observation_of(observation))[None]))[0].numpy()
+    assert np.allclose(policy.act(observation), expected)
+    other_goal = observation.copy()
+    other_goal[4:] = [-2.5, -2.5]
+    assert not np.allclose(policy.act(other_goal), expected)  # another goal, another z, another action
+
+
+def test_every_prompt_runs_end_to_end_and_a_trained_model_is_reused(tmp_path, datasets_root):
+    first = zeroshot(_small(tmp_path, "prompt=goal"), tmp_path / "goal")
+    assert first["prompt"] == "goal" and 0.0 <= first["eval"]["success_rate"] <= 1.0
+    checkpoint = tmp_path / "goal" / "checkpoints"
+    assert (checkpoint / "00000030").exists()
+    for prompt in ("reward", "demo", "random"):
+        report = zeroshot(_small(tmp_path, f"prompt={prompt}", f"zeroshot.checkpoint={checkpoint}"), tmp_path / prompt)
+        assert report["checkpoint"].endswith("00000030") and not (tmp_path / prompt / "checkpoints").exists()
+        z = json.loads((tmp_path / prompt / "z.json").read_text())["z"]
+        assert math.isclose(float(np.linalg.norm(z)), math.sqrt(8), rel_tol=1e-4)  # on the sphere
+    demo = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert demo["prompt_info"]["demo_success"] == 1.0 and demo["eval"]["episodes"] == 1.0
+    tracking = zeroshot(_small(tmp_path, "prompt=demo", "zeroshot.window=20", f"zeroshot.checkpoint={checkpoint}"),
+                        tmp_path / "tracking")
+    assert tracking["prompt_info"]["window"] == 20
+
+
+def test_bad_prompts_are_refused_with_what_is_expected(tmp_path):
+    with pytest.raises(ValueError, match="expected one of"):
+        ZeroShotConfig(prompt="video")
+    cfg = _compose(["+task=pointmass", "prompt=goal", "dataset.episodes=4", "trainer.steps=10", "trainer.batch_size=16",
+                    "algo.learner.hidden_dims=[16]", "algo.learner.z_dim=4", "trainer.progress=false", "device=cpu",
+                    f"output_root={tmp_path}"])
+    with pytest.raises(ValueError, match="no goal_observation"):
+        zeroshot(cfg, tmp_path / "run")
