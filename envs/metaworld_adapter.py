@@ -224,3 +224,14 @@ def official_evaluation(act: Callable[[np.ndarray], np.ndarray], task: str, epis
     values = np.asarray(returns[task], dtype=np.float64)
     return {"success_rate": float(success), "return_mean": float(values.mean()),
             "return_std": float(values.std()), "episodes": float(len(values))}
+
+
+def hand_at_goal(observation: np.ndarray) -> np.ndarray:
+    """The observation ``(39,)`` with the hand (entries 0-2, and their copy in the previous frame,
+    18-20) on the goal (36-38): the state in which a reach task's goal is reached. Zero-shot goal
+    prompts on reach tasks use it: ``+task=metaworld task.env.task=reach-v3
+    task.goal_observation=envs.metaworld_adapter.hand_at_goal``."""
+    goal_state = np.array(observation, dtype=np.float32, copy=True)
+    goal_state[0:3] = goal_state[36:39]
+    goal_state[18:21] = goal_state[36:39]
+    return goal_state

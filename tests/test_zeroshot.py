@@ -71,3 +71,18 @@ def test_bad_prompts_are_refused_with_what_is_expected(tmp_path):
                     f"output_root={tmp_path}"])
     with pytest.raises(ValueError, match="no goal_observation"):
         zeroshot(cfg, tmp_path / "run")
+
+
+def test_a_reach_goal_observation_puts_the_hand_on_the_goal():
+    import envs
+    from envs.metaworld_adapter import hand_at_goal
+
+    env = envs.make("embodied/MetaWorld-v0", task="reach-v3")
+    try:
+        observation, _ = env.reset(seed=0)
+        goal_state = hand_at_goal(observation)
+        goal = np.asarray(env.unwrapped._target_pos, np.float32)
+        assert np.allclose(goal_state[0:3], goal) and np.allclose(goal_state[18:21], goal)
+        assert np.array_equal(goal_state[3:18], observation[3:18]) and np.array_equal(goal_state[36:], observation[36:])
+    finally:
+        env.close()
