@@ -13,6 +13,10 @@ gives the latent z the policy acts towards, without further training:
 - ``demo``: ``z = project(mean_t B(s_t))`` over expert demonstrations rolled out from held-out
   seeds (``zeroshot.demo_seed``), or with ``zeroshot.window`` one z per step, the mean of B over
   the next ``window`` demo states (tracking);
+- ``video`` (RLZero, Sikchi et al. 2024): each frame of a prompt video (a file, an image folder,
+  or held-out expert demonstrations rendered at another size: ``zeroshot.video=demo``) is
+  projected onto the dataset observation with the nearest frame in an image embedding (pixels,
+  or CLIP with local weights; the dataset's embeddings cached), then imitated like a demo;
 - ``random``: a z drawn on the sphere (the baseline a prompt must beat).
 
 The run folder holds the FB checkpoint (``checkpoints/``), ``z.json``, ``metrics.json``,
@@ -50,8 +54,9 @@ from policies import make_learner
 from policies.data import EpisodeData, make_sampler
 from policies.fb import FBLearner
 from reward_models.functions import relabel
+from reward_models.projection import CLIPEmbedder, FrameIndex, PixelEmbedder, read_video
 
-PROMPTS = ("goal", "reward", "demo", "random")
+PROMPTS = ("goal", "reward", "demo", "video", "random")
 
 
 @dataclass
@@ -72,7 +77,16 @@ class ZeroShotConfig:
     """Seed of the first demonstration (held out: the dataset and evaluation use other seeds);
     a demo prompt is evaluated from the same starts."""
     window: Optional[int] = None
-    """Demo prompts: one z per step from the next ``window`` demo states (None: one z)."""
+    """Demo and video prompts: one z per step from the next ``window`` states (None: one z)."""
+    video: Optional[str] = None
+    """Video prompts (RLZero): a video file or a folder of images, or ``demo``: held-out expert
+    demonstrations rendered at ``video_size`` (their true states give the projection's error)."""
+    video_size: int = 128
+    """Side (px) of the frames rendered for ``video=demo``. Default 128."""
+    embedder: str = "pixels"
+    """Image embedding of the projection: ``pixels`` (no weights) or ``clip`` (the root ``clip``)."""
+    pixel_size: int = 32
+    """Side of the pixel embedder's downsampled frames. Default 32."""
 
     def __post_init__(self) -> None:
         if self.prompt not in PROMPTS:
@@ -81,6 +95,10 @@ class ZeroShotConfig:
             raise ValueError(f"zeroshot.reward={self.reward!r}; expected gt or learned")
         if self.reward_states < 1 or self.demo_episodes < 1 or (self.window is not None and self.window < 1):
             raise ValueError("zeroshot.reward_states, demo_episodes and window must be >= 1")
+        if self.embedder not in ("pixels", "clip"):
+            raise ValueError(f"zeroshot.embedder={self.embedder!r}; expected pixels or clip")
+        if self.prompt == "video" and not self.video:
+            raise ValueError("prompt=video needs zeroshot.video=<video file | image folder | demo>")
 
 
 class GoalPromptPolicy:
@@ -131,13 +149,15 @@ def read_zeroshot(cfg: DictConfig) -> ZeroShotConfig:
     return ZeroShotConfig(**values)
 
 
-def train_fb(cfg: DictConfig, paths: RunPaths, device: torch.device, generator: torch.Generator) -> tuple[FBLearner, list]:
-    """Train (or resume) the FB model on the task's dataset into ``paths.checkpoints``.
+def train_fb(cfg: DictConfig, paths: RunPaths, device: torch.device, generator: torch.Generator,
+             keep_frames: bool = False) -> tuple[FBLearner, list]:
+    """Train (or resume) the FB model on the task's dataset into ``paths.checkpoints``; returns it
+    and the dataset's episodes (with their frames when ``keep_frames``).
 
     Raises:
         ValueError: ``algo`` is not a forward-backward learner.
     """
-    dataset = dataset_stage(cfg)
+    dataset = dataset_stage(cfg, keep_frames=keep_frames)
     episodes = dataset.episodes
     learner = make_learner(instantiate(cfg.algo.learner), episodes[0].observations.shape[1], episodes[0].actions.shape[1],
                            device=str(device))
@@ -183,20 +203,70 @@ def prompt_z(cfg: DictConfig, settings: ZeroShotConfig, learner: FBLearner, epis
         z = learner.reward_z(next_obs, rewards[rows.to(device)])
         return LearnerPolicy(learner, device, z.cpu().numpy()), {**info, "reward": settings.reward, "z": z.tolist(),
                                                                  "states": int(len(rows)), **report}
-    # demo: expert demonstrations from held-out seeds
-    env = make_env(cfg.task)
-    try:
-        expert = make_policies(cfg.task, env.action_space, names=["expert"])["expert"]
-        demos = [rollout(env, expert, settings.demo_seed + i, list(cfg.task.info_keys)) for i in range(settings.demo_episodes)]
-    finally:
-        env.close()
-    states = torch.as_tensor(np.concatenate([d.observations[1:] for d in demos]), dtype=torch.float32, device=device)
-    info.update(demo_episodes=len(demos), demo_success=float(np.mean([d.success for d in demos])))
+    if settings.prompt == "video":
+        states, video_info = project_video(cfg, settings, episodes, device)
+        info.update(video_info)
+    else:  # demo: expert demonstrations from held-out seeds
+        demos = expert_demos(cfg, settings)
+        states = torch.as_tensor(np.concatenate([d.observations[1:] for d in demos]), dtype=torch.float32, device=device)
+        info.update(demo_episodes=len(demos), demo_success=float(np.mean([d.success for d in demos])))
     if settings.window is not None:
         zs = learner.imitation_z(states, settings.window)
         return TrackingPolicy(learner, zs, device), {**info, "window": settings.window}
     z = learner.imitation_z(states)
     return LearnerPolicy(learner, device, z.cpu().numpy()), {**info, "z": z.tolist()}
+
+
+def expert_demos(cfg: DictConfig, settings: ZeroShotConfig, render_size: int | None = None) -> list:
+    """``settings.demo_episodes`` expert episodes from the held-out seeds ``demo_seed + i``
+    (rendered at ``render_size`` px when given)."""
+    render = {"render_mode": "rgb_array", "width": render_size, "height": render_size} if render_size else {}
+    env = make_env(cfg.task, **render)
+    try:
+        expert = make_policies(cfg.task, env.action_space, names=["expert"])["expert"]
+        return [rollout(env, expert, settings.demo_seed + i, list(cfg.task.info_keys), render=bool(render_size))
+                for i in range(settings.demo_episodes)]
+    finally:
+        env.close()
+
+
+def project_video(cfg: DictConfig, settings: ZeroShotConfig, episodes: list, device: torch.device
+                  ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """RLZero's projection: each prompt frame replaced by the dataset observation whose frame is
+    nearest in the image embedding (:class:`reward_models.projection.FrameIndex`, the dataset's
+    embeddings cached under ``output_root/cache``).
+
+    Returns:
+        The projected states ``(T, D)`` and a report: frames, mean cosine similarity, and for
+        ``video=demo`` the projection's error in state space (mean L2 distance to the true states).
+
+    Raises:
+        ValueError: the dataset has no frames.
+    """
+    if not episodes or getattr(episodes[0], "frames", None) is None:
+        raise ValueError("video prompts project frames onto the dataset's frames; collect the dataset with frames "
+                         "(dataset.frames=true dataset.recipe=explore-frames)")
+    true_states = None
+    if settings.video == "demo":
+        demos = expert_demos(cfg, settings, settings.video_size)
+        frames = np.concatenate([d.frames[1:] for d in demos])
+        true_states = np.concatenate([d.observations[1:] for d in demos])
+    else:
+        frames = read_video(settings.video)
+    embedder = PixelEmbedder(settings.pixel_size) if settings.embedder == "pixels" else CLIPEmbedder(
+        OmegaConf.to_container(cfg.clip, resolve=True))
+    dataset_frames = np.concatenate([ep.frames for ep in episodes])
+    observations = np.concatenate([ep.observations for ep in episodes])
+    dataset_name = str(OmegaConf.select(cfg, "dataset.id", default=None) or f"{cfg.task.name}-{cfg.dataset.recipe}").replace("/", "_")
+    cache = Path(str(cfg.output_root)) / "cache" / f"{dataset_name}-{settings.embedder}.npz"
+    index = FrameIndex(dataset_frames, embedder, cache)
+    rows, similarity = index.project(frames)
+    states = observations[rows]
+    report: dict[str, Any] = {"video": str(settings.video), "frames": int(len(frames)), "embedder": settings.embedder,
+                              "similarity_mean": float(similarity.mean()), "embeddings_cached": index.cached}
+    if true_states is not None:
+        report["projection_error"] = float(np.linalg.norm(states - true_states, axis=1).mean())
+    return torch.as_tensor(states, dtype=torch.float32, device=device), report
 
 
 def zeroshot(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -216,13 +286,14 @@ def zeroshot(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         learner, checkpoint = load_learner(settings.checkpoint, device)
         if not isinstance(learner, FBLearner):
             raise ValueError(f"zeroshot.checkpoint={settings.checkpoint} holds a {type(learner).__name__}, not an FB model")
-        episodes = dataset_stage(cfg).episodes if settings.prompt == "reward" else []
+        episodes = dataset_stage(cfg, keep_frames=settings.prompt == "video").episodes \
+            if settings.prompt in ("reward", "video") else []
         source = str(checkpoint.path)
     else:
-        learner, episodes = train_fb(cfg, paths, device, generator)
+        learner, episodes = train_fb(cfg, paths, device, generator, keep_frames=settings.prompt == "video")
         source = str(latest_checkpoint(paths.checkpoints))
     policy, info = prompt_z(cfg, settings, learner, episodes, paths, device)
-    if settings.prompt == "demo":  # from the demonstrations' own starts
+    if settings.prompt == "demo" or settings.video == "demo":  # from the demonstrations' own starts
         evaluation = OmegaConf.merge(cfg, {"eval": {"seed": settings.demo_seed, "episodes": settings.demo_episodes}})
     else:
         evaluation = cfg

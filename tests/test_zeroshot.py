@@ -65,7 +65,7 @@ def test_every_prompt_runs_end_to_end_and_a_trained_model_is_reused(tmp_path, da
 
 def test_bad_prompts_are_refused_with_what_is_expected(tmp_path):
     with pytest.raises(ValueError, match="expected one of"):
-        ZeroShotConfig(prompt="video")
+        ZeroShotConfig(prompt="audio")
     cfg = _compose(["+task=pointmass", "prompt=goal", "dataset.episodes=4", "trainer.steps=10", "trainer.batch_size=16",
                     "algo.learner.hidden_dims=[16]", "algo.learner.z_dim=4", "trainer.progress=false", "device=cpu",
                     f"output_root={tmp_path}"])
@@ -86,3 +86,33 @@ def test_a_reach_goal_observation_puts_the_hand_on_the_goal():
         assert np.array_equal(goal_state[3:18], observation[3:18]) and np.array_equal(goal_state[36:], observation[36:])
     finally:
         env.close()
+
+
+def test_the_projection_returns_each_prompt_frames_own_dataset_frame(tmp_path):
+    """Dataset frames: 30 distinct random images; prompt: 10 of them shuffled, with pixel noise and
+    at another image size. Every prompt frame maps back to its source; the second index reads the
+    cache."""
+    from reward_models.projection import FrameIndex, PixelEmbedder
+
+    rng = np.random.default_rng(0)
+    dataset = rng.integers(0, 256, (30, 48, 48, 3)).astype(np.uint8)
+    chosen = rng.permutation(30)[:10]
+    prompt = np.clip(dataset[chosen].astype(np.int16) + rng.integers(-20, 21, (10, 48, 48, 3)), 0, 255).astype(np.uint8)
+    prompt = np.repeat(np.repeat(prompt, 2, axis=1), 2, axis=2)  # 96 x 96: another size
+    index = FrameIndex(dataset, PixelEmbedder(16), tmp_path / "cache.npz")
+    rows, similarity = index.project(prompt)
+    assert np.array_equal(rows, chosen) and not index.cached and (similarity > 0.5).all()
+    again = FrameIndex(dataset, PixelEmbedder(16), tmp_path / "cache.npz")
+    assert again.cached and torch.equal(again.embeddings, index.embeddings)
+    assert not FrameIndex(dataset[:29], PixelEmbedder(16), tmp_path / "cache.npz").cached  # other frames: recomputed
+
+
+def test_video_prompts_project_rendered_demonstrations_onto_the_dataset(tmp_path):
+    cfg = _small(tmp_path, "prompt=video", "zeroshot.video=demo", "zeroshot.video_size=48", "dataset.frames=true",
+                 "dataset.recipe=explore-frames", "dataset.width=32", "dataset.height=32", "zeroshot.pixel_size=16")
+    report = zeroshot(cfg, tmp_path / "video")
+    info = report["prompt_info"]
+    assert info["frames"] > 10 and info["embedder"] == "pixels" and info["projection_error"] >= 0.0
+    assert report["eval"]["episodes"] == 1.0  # evaluated from the demonstration's start
+    with pytest.raises(ValueError, match="zeroshot.video"):
+        ZeroShotConfig(prompt="video")
