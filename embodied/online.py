@@ -485,7 +485,8 @@ class OnlineSampler:
         """Restore :meth:`state_dict`; the envs start new episodes at the next step. With PEBBLE
         the rounds submitted before the checkpoint are taken up from the feedback folder (answers
         given since are kept; a round killed mid-way asks only its missing answers) and the
-        reward model is refitted on all of them, relabelling the buffer at the next sample."""
+        reward model is refitted on all of them, relabelling the buffer at the next sample. Rounds
+        submitted after the checkpoint are taken up too (not drawn again with other segments)."""
         if not state:
             return
         self.buffer.load_state_dict(state["buffer"])
@@ -498,9 +499,9 @@ class OnlineSampler:
             pebble = state["pebble"]
             self.pool.load_state_dict(pebble["pool"])
             self.entropy_std.load_state_dict(pebble["entropy_std"])
-            self.rounds_submitted, self.queries_asked = int(pebble["rounds_submitted"]), int(pebble["queries_asked"])
             self._restored_model = bool(pebble["has_model"])
-            self.feedback.resume(self.rounds_submitted)
+            # every round on disk, those after the checkpoint included (their answers are kept)
+            self.rounds_submitted, self.queries_asked = self.feedback.resume(int(pebble["rounds_submitted"]))
 
 
 def read_online(cfg: DictConfig) -> OnlineConfig:

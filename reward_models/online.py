@@ -317,16 +317,28 @@ class FeedbackWorker:
             self._pending += 1
         self._jobs.put(index)
 
-    def resume(self, submitted: int) -> None:
-        """After a restart: take up rounds ``0 .. submitted - 1`` from disk (stored answers are
-        reused, only missing ones asked), then refit once."""
-        for index in self.saved_rounds():
-            if index < submitted:
-                self._label(index)
+    def resume(self, submitted: int) -> tuple[int, int]:
+        """After a restart: take up every round saved in the folder, in this thread (stored
+        answers are reused, only missing ones asked), then refit once. Rounds submitted after the
+        learner's last checkpoint (``index >= submitted``) are taken up too, so their answers are
+        kept and their queries are not drawn again.
+
+        Returns:
+            ``(rounds, queries)``: how many rounds there are now and how many queries they hold.
+
+        Raises:
+            ValueError: a gap in the saved rounds (a round file was removed).
+        """
+        saved = self.saved_rounds()
+        if saved != list(range(len(saved))):
+            raise ValueError(f"feedback rounds in {self.folder} are {saved}; expected 0..{len(saved) - 1} without gaps")
+        for index in saved:
+            self._label(index)
         if self.rounds_done:
             result = self._fit(self.rounds_done[-1])
             if result is not None:
                 self._results.put(result)
+        return max(submitted, len(saved)), int(len(self.labels))
 
     def poll(self) -> FeedbackResult | None:
         """The newest finished refit since the last poll (older ones are dropped), or None.

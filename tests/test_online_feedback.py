@@ -192,6 +192,43 @@ def test_a_pebble_run_killed_mid_way_resumes_without_asking_again(tmp_path, monk
     assert sorted(p.name for p in (folder / "feedback").glob("*.npz")) == [f"round_000{i}.npz" for i in range(3)]
 
 
+def test_rounds_after_the_last_checkpoint_are_taken_up_not_drawn_again(tmp_path, monkeypatch):
+    """Checkpoints at updates 150 and 300 (env steps 200, 350); round 1 is asked at env step 250 and
+    the run is killed at 330: the checkpoint knows one round, the folder holds two. The restart
+    keeps round 1's segments and answers and asks only round 2."""
+    cfg = compose_online(["+task=pointmass", "online.reward=pebble", "labeler=oracle", "online.env_steps=500",
+                          "online.learning_starts=50", "online.feedback.unsupervised_steps=100", "online.feedback.interval=100",
+                          "online.feedback.queries=20", "online.feedback.max_feedback=60", "online.feedback.segment_length=10",
+                          "online.feedback.asynchronous=false", "online.eval_every=0", "online.checkpoint_every=150",
+                          "reward_model.hidden_dims=[16]", "reward_model.max_epochs=5", "algo.learner.hidden_dims=[16]",
+                          "trainer.batch_size=16", "trainer.progress=false", "eval.episodes=1", "eval.videos=0", "device=cpu",
+                          f"output_root={tmp_path}"])
+    folder = tmp_path / "run"
+    step = OnlineSampler.step
+
+    def killed(self):
+        if self.env_steps >= 330:
+            raise KeyboardInterrupt("killed")
+        step(self)
+
+    monkeypatch.setattr(OnlineSampler, "step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_online(cfg, folder, progress=False)
+    round_1 = (folder / "feedback" / "round_0001.npz").read_bytes()
+    asked = []
+    original = ScriptedTeacher.answers
+
+    def counting(self, episodes, pairs, segment_length, seed=0, workdir=None):
+        asked.append(len(pairs))
+        yield from original(self, episodes, pairs, segment_length, seed, workdir)
+
+    monkeypatch.setattr(ScriptedTeacher, "answers", counting)
+    monkeypatch.setattr(OnlineSampler, "step", step)
+    report = train_online(cfg, folder, progress=False)
+    assert (folder / "feedback" / "round_0001.npz").read_bytes() == round_1
+    assert asked == [20] and report["eval"]["queries"] == 60 and report["eval"]["answered"] == 60
+
+
 def test_rl_vlm_f_queries_show_the_vlm_the_frame_after_each_single_step(compose_config, tmp_path):
     """RL-VLM-F: PEBBLE with the VLM labeler (a real HTTP server on 127.0.0.1 that prefers the
     brighter image) and one-step segments. The pool keeps the frames (the last step's frame, not
