@@ -186,3 +186,16 @@ def test_runs_with_other_labelers_or_prompts_have_other_identities():
     assert online_identity(gt_a) == online_identity(gt_b)  # the true reward reads no labeler
     assert online_identity(compose_online(["+task=pointmass", "online.reward=clip", "clip.alpha=0.0"])) != \
         online_identity(compose_online(["+task=pointmass", "online.reward=clip", "clip.alpha=1.0"]))
+
+
+def test_async_copies_step_in_their_own_processes(compose_config):
+    task = compose_config(["+task=pointmass"]).task
+    envs = make_vector_env(task, 2, "async")
+    try:
+        assert isinstance(envs, gym.vector.AsyncVectorEnv)
+        sampler = OnlineSampler(envs, SACLearner(SACConfig(hidden_dims=[8]), 6, 2),
+                                OnlineConfig(env_steps=100, learning_starts=4, num_envs=2), seed=0)
+        batch = sampler.sample(8, torch.Generator().manual_seed(0))
+        assert sampler.env_steps == 6 and batch["observation"].shape == (8, 6)  # 3 vector steps before update 1
+    finally:
+        envs.close()
