@@ -74,6 +74,7 @@ class RunningStd:
         self.mean, self.var, self.count = 0.0, 1.0, float(epsilon)
 
     def update(self, values: torch.Tensor) -> None:
+        """Fold a batch of values (any shape) into the running mean and variance."""
         values = values.detach().double().reshape(-1)
         n = float(values.numel())
         if n == 0:
@@ -86,12 +87,15 @@ class RunningStd:
 
     @property
     def std(self) -> float:
+        """The running standard deviation."""
         return float(np.sqrt(self.var))
 
     def state_dict(self) -> dict[str, float]:
+        """Mean, variance and count, for checkpoints."""
         return {"mean": self.mean, "var": self.var, "count": self.count}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
+        """Restore :meth:`state_dict`."""
         self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), float(state["count"])
 
 
@@ -130,15 +134,18 @@ class EpisodePool:
         return len(self.episodes)
 
     def add(self, episode: Any) -> None:
+        """Keep a finished episode (the oldest leaves when the pool is full)."""
         self.episodes.append(episode)
 
     def state_dict(self) -> dict[str, Any]:
+        """The episodes' arrays as tensors (frames included when kept), for checkpoints."""
         fields = ("observations", "actions", "rewards", "terminations", "truncations", "frames")
         return {"capacity": self.episodes.maxlen,
                 "episodes": [{f: torch.as_tensor(np.asarray(getattr(ep, f))) for f in fields
                               if getattr(ep, f, None) is not None} for ep in self.episodes]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (as :class:`Segment` objects)."""
         self.episodes = deque((Segment(**{k: np.asarray(v) for k, v in ep.items()}) for ep in state["episodes"]),
                               maxlen=int(state["capacity"]))
 
@@ -246,6 +253,7 @@ class FeedbackWorker:
 
     # -- files ---------------------------------------------------------------------------------
     def round_path(self, index: int) -> Path:
+        """The file of round ``index``'s segments and pairs."""
         return self.folder / f"round_{index:04d}.npz"
 
     def saved_rounds(self) -> list[int]:
@@ -369,6 +377,8 @@ class FeedbackWorker:
         return self._pending
 
     def close(self) -> None:
+        """Stop the background thread (waits up to 5 s for a round in progress; its answers so far
+        are saved, the rest are asked on the next resume)."""
         if self._thread is not None:
             self._jobs.put(None)
             self._thread.join(timeout=5)
