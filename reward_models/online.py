@@ -115,10 +115,6 @@ class Segment:
     def __len__(self) -> int:
         return len(self.actions)
 
-    @property
-    def success(self) -> bool:
-        return False
-
 
 class EpisodePool:
     """The ``capacity`` most recent finished episodes (anything with ``observations (T+1, D)``,
