@@ -157,16 +157,20 @@ def test_queries_come_from_the_pool_as_short_episodes(compose_config):
     assert pairs[:, :, 1].max() == 0 and np.array_equal(pairs[:, :, 0].ravel(), np.arange(16))
 
 
-def test_a_pebble_run_killed_mid_way_resumes_without_asking_again(tmp_path, monkeypatch):
-    cfg = compose_online(["+task=pointmass", "online.reward=pebble", "labeler=oracle", "online.env_steps=500",
-                          "online.learning_starts=50", "online.feedback.unsupervised_steps=100", "online.feedback.interval=100",
-                          "online.feedback.queries=20", "online.feedback.max_feedback=60", "online.feedback.segment_length=10",
-                          "online.feedback.asynchronous=false", "online.eval_every=0", "online.checkpoint_every=50",
-                          "reward_model.hidden_dims=[16]", "reward_model.max_epochs=5", "algo.learner.hidden_dims=[16]",
-                          "trainer.batch_size=16", "trainer.progress=false", "eval.episodes=1", "eval.videos=0", "device=cpu",
-                          f"output_root={tmp_path}"])
-    folder = tmp_path / "run"
-    asked = []
+def _pebble_run(tmp_path, checkpoint_every: int):
+    """A small PEBBLE run on PointMass: rounds of 20 queries at env steps 150, 250 and 350."""
+    return compose_online(["+task=pointmass", "online.reward=pebble", "labeler=oracle", "online.env_steps=500",
+                           "online.learning_starts=50", "online.feedback.unsupervised_steps=100", "online.feedback.interval=100",
+                           "online.feedback.queries=20", "online.feedback.max_feedback=60", "online.feedback.segment_length=10",
+                           "online.feedback.asynchronous=false", "online.eval_every=0",
+                           f"online.checkpoint_every={checkpoint_every}", "reward_model.hidden_dims=[16]",
+                           "reward_model.max_epochs=5", "algo.learner.hidden_dims=[16]", "trainer.batch_size=16",
+                           "trainer.progress=false", "eval.episodes=1", "eval.videos=0", "device=cpu", f"output_root={tmp_path}"])
+
+
+def _count_questions(monkeypatch) -> list[int]:
+    """The oracle teacher, counting how many pairs each call asks."""
+    asked: list[int] = []
     original = ScriptedTeacher.answers
 
     def counting(self, episodes, pairs, segment_length, seed=0, workdir=None):
@@ -174,14 +178,26 @@ def test_a_pebble_run_killed_mid_way_resumes_without_asking_again(tmp_path, monk
         yield from original(self, episodes, pairs, segment_length, seed, workdir)
 
     monkeypatch.setattr(ScriptedTeacher, "answers", counting)
+    return asked
+
+
+def _killed_at(monkeypatch, env_steps: int):
+    """Make the run stop (as if killed) when it reaches ``env_steps``; returns the real step."""
     step = OnlineSampler.step
 
     def killed(self):
-        if self.env_steps >= 330:  # after rounds 0 (env step 150) and 1 (250), before round 2 (350)
+        if self.env_steps >= env_steps:
             raise KeyboardInterrupt("killed")
         step(self)
 
     monkeypatch.setattr(OnlineSampler, "step", killed)
+    return step
+
+
+def test_a_pebble_run_killed_mid_way_resumes_without_asking_again(tmp_path, monkeypatch):
+    cfg, folder = _pebble_run(tmp_path, checkpoint_every=50), tmp_path / "run"
+    asked = _count_questions(monkeypatch)
+    step = _killed_at(monkeypatch, 330)  # after rounds 0 (env step 150) and 1 (250), before round 2 (350)
     with pytest.raises(KeyboardInterrupt):
         train_online(cfg, folder, progress=False)
     assert asked == [20, 20]
@@ -196,33 +212,12 @@ def test_rounds_after_the_last_checkpoint_are_taken_up_not_drawn_again(tmp_path,
     """Checkpoints at updates 150 and 300 (env steps 200, 350); round 1 is asked at env step 250 and
     the run is killed at 330: the checkpoint knows one round, the folder holds two. The restart
     keeps round 1's segments and answers and asks only round 2."""
-    cfg = compose_online(["+task=pointmass", "online.reward=pebble", "labeler=oracle", "online.env_steps=500",
-                          "online.learning_starts=50", "online.feedback.unsupervised_steps=100", "online.feedback.interval=100",
-                          "online.feedback.queries=20", "online.feedback.max_feedback=60", "online.feedback.segment_length=10",
-                          "online.feedback.asynchronous=false", "online.eval_every=0", "online.checkpoint_every=150",
-                          "reward_model.hidden_dims=[16]", "reward_model.max_epochs=5", "algo.learner.hidden_dims=[16]",
-                          "trainer.batch_size=16", "trainer.progress=false", "eval.episodes=1", "eval.videos=0", "device=cpu",
-                          f"output_root={tmp_path}"])
-    folder = tmp_path / "run"
-    step = OnlineSampler.step
-
-    def killed(self):
-        if self.env_steps >= 330:
-            raise KeyboardInterrupt("killed")
-        step(self)
-
-    monkeypatch.setattr(OnlineSampler, "step", killed)
+    cfg, folder = _pebble_run(tmp_path, checkpoint_every=150), tmp_path / "run"
+    step = _killed_at(monkeypatch, 330)
     with pytest.raises(KeyboardInterrupt):
         train_online(cfg, folder, progress=False)
     round_1 = (folder / "feedback" / "round_0001.npz").read_bytes()
-    asked = []
-    original = ScriptedTeacher.answers
-
-    def counting(self, episodes, pairs, segment_length, seed=0, workdir=None):
-        asked.append(len(pairs))
-        yield from original(self, episodes, pairs, segment_length, seed, workdir)
-
-    monkeypatch.setattr(ScriptedTeacher, "answers", counting)
+    asked = _count_questions(monkeypatch)
     monkeypatch.setattr(OnlineSampler, "step", step)
     report = train_online(cfg, folder, progress=False)
     assert (folder / "feedback" / "round_0001.npz").read_bytes() == round_1
