@@ -51,13 +51,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from embodied.cli import TablesCallback, aggregate_command, require_task, run_folder
-from embodied.config import normalize_resume, validate_config
+from embodied.config import validate_config
 from embodied.fit import fit
 from embodied.io import save_figure, write_json_atomic, write_text_atomic
 from embodied.learners import LearnerPolicy
 from embodied.loggers import build_logger
 from embodied.paths import RunPaths
-from embodied.pipeline import _identity_as_stored, evaluate_stage, find_unfinished_run, record_videos
+from embodied.pipeline import _identity_as_stored, continue_unfinished, evaluate_stage, record_videos
 from embodied.runtime import resolve_device, seed_everything
 from embodied.tasks import make_env
 from envs.rendering import FrameInInfo
@@ -795,19 +795,9 @@ class AggregateResults(TablesCallback):
     render = staticmethod(render_table)
 
 
-def continue_unfinished(cfg: DictConfig, folder: Path) -> Path | None:
-    """``resume=auto``: the unfinished online run with this config's identity to continue."""
-    if normalize_resume(cfg.resume) != "auto":
-        return None
-    try:
-        return find_unfinished_run(cfg, exclude=folder, job="online", identity=online_identity(cfg))
-    except Exception:  # an invalid config: the job itself names what is wrong
-        return None
-
-
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="online")
 def _main(cfg: DictConfig) -> None:
-    with run_folder("online", cfg, redirect=lambda folder: continue_unfinished(cfg, folder)) as folder:
+    with run_folder("online", cfg, redirect=lambda folder: continue_unfinished(cfg, folder, "online", online_identity)) as folder:
         report = train_online(cfg, folder)
         print(f"[online] {report['task']} | {report['algo']} | reward {report['reward']} | seed {report['seed']}: "
               f"success {report['eval'].get('success_rate', float('nan')):.2f} after {report['env_steps']} env steps")

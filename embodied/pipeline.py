@@ -15,6 +15,7 @@ import json
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -617,6 +618,19 @@ def find_unfinished_run(cfg: DictConfig, exclude: Path | None = None, job: str =
         lock.release()
         found.append(folder)
     return max(found, key=lambda p: (p.parent.name, p.name)) if found else None
+
+
+def continue_unfinished(cfg: DictConfig, folder: Path, job: str = "train",
+                        identity: Callable[[DictConfig], dict[str, Any]] | None = None) -> Path | None:
+    """``resume=auto``: the unfinished run of ``job`` with this config's identity (``identity(cfg)``,
+    default the main job's) to continue instead of the new ``folder`` (see
+    :func:`embodied.pipeline.find_unfinished_run`); None with another ``resume`` or none found."""
+    if normalize_resume(cfg.resume) != "auto":
+        return None
+    try:
+        return find_unfinished_run(cfg, exclude=folder, job=job, identity=None if identity is None else identity(cfg))
+    except Exception:  # an invalid config: the job itself names what is wrong
+        return None
 
 
 def baseline_runs(cfg: DictConfig, dataset_id: str, exclude: Path | None = None, algos: tuple[str, ...] = ("bc",),

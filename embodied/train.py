@@ -10,25 +10,11 @@ a run folder (``hydra.run.dir=...``) or ``resume=true`` continues from its last 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
 from embodied.cli import require_task, run_folder
-from embodied.config import normalize_resume
-from embodied.pipeline import find_unfinished_run, print_json, train
-
-
-def continue_unfinished(cfg: DictConfig, folder: Path) -> Path | None:
-    """``resume=auto``: the unfinished run with this config's identity to continue instead of the
-    new ``folder`` (see :func:`embodied.pipeline.find_unfinished_run`)."""
-    if normalize_resume(cfg.resume) != "auto":
-        return None
-    try:
-        return find_unfinished_run(cfg, exclude=folder)
-    except Exception:  # an invalid config: the job itself names what is wrong
-        return None
+from embodied.pipeline import continue_unfinished, print_json, train
 
 
 @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
