@@ -19,6 +19,9 @@ gives the latent z the policy acts towards, without further training:
   or CLIP with local weights; the dataset's embeddings cached), then imitated like a demo;
 - ``random``: a z drawn on the sphere (the baseline a prompt must beat).
 
+Goal prompts also run the goal-conditioned BC baseline trained on the same data (``algo=gcbc``:
+hindsight goals from the same future-state sampler), acting towards the same goals.
+
 The run folder holds the FB checkpoint (``checkpoints/``), ``z.json``, ``metrics.json``,
 ``report.md`` and videos, like the main job; deploy a prompt with ``condition=[...]`` from
 ``z.json``.
@@ -52,6 +55,7 @@ from embodied.runtime import resolve_device, seed_everything
 from embodied.tasks import make_env, make_policies
 from policies import make_learner
 from policies.data import EpisodeData, make_sampler
+from policies.bc import BCLearner
 from policies.fb import FBLearner
 from reward_models.functions import relabel
 from reward_models.projection import CLIPEmbedder, FrameIndex, PixelEmbedder, read_video
@@ -103,15 +107,16 @@ class ZeroShotConfig:
 
 class GoalPromptPolicy:
     """Acts towards each observation's own goal: ``z = B(goal_observation(o))`` at every step
-    (the goal is part of the observation, so a new episode's goal is picked up at once).
+    (the goal is part of the observation, so a new episode's goal is picked up at once); for a
+    goal-conditioned BC the condition is the goal observation itself (``learner.goal_condition``).
 
     Args:
-        learner: the FB learner.
+        learner: the FB learner, or a goal-conditioned BC.
         goal_observation: ``observation (D,) -> goal observation (D,)``.
         device: torch device.
     """
 
-    def __init__(self, learner: FBLearner, goal_observation, device: torch.device | str = "cpu"):
+    def __init__(self, learner: FBLearner | BCLearner, goal_observation, device: torch.device | str = "cpu"):
         self.learner, self.goal_observation, self.device = learner, goal_observation, torch.device(device)
 
     def reset(self, seed: int | None = None) -> None:
@@ -120,7 +125,7 @@ class GoalPromptPolicy:
     def act(self, observation: np.ndarray) -> np.ndarray:
         obs = torch.as_tensor(np.asarray(observation, np.float32), device=self.device)[None]
         goal = torch.as_tensor(np.asarray(self.goal_observation(observation), np.float32), device=self.device)[None]
-        return self.learner.act(obs, self.learner.goal_z(goal))[0].cpu().numpy().astype(np.float32)
+        return self.learner.act(obs, self.learner.goal_condition(goal))[0].cpu().numpy().astype(np.float32)
 
 
 class TrackingPolicy:
@@ -149,20 +154,35 @@ def read_zeroshot(cfg: DictConfig) -> ZeroShotConfig:
     return ZeroShotConfig(**values)
 
 
-def train_fb(cfg: DictConfig, paths: RunPaths, device: torch.device, generator: torch.Generator,
-             keep_frames: bool = False) -> tuple[FBLearner, list]:
-    """Train (or resume) the FB model on the task's dataset into ``paths.checkpoints``; returns it
-    and the dataset's episodes (with their frames when ``keep_frames``).
+def check_model(learner, prompt: str, source: str) -> None:
+    """Refuse a model the prompt cannot use: every prompt takes a forward-backward model; a goal
+    prompt also takes a goal-conditioned BC (``algo=gcbc``, the baseline of goal prompts).
 
     Raises:
-        ValueError: ``algo`` is not a forward-backward learner.
+        ValueError: naming the model, the prompt and what is expected.
+    """
+    if isinstance(learner, FBLearner):
+        return
+    if prompt == "goal" and isinstance(learner, BCLearner) and learner.config.goal_conditioned:
+        return
+    raise ValueError(f"{source} is a {type(learner).__name__}: prompt={prompt} needs a forward-backward model (algo=fb)"
+                     + (" or a goal-conditioned BC (algo=gcbc)" if prompt == "goal" else ""))
+
+
+def train_fb(cfg: DictConfig, paths: RunPaths, device: torch.device, generator: torch.Generator,
+             keep_frames: bool = False) -> tuple[FBLearner | BCLearner, list]:
+    """Train (or resume) the FB model (or, for goal prompts, the goal-conditioned BC baseline) on
+    the task's dataset into ``paths.checkpoints``; returns it and the dataset's episodes (with
+    their frames when ``keep_frames``).
+
+    Raises:
+        ValueError: ``algo`` is a model the prompt cannot use (:func:`check_model`).
     """
     dataset = dataset_stage(cfg, keep_frames=keep_frames)
     episodes = dataset.episodes
     learner = make_learner(instantiate(cfg.algo.learner), episodes[0].observations.shape[1], episodes[0].actions.shape[1],
                            device=str(device))
-    if not isinstance(learner, FBLearner):
-        raise ValueError(f"algo={cfg.algo.name}: zero-shot prompts need a forward-backward model (algo=fb)")
+    check_model(learner, read_zeroshot(cfg).prompt, f"algo={cfg.algo.name}")
     data = EpisodeData(episodes, device)
     steps = int(cfg.trainer.steps)
     backends = list(dict.fromkeys(["jsonl", *(OmegaConf.select(cfg, "logger.backends", default=None) or [])]))
@@ -284,8 +304,7 @@ def zeroshot(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     if settings.checkpoint:
         learner, checkpoint = load_learner(settings.checkpoint, device)
-        if not isinstance(learner, FBLearner):
-            raise ValueError(f"zeroshot.checkpoint={settings.checkpoint} holds a {type(learner).__name__}, not an FB model")
+        check_model(learner, settings.prompt, f"zeroshot.checkpoint={settings.checkpoint}")
         episodes = dataset_stage(cfg, keep_frames=settings.prompt == "video").episodes \
             if settings.prompt in ("reward", "video") else []
         source = str(checkpoint.path)
@@ -300,10 +319,11 @@ def zeroshot(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     metrics = evaluate_stage(evaluation, policy)
     videos = record_videos(evaluation, policy, paths.videos)
     write_json_atomic(paths.root / "z.json", info)
-    report = {"task": str(cfg.task.name), "prompt": settings.prompt, "checkpoint": source, "eval": metrics,
+    report = {"task": str(cfg.task.name), "prompt": settings.prompt, "model": type(learner).__name__,
+              "checkpoint": source, "eval": metrics,
               "prompt_info": {k: v for k, v in info.items() if k != "z"}, "seed": int(cfg.seed)}
     write_json_atomic(paths.metrics, report)
-    lines = [f"# Zero-shot: {cfg.task.name}, prompt {settings.prompt}", "", f"FB model: {source}", "",
+    lines = [f"# Zero-shot: {cfg.task.name}, prompt {settings.prompt}", "", f"Model ({type(learner).__name__}): {source}", "",
              "| metric | value |", "|---|---|", *[f"| {k} | {v:.3f} |" for k, v in metrics.items()], ""]
     lines += [f"- {k}: {v}" for k, v in report["prompt_info"].items()]
     lines += [f"- video: [{v.name}]({v.relative_to(paths.root)})" for v in videos]
@@ -330,4 +350,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["GoalPromptPolicy", "TrackingPolicy", "ZeroShotConfig", "prompt_z", "train_fb", "zeroshot"]
+__all__ = ["GoalPromptPolicy", "check_model", "TrackingPolicy", "ZeroShotConfig", "prompt_z", "train_fb", "zeroshot"]

@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from embodied.zeroshot import GoalPromptPolicy, ZeroShotConfig, zeroshot
 from envs.pointmaze import goal_observation_of
+from policies.bc import BCConfig, BCLearner
 from policies.fb import FBConfig, FBLearner
 
 
@@ -116,3 +117,22 @@ def test_video_prompts_project_rendered_demonstrations_onto_the_dataset(tmp_path
     assert report["eval"]["episodes"] == 1.0  # evaluated from the demonstration's start
     with pytest.raises(ValueError, match="zeroshot.video"):
         ZeroShotConfig(prompt="video")
+
+
+def test_goal_conditioned_bc_is_the_goal_prompt_baseline_on_the_same_data(tmp_path, datasets_root):
+    cfg = _compose(["+task=pointmaze", "algo=gcbc", "prompt=goal", "dataset.episodes=4", "trainer.steps=30",
+                    "trainer.batch_size=32", "trainer.checkpoint_every=30", "algo.learner.hidden_dims=[32]",
+                    "trainer.progress=false", "eval.episodes=2", "eval.videos=0", "device=cpu", f"output_root={tmp_path}"])
+    report = zeroshot(cfg, tmp_path / "gcbc")
+    assert report["model"] == "BCLearner" and 0.0 <= report["eval"]["success_rate"] <= 1.0
+    learner = BCLearner(BCConfig(hidden_dims=[16], goal_conditioned=True), 6, 2).eval()
+    policy = GoalPromptPolicy(learner, goal_observation_of)
+    observation = np.array([0.5, -1.0, 0.1, 0.0, 2.5, 2.5], np.float32)
+    goal = torch.as_tensor(goal_observation_of(observation))[None]
+    assert np.allclose(policy.act(observation), learner.act(torch.as_tensor(observation)[None], goal)[0].numpy())
+    for prompt in ("reward", "random"):  # only goal prompts can use a goal-conditioned BC
+        with pytest.raises(ValueError, match="needs a forward-backward model"):
+            zeroshot(_compose(["+task=pointmaze", "algo=gcbc", f"prompt={prompt}", "device=cpu", f"output_root={tmp_path}",
+                               f"zeroshot.checkpoint={tmp_path / 'gcbc' / 'checkpoints'}"]), tmp_path / prompt)
+    with pytest.raises(ValueError, match="trained without goals"):
+        BCLearner(BCConfig(hidden_dims=[16]), 6, 2).goal_condition(goal)

@@ -78,3 +78,15 @@ class BCLearner(Learner):
         """
         self.check_condition(condition, observation.shape[0])
         return self.actor(self._inputs(observation, condition))
+
+    @torch.no_grad()
+    def goal_condition(self, goal: torch.Tensor) -> torch.Tensor:
+        """The condition that asks for goal observations ``goal (B, D) float32``: the goal itself
+        (goal prompts of ``python -m embodied.zeroshot algo=gcbc``).
+
+        Raises:
+            ValueError: the learner is not goal-conditioned.
+        """
+        if not self.config.goal_conditioned:
+            raise ValueError("BC was trained without goals (algo.learner.goal_conditioned=false); use algo=gcbc")
+        return goal

@@ -166,6 +166,10 @@ class FBLearner(Learner):
         """z = B(g) for goal observations ``(..., D)``; ``(..., d)``."""
         return self.backward_map(self.normalizer(goal))
 
+    def goal_condition(self, goal: torch.Tensor) -> torch.Tensor:
+        """The condition that asks for goal observations ``(B, D)``: z = B(g) (:meth:`goal_z`)."""
+        return self.goal_z(goal)
+
     @torch.no_grad()
     def imitation_z(self, observations: torch.Tensor, window: int | None = None) -> torch.Tensor:
         """z from a demonstration's states ``(T, D)``: project(mean_t B(s_t)) ``(d,)``, or with
