@@ -54,8 +54,8 @@ from embodied.pipeline import dataset_stage, evaluate_stage, record_videos, rewa
 from embodied.runtime import resolve_device, seed_everything
 from embodied.tasks import make_env, make_policies
 from policies import make_learner
-from policies.data import EpisodeData, make_sampler
 from policies.bc import BCLearner
+from policies.data import EpisodeData, make_sampler
 from policies.fb import FBLearner
 from reward_models.functions import relabel
 from reward_models.projection import CLIPEmbedder, FrameIndex, PixelEmbedder, read_video

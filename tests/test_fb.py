@@ -127,7 +127,7 @@ def test_the_fb_target_takes_the_pessimistic_head():
         mix = torch.zeros(n, 1, dtype=torch.bool)
         out = learner.losses(obs, action, nxt, torch.zeros(n), future, z, mix)
         with torch.no_grad():
-            a2 = learner.actor(torch.cat([nxt, z], -1))
+            a2 = learner.actor(nxt, z)
             T = learner.target_forward(nxt, a2, z) @ learner.target_backward(nxt).T
             target = torch.minimum(T[0], T[1]) if p else T.mean(0)
             B = learner.backward_map(nxt)

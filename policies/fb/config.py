@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from policies.networks import check_hidden_dims
 
 GOAL_SOURCES = ("future", "next")
+ARCHITECTURES = ("embedding", "mlp")
 
 
 @dataclass
@@ -54,6 +55,10 @@ class FBConfig:
     """Q = mean(Q_1, Q_2) - actor_pessimism |Q_1 - Q_2| / 2 in the actor loss. Default 0.5."""
     normalize_observations: bool = True
     """Standardise observations with dataset statistics. Default True."""
+    architecture: str = "embedding"
+    """Networks: ``embedding`` (Meta Motivo's: a Linear-LayerNorm-Tanh first layer, F embedding
+    (s, a) and (s, z) apart, the actor s and (s, z)) or ``mlp`` (plain ReLU MLPs on the
+    concatenated inputs, whose F diverged on the maze: FACTS). Default ``embedding``."""
 
     name: str = field(default="fb", init=False)
 
@@ -69,6 +74,8 @@ class FBConfig:
             raise ValueError(f"tau={self.tau} (in (0, 1]) and goal_ratio={self.goal_ratio} (in [0, 1]) expected")
         if min(self.forward_learning_rate, self.backward_learning_rate, self.actor_learning_rate) <= 0:
             raise ValueError("learning rates must be > 0")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture={self.architecture!r}; expected one of {ARCHITECTURES}")
         if self.goal_source not in GOAL_SOURCES:
             raise ValueError(f"goal_source={self.goal_source!r}; expected one of {GOAL_SOURCES}")
         if min(self.orthonormality_weight, self.actor_noise, self.noise_clip, self.actor_pessimism, self.target_pessimism) < 0:

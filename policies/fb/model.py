@@ -69,27 +69,84 @@ def orthonormality_loss(B: torch.Tensor) -> torch.Tensor:
     return 0.5 * C[off].pow(2).mean() - C.diagonal().mean()
 
 
-class ForwardHeads(nn.Module):
-    """Two forward networks ``F_k(s, a, z)``: ``(B, D), (B, A), (B, d) -> (2, B, d)``."""
+def embedding(input_dim: int, width: int) -> nn.Sequential:
+    """Meta Motivo's input embedding ``(B, input_dim) -> (B, width // 2)``: Linear, LayerNorm,
+    Tanh, Linear, ReLU (the LayerNorm-Tanh first layer keeps F's scale in check)."""
+    return nn.Sequential(nn.Linear(input_dim, width), nn.LayerNorm(width), nn.Tanh(), nn.Linear(width, width // 2),
+                         nn.ReLU(inplace=True))
 
-    def __init__(self, observation_dim: int, action_dim: int, z_dim: int, hidden_dims: list[int]):
+
+class TwoStream(nn.Module):
+    """``f(x, y)`` from embeddings of ``x`` and ``y`` concatenated, then ReLU layers of
+    ``hidden_dims[1:]`` and a linear output (``architecture=embedding``): F(s, a, z) embeds (s, a)
+    and (s, z), the actor s and (s, z) (Tirinzoni et al. 2025's networks)."""
+
+    def __init__(self, x_dim: int, y_dim: int, output_dim: int, hidden_dims: list[int]):
         super().__init__()
-        self.heads = nn.ModuleList(mlp(observation_dim + action_dim + z_dim, z_dim, hidden_dims) for _ in range(2))
+        width = hidden_dims[0]
+        self.embed_x, self.embed_y = embedding(x_dim, width), embedding(y_dim, width)
+        self.trunk = mlp(2 * (width // 2), output_dim, hidden_dims[1:])
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.trunk(torch.cat([self.embed_x(x), self.embed_y(y)], dim=-1))
+
+
+class ForwardHeads(nn.Module):
+    """Two forward networks ``F_k(s, a, z)``: ``(B, D), (B, A), (B, d) -> (2, B, d)``; plain MLPs
+    on ``[s, a, z]`` (``architecture=mlp``) or two-stream embeddings of (s, a) and (s, z)."""
+
+    def __init__(self, observation_dim: int, action_dim: int, z_dim: int, hidden_dims: list[int],
+                 architecture: str = "embedding"):
+        super().__init__()
+        self.architecture = architecture
+        if architecture == "mlp":
+            self.heads = nn.ModuleList(mlp(observation_dim + action_dim + z_dim, z_dim, hidden_dims) for _ in range(2))
+        else:
+            self.heads = nn.ModuleList(TwoStream(observation_dim + action_dim, observation_dim + z_dim, z_dim, hidden_dims)
+                                       for _ in range(2))
 
     def forward(self, observation: torch.Tensor, action: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([observation, action, z], dim=-1)
-        return torch.stack([head(x) for head in self.heads])
+        if self.architecture == "mlp":
+            x = torch.cat([observation, action, z], dim=-1)
+            return torch.stack([head(x) for head in self.heads])
+        sa, sz = torch.cat([observation, action], dim=-1), torch.cat([observation, z], dim=-1)
+        return torch.stack([head(sa, sz) for head in self.heads])
 
 
 class BackwardNet(nn.Module):
-    """``B(s)``: ``(B, D) -> (B, d)`` on the sphere of radius sqrt(d)."""
+    """``B(s)``: ``(B, D) -> (B, d)`` on the sphere of radius sqrt(d); with
+    ``architecture=embedding`` its first layer is Linear, LayerNorm, Tanh (Meta Motivo)."""
 
-    def __init__(self, observation_dim: int, z_dim: int, hidden_dims: list[int]):
+    def __init__(self, observation_dim: int, z_dim: int, hidden_dims: list[int], architecture: str = "embedding"):
         super().__init__()
-        self.net = mlp(observation_dim, z_dim, hidden_dims)
+        if architecture == "mlp":
+            self.net = mlp(observation_dim, z_dim, hidden_dims)
+        else:
+            width = hidden_dims[0]
+            self.net = nn.Sequential(nn.Linear(observation_dim, width), nn.LayerNorm(width), nn.Tanh(),
+                                     mlp(width, z_dim, hidden_dims[1:]))
 
     def forward(self, observation: torch.Tensor) -> torch.Tensor:
         return project_z(self.net(observation))
+
+
+class Actor(nn.Module):
+    """pi(s, z): ``(B, D), (B, d) -> (B, A)`` in [-1, 1] (tanh); an MLP on ``[s, z]`` or two-stream
+    embeddings of s and (s, z)."""
+
+    def __init__(self, observation_dim: int, z_dim: int, action_dim: int, hidden_dims: list[int],
+                 architecture: str = "embedding"):
+        super().__init__()
+        self.architecture = architecture
+        if architecture == "mlp":
+            self.net = mlp(observation_dim + z_dim, action_dim, hidden_dims, output_activation=nn.Tanh)
+        else:
+            self.net = TwoStream(observation_dim, observation_dim + z_dim, action_dim, hidden_dims)
+
+    def forward(self, observation: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.architecture == "mlp":
+            return self.net(torch.cat([observation, z], dim=-1))
+        return torch.tanh(self.net(observation, torch.cat([observation, z], dim=-1)))
 
 
 class FBLearner(Learner):
@@ -116,11 +173,12 @@ class FBLearner(Learner):
         self.condition_dim = int(config.z_dim)
         d = config.z_dim
         self.normalizer = ObservationNormalizer(observation_dim)
-        self.forward_map = ForwardHeads(observation_dim, action_dim, d, config.forward_hidden_dims or config.hidden_dims)
-        self.backward_map = BackwardNet(observation_dim, d, config.hidden_dims)
+        arch = config.architecture
+        self.forward_map = ForwardHeads(observation_dim, action_dim, d, config.forward_hidden_dims or config.hidden_dims, arch)
+        self.backward_map = BackwardNet(observation_dim, d, config.hidden_dims, arch)
         self.target_forward = copy.deepcopy(self.forward_map).requires_grad_(False)
         self.target_backward = copy.deepcopy(self.backward_map).requires_grad_(False)
-        self.actor = mlp(observation_dim + d, action_dim, config.hidden_dims, output_activation=nn.Tanh)
+        self.actor = Actor(observation_dim, d, action_dim, config.hidden_dims, arch)
         self.forward_optimizer = torch.optim.Adam(self.forward_map.parameters(), lr=config.forward_learning_rate)
         self.backward_optimizer = torch.optim.Adam(self.backward_map.parameters(), lr=config.backward_learning_rate)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_learning_rate)
@@ -183,7 +241,7 @@ class FBLearner(Learner):
     # -- losses ----------------------------------------------------------------------------------
     def _policy_action(self, observation: torch.Tensor, z: torch.Tensor, generator: torch.Generator,
                        actor: nn.Module | None = None) -> torch.Tensor:
-        mean = (actor or self.actor)(torch.cat([observation, z], dim=-1))
+        mean = (actor or self.actor)(observation, z)
         eps = torch.randn(mean.shape, generator=generator, device=mean.device) * self.config.actor_noise
         return (mean + eps.clamp(-self.config.noise_clip, self.config.noise_clip)).clamp(-1.0, 1.0)
 
@@ -258,7 +316,7 @@ class FBLearner(Learner):
             ValueError: no z, or one of the wrong shape (``Learner.check_condition``).
         """
         self.check_condition(condition, observation.shape[0])
-        return self.actor(torch.cat([self.normalizer(observation), condition], dim=-1))
+        return self.actor(self.normalizer(observation), condition)
 
     @torch.no_grad()
     def explore(self, observation: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
@@ -267,4 +325,4 @@ class FBLearner(Learner):
         return self._policy_action(self.normalizer(observation), condition, self.noise.get(observation.device))
 
 
-__all__ = ["BackwardNet", "FBLearner", "ForwardHeads", "fb_loss", "orthonormality_loss", "project_z"]
+__all__ = ["Actor", "BackwardNet", "TwoStream", "embedding", "FBLearner", "ForwardHeads", "fb_loss", "orthonormality_loss", "project_z"]
