@@ -54,7 +54,7 @@ from embodied.pipeline import dataset_stage, evaluate_stage, record_videos, rewa
 from embodied.runtime import resolve_device, seed_everything
 from embodied.tasks import make_env, make_policies
 from policies import make_learner
-from policies.bc import BCLearner
+from policies.bc import BCConfig, BCLearner
 from policies.data import EpisodeData, make_sampler
 from policies.fb import FBLearner
 from reward_models.functions import relabel
@@ -87,10 +87,17 @@ class ZeroShotConfig:
     demonstrations rendered at ``video_size`` (their true states give the projection's error)."""
     video_size: int = 128
     """Side (px) of the frames rendered for ``video=demo``. Default 128."""
+    video_camera: Any = None
+    """Camera of the frames rendered for ``video=demo`` (the env's ``camera`` argument: a dict of
+    free-camera fields on the maze, a camera name on Meta-World); None: the dataset's camera."""
     embedder: str = "pixels"
     """Image embedding of the projection: ``pixels`` (no weights) or ``clip`` (the root ``clip``)."""
     pixel_size: int = 32
     """Side of the pixel embedder's downsampled frames. Default 32."""
+    bc_steps: int = 2000
+    """Demo and video prompts: the baseline, a BC trained for this many updates on each prompt's
+    own (state, action) pairs: the demonstration's (demo) or the dataset transitions its frames
+    were projected onto (video), evaluated from the same starts. 0: no baseline. Default 2,000."""
 
     def __post_init__(self) -> None:
         if self.prompt not in PROMPTS:
@@ -99,6 +106,8 @@ class ZeroShotConfig:
             raise ValueError(f"zeroshot.reward={self.reward!r}; expected gt or learned")
         if self.reward_states < 1 or self.demo_episodes < 1 or (self.window is not None and self.window < 1):
             raise ValueError("zeroshot.reward_states, demo_episodes and window must be >= 1")
+        if self.bc_steps < 0:
+            raise ValueError(f"zeroshot.bc_steps={self.bc_steps}; expected >= 0 (0: no BC baseline)")
         if self.embedder not in ("pixels", "clip"):
             raise ValueError(f"zeroshot.embedder={self.embedder!r}; expected pixels or clip")
         if self.prompt == "video" and not self.video:
@@ -143,6 +152,51 @@ class TrackingPolicy:
         z = self.zs[min(self.t, len(self.zs) - 1)][None]
         self.t += 1
         return self.learner.act(obs, z)[0].cpu().numpy().astype(np.float32)
+
+
+class PerEpisodePolicy:
+    """One prompt per evaluation episode: the episode reset with seed ``s`` is acted by
+    ``policies[s]`` (demonstration i, rolled out from seed ``demo_seed + i``, prompts the episode
+    from the same start).
+
+    Raises:
+        KeyError: (at ``reset``) a seed no prompt was given for.
+    """
+
+    def __init__(self, policies: dict[int, Any]):
+        self.policies, self.current = dict(policies), None
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed not in self.policies:
+            raise KeyError(f"no prompt for the episode of seed {seed}; prompts were given for seeds {sorted(self.policies)}")
+        self.current = self.policies[seed]
+        self.current.reset(seed)
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        return self.current.act(observation)
+
+
+def fit_bc(observations: np.ndarray, actions: np.ndarray, steps: int, seed: int, device: torch.device,
+           hidden_dims: tuple[int, ...] = (256, 256), batch_size: int = 256) -> BCLearner:
+    """A BC (``policies.bc``, MSE) fitted on ``(N, D)`` observations and ``(N, A)`` actions for
+    ``steps`` updates of minibatches of ``batch_size`` drawn with replacement.
+
+    Raises:
+        ValueError: no pairs, mismatched lengths or non-finite values.
+    """
+    if len(observations) == 0 or len(observations) != len(actions) or not (
+            np.isfinite(observations).all() and np.isfinite(actions).all()):
+        raise ValueError(f"BC needs finite (state, action) pairs of equal count, got {len(observations)} states "
+                         f"and {len(actions)} actions")
+    obs = torch.as_tensor(observations, dtype=torch.float32, device=device)
+    act = torch.as_tensor(actions, dtype=torch.float32, device=device)
+    learner = BCLearner(BCConfig(hidden_dims=list(hidden_dims)), obs.shape[1], act.shape[1]).to(device)
+    learner.prepare(obs)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    for _ in range(steps):
+        rows = torch.randint(len(obs), (min(batch_size, len(obs)),), generator=generator, device=device)
+        learner.update({"observation": obs[rows], "action": act[rows]})
+    return learner.eval()
 
 
 def read_zeroshot(cfg: DictConfig) -> ZeroShotConfig:
@@ -196,8 +250,11 @@ def train_fb(cfg: DictConfig, paths: RunPaths, device: torch.device, generator: 
 
 
 def prompt_z(cfg: DictConfig, settings: ZeroShotConfig, learner: FBLearner, episodes: list, paths: RunPaths,
-             device: torch.device) -> tuple[Any, dict[str, Any]]:
-    """The policy a prompt gives and what the report says about it (z, its source).
+             device: torch.device) -> tuple[Any, dict[str, Any], Any]:
+    """The policy a prompt gives, what the report says about it (z, its source), and for demo
+    and video prompts with ``zeroshot.bc_steps`` the BC baseline on the prompt's own (state,
+    action) pairs (else None). With several demonstrations (``demo_episodes``; ``video=demo``)
+    each prompts the evaluation episode of its own seed (:class:`PerEpisodePolicy`).
 
     Raises:
         ValueError: a goal prompt on a task without ``goal_observation``; a reward prompt on a
@@ -209,10 +266,10 @@ def prompt_z(cfg: DictConfig, settings: ZeroShotConfig, learner: FBLearner, epis
         if not name:
             raise ValueError(f"task {cfg.task.name!r} has no goal_observation (observation -> the observation in which "
                              "its goal is reached); goal prompts need one (see conf/task/pointmaze.yaml)")
-        return GoalPromptPolicy(learner, get_method(str(name)), device), info
+        return GoalPromptPolicy(learner, get_method(str(name)), device), info, None
     if settings.prompt == "random":
         z = learner.sample_z(1, torch.Generator(device=device).manual_seed(int(cfg.seed)), device)[0]
-        return LearnerPolicy(learner, device, z.cpu().numpy()), {**info, "z": z.tolist()}
+        return LearnerPolicy(learner, device, z.cpu().numpy()), {**info, "z": z.tolist()}, None
     if settings.prompt == "reward":
         reward_cfg = OmegaConf.merge(cfg, {"algo": {"reward": settings.reward}})
         reward, report = reward_function(reward_cfg, episodes, paths.root, device)
@@ -222,25 +279,46 @@ def prompt_z(cfg: DictConfig, settings: ZeroShotConfig, learner: FBLearner, epis
         next_obs = data.gather(rows.to(device), ("next_observation",))["next_observation"]
         z = learner.reward_z(next_obs, rewards[rows.to(device)])
         return LearnerPolicy(learner, device, z.cpu().numpy()), {**info, "reward": settings.reward, "z": z.tolist(),
-                                                                 "states": int(len(rows)), **report}
+                                                                 "states": int(len(rows)), **report}, None
     if settings.prompt == "video":
-        states, video_info = project_video(cfg, settings, episodes, device)
+        prompts, video_info = project_video(cfg, settings, episodes)
         info.update(video_info)
-    else:  # demo: expert demonstrations from held-out seeds
+    else:  # demo: expert demonstrations from held-out seeds, each prompting the episode from its start
         demos = expert_demos(cfg, settings)
-        states = torch.as_tensor(np.concatenate([d.observations[1:] for d in demos]), dtype=torch.float32, device=device)
+        prompts = [(d.observations[1:], d.observations[:-1], d.actions) for d in demos]
         info.update(demo_episodes=len(demos), demo_success=float(np.mean([d.success for d in demos])))
+    per_seed = settings.prompt == "demo" or settings.video == "demo"
+    policies, baselines, zs = {}, {}, {}
+    for i, (states, bc_observations, bc_actions) in enumerate(prompts):
+        key = settings.demo_seed + i if per_seed else None
+        states = torch.as_tensor(np.asarray(states), dtype=torch.float32, device=device)
+        if settings.window is not None:
+            policies[key] = TrackingPolicy(learner, learner.imitation_z(states, settings.window), device)
+        else:
+            z = learner.imitation_z(states)
+            policies[key], zs[key] = LearnerPolicy(learner, device, z.cpu().numpy()), z.tolist()
+        if settings.bc_steps:
+            baselines[key] = LearnerPolicy(fit_bc(bc_observations, bc_actions, settings.bc_steps, int(cfg.seed) + i, device),
+                                           device)
     if settings.window is not None:
-        zs = learner.imitation_z(states, settings.window)
-        return TrackingPolicy(learner, zs, device), {**info, "window": settings.window}
-    z = learner.imitation_z(states)
-    return LearnerPolicy(learner, device, z.cpu().numpy()), {**info, "z": z.tolist()}
+        info["window"] = settings.window
+    else:
+        info["z"] = next(iter(zs.values()))
+        if len(zs) > 1:
+            info["z_by_seed"] = {str(k): v for k, v in zs.items()}
+    policy = PerEpisodePolicy(policies) if per_seed else policies[None]
+    baseline = (PerEpisodePolicy(baselines) if per_seed else baselines[None]) if baselines else None
+    return policy, info, baseline
 
 
-def expert_demos(cfg: DictConfig, settings: ZeroShotConfig, render_size: int | None = None) -> list:
+def expert_demos(cfg: DictConfig, settings: ZeroShotConfig, render_size: int | None = None,
+                 camera: Any = None) -> list:
     """``settings.demo_episodes`` expert episodes from the held-out seeds ``demo_seed + i``
-    (rendered at ``render_size`` px when given)."""
+    (rendered at ``render_size`` px when given, from ``camera`` when given: the env's
+    ``camera`` argument, e.g. a free-camera dict on the maze or a camera name on Meta-World)."""
     render = {"render_mode": "rgb_array", "width": render_size, "height": render_size} if render_size else {}
+    if camera is not None:
+        render["camera"] = OmegaConf.to_container(camera, resolve=True) if isinstance(camera, DictConfig) else camera
     env = make_env(cfg.task, **render)
     try:
         expert = make_policies(cfg.task, env.action_space, names=["expert"])["expert"]
@@ -250,15 +328,19 @@ def expert_demos(cfg: DictConfig, settings: ZeroShotConfig, render_size: int | N
         env.close()
 
 
-def project_video(cfg: DictConfig, settings: ZeroShotConfig, episodes: list, device: torch.device
-                  ) -> tuple[torch.Tensor, dict[str, Any]]:
+def project_video(cfg: DictConfig, settings: ZeroShotConfig, episodes: list
+                  ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], dict[str, Any]]:
     """RLZero's projection: each prompt frame replaced by the dataset observation whose frame is
     nearest in the image embedding (:class:`reward_models.projection.FrameIndex`, the dataset's
     embeddings cached under ``output_root/cache``).
 
     Returns:
-        The projected states ``(T, D)`` and a report: frames, mean cosine similarity, and for
-        ``video=demo`` the projection's error in state space (mean L2 distance to the true states).
+        One entry per prompt video (per demonstration for ``video=demo``, else the one file):
+        the projected states ``(T, D)``, and the (state, action) pairs of the dataset
+        transitions they were projected onto ``(T', D), (T', A)`` (frames projected onto an
+        episode's last observation, which has no action, are left out), for the BC baseline;
+        and a report: frames, mean cosine similarity, and for ``video=demo`` the projection's
+        error in state space (mean L2 distance to the true states, overall and per demo).
 
     Raises:
         ValueError: the dataset has no frames.
@@ -266,27 +348,36 @@ def project_video(cfg: DictConfig, settings: ZeroShotConfig, episodes: list, dev
     if not episodes or getattr(episodes[0], "frames", None) is None:
         raise ValueError("video prompts project frames onto the dataset's frames; collect the dataset with frames "
                          "(dataset.frames=true dataset.recipe=explore-frames)")
-    true_states = None
     if settings.video == "demo":
-        demos = expert_demos(cfg, settings, settings.video_size)
-        frames = np.concatenate([d.frames[1:] for d in demos])
-        true_states = np.concatenate([d.observations[1:] for d in demos])
+        demos = expert_demos(cfg, settings, settings.video_size, settings.video_camera)
+        videos, true_states = [d.frames[1:] for d in demos], [d.observations[1:] for d in demos]
     else:
-        frames = read_video(settings.video)
+        videos, true_states = [read_video(settings.video)], None
     embedder = PixelEmbedder(settings.pixel_size) if settings.embedder == "pixels" else CLIPEmbedder(
         OmegaConf.to_container(cfg.clip, resolve=True))
     dataset_frames = np.concatenate([ep.frames for ep in episodes])
     observations = np.concatenate([ep.observations for ep in episodes])
+    action_dim = episodes[0].actions.shape[1]
+    actions = np.concatenate([np.concatenate([ep.actions, np.full((1, action_dim), np.nan, np.float32)]) for ep in episodes])
     dataset_name = str(OmegaConf.select(cfg, "dataset.id", default=None) or f"{cfg.task.name}-{cfg.dataset.recipe}").replace("/", "_")
     cache = Path(str(cfg.output_root)) / "cache" / f"{dataset_name}-{settings.embedder}.npz"
     index = FrameIndex(dataset_frames, embedder, cache)
-    rows, similarity = index.project(frames)
-    states = observations[rows]
-    report: dict[str, Any] = {"video": str(settings.video), "frames": int(len(frames)), "embedder": settings.embedder,
-                              "similarity_mean": float(similarity.mean()), "embeddings_cached": index.cached}
-    if true_states is not None:
-        report["projection_error"] = float(np.linalg.norm(states - true_states, axis=1).mean())
-    return torch.as_tensor(states, dtype=torch.float32, device=device), report
+    prompts, similarities, errors = [], [], []
+    for i, frames in enumerate(videos):
+        rows, similarity = index.project(frames)
+        has_action = ~np.isnan(actions[rows]).any(axis=1)
+        prompts.append((observations[rows], observations[rows][has_action], actions[rows][has_action]))
+        similarities.append(similarity)
+        if true_states is not None:
+            errors.append(float(np.linalg.norm(observations[rows] - true_states[i], axis=1).mean()))
+    report: dict[str, Any] = {"video": str(settings.video), "frames": int(sum(len(v) for v in videos)),
+                              "embedder": settings.embedder, "similarity_mean": float(np.concatenate(similarities).mean()),
+                              "embeddings_cached": index.cached}
+    if settings.video == "demo":
+        report.update(video_size=settings.video_size, video_camera=OmegaConf.to_container(settings.video_camera)
+                      if isinstance(settings.video_camera, DictConfig) else settings.video_camera,
+                      projection_error=float(np.mean(errors)), projection_error_per_demo=errors)
+    return prompts, report
 
 
 def zeroshot(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -311,20 +402,27 @@ def zeroshot(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     else:
         learner, episodes = train_fb(cfg, paths, device, generator, keep_frames=settings.prompt == "video")
         source = str(latest_checkpoint(paths.checkpoints))
-    policy, info = prompt_z(cfg, settings, learner, episodes, paths, device)
+    policy, info, baseline = prompt_z(cfg, settings, learner, episodes, paths, device)
     if settings.prompt == "demo" or settings.video == "demo":  # from the demonstrations' own starts
         evaluation = OmegaConf.merge(cfg, {"eval": {"seed": settings.demo_seed, "episodes": settings.demo_episodes}})
     else:
         evaluation = cfg
     metrics = evaluate_stage(evaluation, policy)
+    baseline_metrics = evaluate_stage(evaluation, baseline, desc="evaluate BC") if baseline is not None else None
     videos = record_videos(evaluation, policy, paths.videos)
     write_json_atomic(paths.root / "z.json", info)
     report = {"task": str(cfg.task.name), "prompt": settings.prompt, "model": type(learner).__name__,
               "checkpoint": source, "eval": metrics,
-              "prompt_info": {k: v for k, v in info.items() if k != "z"}, "seed": int(cfg.seed)}
+              "prompt_info": {k: v for k, v in info.items() if k not in ("z", "z_by_seed")}, "seed": int(cfg.seed)}
+    if baseline_metrics is not None:
+        report["baseline_bc"] = {"steps": settings.bc_steps, "eval": baseline_metrics}
     write_json_atomic(paths.metrics, report)
-    lines = [f"# Zero-shot: {cfg.task.name}, prompt {settings.prompt}", "", f"Model ({type(learner).__name__}): {source}", "",
-             "| metric | value |", "|---|---|", *[f"| {k} | {v:.3f} |" for k, v in metrics.items()], ""]
+    lines = [f"# Zero-shot: {cfg.task.name}, prompt {settings.prompt}", "", f"Model ({type(learner).__name__}): {source}", ""]
+    if baseline_metrics is None:
+        lines += ["| metric | value |", "|---|---|", *[f"| {k} | {v:.3f} |" for k, v in metrics.items()], ""]
+    else:
+        lines += [f"| metric | prompt | BC on the prompt's pairs ({settings.bc_steps} updates) |", "|---|---|---|",
+                  *[f"| {k} | {v:.3f} | {baseline_metrics.get(k, math.nan):.3f} |" for k, v in metrics.items()], ""]
     lines += [f"- {k}: {v}" for k, v in report["prompt_info"].items()]
     lines += [f"- video: [{v.name}]({v.relative_to(paths.root)})" for v in videos]
     write_text_atomic(paths.report, "\n".join(lines) + "\n")
@@ -350,4 +448,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["GoalPromptPolicy", "check_model", "TrackingPolicy", "ZeroShotConfig", "prompt_z", "train_fb", "zeroshot"]
+__all__ = ["GoalPromptPolicy", "PerEpisodePolicy", "check_model", "fit_bc", "TrackingPolicy", "ZeroShotConfig", "prompt_z", "train_fb", "zeroshot"]

@@ -71,14 +71,23 @@ class PointMazeEnv(gym.Wrapper):
         maze: ``umaze``, ``medium`` or ``large``.
         render_mode: ``None`` or ``rgb_array``.
         width, height: rendered frame size (pixels).
+        camera: the free camera's settings (MuJoCo ``mjvCamera`` fields: ``distance`` m,
+            ``elevation`` and ``azimuth`` deg, ``lookat`` m) over gymnasium-robotics' default,
+            a top-down view (elevation -90) from 8.8 m (Medium). None: that default.
 
     Raises:
-        ValueError: an unknown maze.
+        ValueError: an unknown maze or camera field.
     """
 
-    def __init__(self, maze: str = "medium", render_mode: str | None = None, width: int = 480, height: int = 480):
+    CAMERA_FIELDS = ("distance", "elevation", "azimuth", "lookat")
+
+    def __init__(self, maze: str = "medium", render_mode: str | None = None, width: int = 480, height: int = 480,
+                 camera: dict[str, Any] | None = None):
         if maze not in MAZES:
             raise ValueError(f"maze={maze!r}; expected one of {sorted(MAZES)}")
+        unknown = sorted(set(camera or {}) - set(self.CAMERA_FIELDS))
+        if unknown:
+            raise ValueError(f"camera field {unknown[0]!r}; expected some of {self.CAMERA_FIELDS}")
         import gymnasium_robotics
 
         gym.register_envs(gymnasium_robotics)
@@ -87,6 +96,9 @@ class PointMazeEnv(gym.Wrapper):
             kwargs.update(render_mode=render_mode, width=width, height=height)
         super().__init__(gym.make(MAZES[maze][0], **kwargs))
         self.maze = maze
+        if camera:  # read by the renderer when it makes its viewer, at the first render
+            renderer = self.env.unwrapped.point_env.mujoco_renderer
+            renderer.default_cam_config = {**(renderer.default_cam_config or {}), **dict(camera)}
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (6,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
 

@@ -56,3 +56,17 @@ def test_the_expert_reaches_goals_that_a_straight_line_does_not(env):
     expert_success = np.mean([rollout(env, expert, seed).success for seed in range(8)])
     straight_success = np.mean([rollout(env, straight, seed).success for seed in range(8)])
     assert expert_success == 1.0 and straight_success <= 0.75, (expert_success, straight_success)
+
+
+def test_the_camera_can_be_moved_and_a_wrong_field_is_named():
+    from envs.pointmaze import PointMazeEnv
+
+    frames = []
+    for camera in (None, {"elevation": -55.0, "azimuth": 60.0}):
+        env = PointMazeEnv("umaze", render_mode="rgb_array", width=32, height=32, camera=camera)
+        env.reset(seed=0)
+        frames.append(env.render().astype(np.int16))
+        env.close()
+    assert np.abs(frames[0] - frames[1]).mean() > 5.0  # another viewpoint, another picture
+    with pytest.raises(ValueError, match="camera field 'fovy'"):
+        PointMazeEnv("umaze", camera={"fovy": 45})

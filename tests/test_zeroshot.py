@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from embodied.zeroshot import GoalPromptPolicy, ZeroShotConfig, zeroshot
+from embodied.zeroshot import GoalPromptPolicy, PerEpisodePolicy, ZeroShotConfig, fit_bc, zeroshot
 from envs.pointmaze import goal_observation_of
 from policies.bc import BCConfig, BCLearner
 from policies.fb import FBConfig, FBLearner
@@ -115,6 +115,18 @@ def test_video_prompts_project_rendered_demonstrations_onto_the_dataset(tmp_path
     info = report["prompt_info"]
     assert info["frames"] > 10 and info["embedder"] == "pixels" and info["projection_error"] >= 0.0
     assert report["eval"]["episodes"] == 1.0  # evaluated from the demonstration's start
+    assert report["baseline_bc"]["eval"]["episodes"] == 1.0  # BC on the projected pairs, same start
+    # two demonstrations seen from another camera and size: one prompt (and one BC) per episode
+    other = _small(tmp_path, "prompt=video", "zeroshot.video=demo", "zeroshot.video_size=40", "dataset.frames=true",
+                   "dataset.recipe=explore-frames", "dataset.width=32", "dataset.height=32", "zeroshot.pixel_size=16",
+                   "zeroshot.demo_episodes=2", "zeroshot.bc_steps=5", "+zeroshot.video_camera={elevation: -55, azimuth: 60}",
+                   f"zeroshot.checkpoint={tmp_path / 'video' / 'checkpoints'}")
+    report = zeroshot(other, tmp_path / "camera")
+    info = report["prompt_info"]
+    assert report["eval"]["episodes"] == 2.0 and len(info["projection_error_per_demo"]) == 2
+    assert info["video_camera"] == {"elevation": -55, "azimuth": 60} and info["embeddings_cached"]
+    z = json.loads((tmp_path / "camera" / "z.json").read_text())
+    assert sorted(z["z_by_seed"]) == ["2000000", "2000001"] and z["z_by_seed"]["2000000"] != z["z_by_seed"]["2000001"]
     with pytest.raises(ValueError, match="zeroshot.video"):
         ZeroShotConfig(prompt="video")
 
@@ -136,3 +148,32 @@ def test_goal_conditioned_bc_is_the_goal_prompt_baseline_on_the_same_data(tmp_pa
                                f"zeroshot.checkpoint={tmp_path / 'gcbc' / 'checkpoints'}"]), tmp_path / prompt)
     with pytest.raises(ValueError, match="trained without goals"):
         BCLearner(BCConfig(hidden_dims=[16]), 6, 2).goal_condition(goal)
+
+
+def test_each_episode_is_prompted_by_its_own_demonstration_and_bc_fits_its_pairs():
+    class Constant:
+        def __init__(self, value):
+            self.value, self.seeds = value, []
+
+        def reset(self, seed=None):
+            self.seeds.append(seed)
+
+        def act(self, observation):
+            return np.full(2, self.value, np.float32)
+
+    first, second = Constant(0.1), Constant(-0.1)
+    policy = PerEpisodePolicy({7: first, 8: second})
+    policy.reset(8)
+    assert policy.act(np.zeros(6))[0] == np.float32(-0.1) and second.seeds == [8]
+    policy.reset(7)
+    assert policy.act(np.zeros(6))[0] == np.float32(0.1)
+    with pytest.raises(KeyError, match="seed 9"):
+        policy.reset(9)
+    rng = np.random.default_rng(0)
+    states = rng.uniform(-1, 1, (64, 3)).astype(np.float32)
+    actions = np.tanh(states[:, :2] * 0.8)
+    bc = fit_bc(states, actions, 400, 0, torch.device("cpu"), hidden_dims=(64, 64))
+    error = (bc.act(torch.as_tensor(states)).numpy() - actions).__abs__().mean()
+    assert error < 0.05, error
+    with pytest.raises(ValueError, match="pairs of equal count"):
+        fit_bc(states, actions[:10], 1, 0, torch.device("cpu"))
