@@ -14,6 +14,7 @@ from typing import Any
 #: algorithm name -> ("module:ConfigClass", "module:LearnerClass")
 LEARNERS: dict[str, tuple[str, str]] = {
     "bc": ("policies.bc.config:BCConfig", "policies.bc.model:BCLearner"),
+    "diffuser": ("policies.diffuser.config:DiffuserConfig", "policies.diffuser.model:DiffuserLearner"),
     "fb": ("policies.fb.config:FBConfig", "policies.fb.model:FBLearner"),
     "iql": ("policies.iql.config:IQLConfig", "policies.iql.model:IQLLearner"),
     "iql_safe": ("policies.iql_safe.config:IQLSafeConfig", "policies.iql_safe.model:IQLSafeLearner"),

@@ -283,27 +283,60 @@ class TransitionSampler(_Stateless):
                                 self.costs)
 
 
+def returns_to_go(rewards: torch.Tensor, data: EpisodeData, discount: float) -> torch.Tensor:
+    """Discounted return from each transition to its episode's end, ``G_t = sum_{k >= 0}
+    gamma^k r_{t+k}`` (Diffuser's value target, Decision Diffuser's return condition), for
+    rewards ``(N,) float32`` in ``data``'s transition order; ``(N,) float32`` (float64 sums).
+
+    Raises:
+        ValueError: rewards of another length than the data's transitions, or gamma outside [0, 1].
+    """
+    if rewards.shape != (data.size,):
+        raise ValueError(f"rewards of shape {tuple(rewards.shape)}; expected ({data.size},), one per transition")
+    if not 0.0 <= discount <= 1.0:
+        raise ValueError(f"discount={discount}; expected in [0, 1]")
+    values = rewards.detach().double().cpu().numpy()
+    out = np.empty_like(values)
+    for start, length in zip(data.offsets.tolist(), data.lengths.tolist()):
+        running = 0.0
+        for t in range(start + length - 1, start - 1, -1):
+            running = values[t] + discount * running
+            out[t] = running
+    return torch.from_numpy(out).float().to(rewards.device)
+
+
 class WindowSampler(_Stateless):
     """Windows of ``horizon`` consecutive transitions starting at a uniform transition:
     every transition field ``(B, H, ...)``, ``mask (B, H) float32`` (0 past the episode's end,
-    where rows repeat the last transition), ``episode (B,)`` and ``time (B,)`` int64 of the start.
+    where rows repeat the last transition), ``episode (B,)`` and ``time (B,)`` int64 of the start;
+    with ``discount``, also ``return_to_go (B,) float32``: the discounted return from the window's
+    first step to the episode's end (:func:`returns_to_go`).
 
     Raises:
-        ValueError: ``horizon`` < 1.
+        ValueError: ``horizon`` < 1; ``discount`` without rewards.
     """
 
-    def __init__(self, data: EpisodeData, horizon: int, rewards: torch.Tensor | None = None):
+    def __init__(self, data: EpisodeData, horizon: int, rewards: torch.Tensor | None = None,
+                 discount: float | None = None):
         if horizon < 1:
             raise ValueError(f"horizon={horizon}; expected >= 1")
         self.data, self.horizon, self.rewards = data, int(horizon), rewards
         has_reward = rewards is not None or data.rewards is not None
         self.fields = (*TRANSITION_FIELDS, "reward") if has_reward else TRANSITION_FIELDS
+        self.returns = None
+        if discount is not None:
+            if not has_reward:
+                raise ValueError("returns-to-go need rewards: the data has none and none were given (relabel first)")
+            self.returns = returns_to_go(rewards if rewards is not None else data.rewards, data, discount)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         start = _draw(self.data.size, batch_size, generator, self.data.device)
         episode, time = self.data.episode[start], self.data.time[start]
         rows, mask = self.data.window_rows(episode, time, self.horizon)
-        return {**self.data.gather(rows, self.fields, self.rewards), "mask": mask, "episode": episode, "time": time}
+        batch = {**self.data.gather(rows, self.fields, self.rewards), "mask": mask, "episode": episode, "time": time}
+        if self.returns is not None:
+            batch["return_to_go"] = self.returns.index_select(0, start)
+        return batch
 
 
 class FutureSampler(_Stateless):
@@ -624,12 +657,13 @@ def make_sampler(spec: Any, data: EpisodeData, rewards: torch.Tensor | None = No
         raise ValueError(f"costs are sampled with transitions only, not {spec.kind!r}")
     if spec.kind == "transitions":
         return TransitionSampler(data, rewards, costs if getattr(spec, "cost", False) else None)
-    if spec.kind == "windows":
-        return WindowSampler(data, spec.horizon, rewards)
+    if spec.kind == "windows":  # with rewards: discounted returns-to-go at the spec's discount too
+        return WindowSampler(data, spec.horizon, rewards, spec.discount if spec.reward else None)
     if spec.kind == "future":
         return FutureSampler(data, spec.discount, rewards)
     raise ValueError(f"batch kind {spec.kind!r}; expected transitions, windows or future")
 
 
 __all__ = ["EpisodeData", "FutureSampler", "MixedSampler", "ReplayBuffer", "TaskReplayBuffer", "SELECTION_RULES", "Sampler", "SelectionRule",
-           "TransitionSampler", "WindowSampler", "fifo_selection", "make_sampler", "reservoir_selection"]
+           "TransitionSampler", "WindowSampler", "fifo_selection", "make_sampler", "reservoir_selection",
+           "returns_to_go"]

@@ -106,7 +106,9 @@ def test_iql_refuses_batches_without_rewards_and_bad_configs():
 
 #: Every registered learner, plus the variants that change its batch or its act(): the contract
 #: runs over each (a new learner in policies.LEARNERS is picked up automatically).
-VARIANTS = {**{name: {} for name in sorted(LEARNERS)}, "bc_goal": {"name": "bc", "goal_conditioned": True}}
+VARIANTS = {**{name: {} for name in sorted(LEARNERS)}, "bc_goal": {"name": "bc", "goal_conditioned": True},
+            "decision_diffuser": {"name": "diffuser", "mode": "decision_diffuser", "horizon": 8, "unet_dims": [8, 16]},
+            "diffuser_select": {"name": "diffuser", "mode": "select", "horizon": 8, "unet_dims": [8, 16]}}
 
 
 def _variant(key: str):

@@ -119,7 +119,7 @@ def test_video_prompts_project_rendered_demonstrations_onto_the_dataset(tmp_path
     # two demonstrations seen from another camera and size: one prompt (and one BC) per episode
     other = _small(tmp_path, "prompt=video", "zeroshot.video=demo", "zeroshot.video_size=40", "dataset.frames=true",
                    "dataset.recipe=explore-frames", "dataset.width=32", "dataset.height=32", "zeroshot.pixel_size=16",
-                   "zeroshot.demo_episodes=2", "zeroshot.bc_steps=5", "+zeroshot.video_camera={elevation: -55, azimuth: 60}",
+                   "zeroshot.demo_episodes=2", "zeroshot.bc_steps=5", "zeroshot.video_camera={elevation: -55, azimuth: 60}",
                    f"zeroshot.checkpoint={tmp_path / 'video' / 'checkpoints'}")
     report = zeroshot(other, tmp_path / "camera")
     info = report["prompt_info"]
