@@ -1,0 +1,126 @@
+"""Behaviour attributes (AlignDiff): measurements in simulation units, the scripted attribute
+teacher, the attribute strength model recovering a scripted order on held-out pairs, and the
+MAE-area metric against a hand computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reward_models.attributes import (
+    MAE_THRESHOLDS,
+    AttributeStrengthModel,
+    AttributeTeacher,
+    attribute_accuracy,
+    dressing_force,
+    dressing_height,
+    dressing_speed,
+    fit_attribute_model,
+    mae_area,
+    masked_mae,
+    metaworld_smoothness,
+    metaworld_speed,
+    segment_observations,
+)
+
+
+def _dressing_segment(speed: float, force: float, height: float, steps: int = 10, rng=None) -> np.ndarray:
+    """Observations (steps + 1, 26): the gripper moving along x at ``speed`` m/s, the forearm
+    along x at z = 1 m, the opening ``height`` m above it, ``force`` N on the person."""
+    rng = rng or np.random.default_rng(0)
+    obs = np.zeros((steps + 1, 26), np.float32)
+    t = np.arange(steps + 1)
+    obs[:, 0] = speed * 0.1 * t
+    obs[:, 1:3] = rng.normal(0, 0.01, 2)
+    obs[:, 9:12] = [0.0, 0.0, 1.0]   # wrist
+    obs[:, 6:9] = [0.3, 0.0, 1.0]    # elbow
+    obs[:, 15] = 0.1 + 0.01 * t      # the opening moves along the forearm
+    obs[:, 17] = 1.0 + height
+    obs[:, 24] = force
+    return obs
+
+
+def test_measurements_read_the_segment_in_si_units():
+    segment = _dressing_segment(speed=0.15, force=3.0, height=0.04)
+    assert dressing_speed(segment) == pytest.approx(0.15, rel=1e-5)
+    assert dressing_force(segment) == pytest.approx(3.0)
+    assert dressing_height(segment) == pytest.approx(0.04, abs=1e-6)
+    beyond = segment.copy()
+    beyond[:, 15] = -0.2  # before the wrist: measured from the wrist (the segment's end)
+    beyond[:, 11] = 0.9
+    assert dressing_height(beyond) == pytest.approx(1.04 - 0.9, abs=1e-6)
+    hand = np.zeros((5, 39))
+    hand[:, 0] = 0.01 * np.arange(5)  # 0.01 m per 12.5 ms step: 0.8 m/s, no acceleration
+    assert metaworld_speed(hand) == pytest.approx(0.8)
+    assert metaworld_smoothness(hand) == pytest.approx(0.0, abs=1e-9)
+    hand[:, 0] = 0.01 * np.arange(5) ** 2  # accelerating: less smooth
+    assert metaworld_smoothness(hand) < -100.0
+    with pytest.raises(ValueError, match="segment"):
+        dressing_speed(np.zeros((1, 26)))
+
+
+def test_the_teacher_prefers_the_stronger_segment_per_attribute_with_ties_and_mistakes():
+    slow_gentle = _dressing_segment(0.05, 1.0, 0.02)
+    fast_hard = _dressing_segment(0.2, 6.0, 0.02)
+    teacher = AttributeTeacher([dressing_speed, dressing_force, dressing_height], ["speed", "force", "height"])
+    labels = teacher.label(np.stack([np.stack([slow_gentle, fast_hard]), np.stack([fast_hard, slow_gentle])]),
+                           np.random.default_rng(0))
+    assert labels[:, :2].tolist() == [[1.0, 1.0], [0.0, 0.0]]
+    equal = AttributeTeacher([dressing_speed, dressing_force, dressing_height], ["speed", "force", "height"], eps_equal=0.1)
+    assert (equal.label(np.stack([np.stack([slow_gentle, fast_hard])] * 3), np.random.default_rng(0))[:, 2] == 0.5).all()
+    rng = np.random.default_rng(1)
+    pairs = np.stack([np.stack([_dressing_segment(0.05, 1, 0), _dressing_segment(0.2, 1, 0)])] * 2000)
+    mistaken = AttributeTeacher([dressing_speed], ["speed"], eps_mistake=0.2).label(pairs, rng)
+    assert abs((mistaken[:, 0] == 0.0).mean() - 0.2) < 0.03
+    with pytest.raises(ValueError, match="names"):
+        AttributeTeacher([dressing_speed], ["speed", "force"])
+
+
+def test_the_strength_model_recovers_a_scripted_attribute_order_on_held_out_pairs():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    segments = np.stack([_dressing_segment(rng.uniform(0.02, 0.2), rng.uniform(0, 8), rng.uniform(-0.05, 0.08), rng=rng)
+                         for _ in range(400)])
+    pairs = rng.integers(0, len(segments), (1200, 2))
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    windows = segments[pairs]  # (N, 2, T, D)
+    teacher = AttributeTeacher([dressing_speed, dressing_force, dressing_height], ["speed", "force", "height"])
+    labels = teacher.label(windows, rng)
+    model = AttributeStrengthModel(26, 3, hidden=32, members=2)
+    report = fit_attribute_model(model, windows, labels, steps=300, heldout=0.2, generator=torch.Generator().manual_seed(0))
+    assert min(report["heldout_accuracy"]) > 0.9, report
+    model.fit_range(torch.as_tensor(segments))
+    strengths = model(torch.as_tensor(segments)).detach().numpy()
+    assert strengths.min() >= -1e-5 and strengths.max() <= 1 + 1e-5  # scaled by the dataset's range
+    speeds = np.array([dressing_speed(s) for s in segments])
+    assert np.corrcoef(strengths[:, 0], speeds)[0, 1] > 0.9
+    assert attribute_accuracy(np.stack([strengths[:5], strengths[5:10]], 1), np.full((5, 3), 0.5))[0] != 0.0  # all ties: NaN
+    with pytest.raises(ValueError, match="labels"):
+        fit_attribute_model(model, windows, labels[:, :2])
+
+
+def test_segments_are_read_from_their_episodes_and_must_fit():
+    class Episode:
+        def __init__(self, n):
+            self.observations = np.arange((n + 1) * 2, dtype=np.float32).reshape(n + 1, 2)
+
+    episodes = [Episode(5), Episode(8)]
+    out = segment_observations(episodes, np.array([[[0, 1], [1, 4]]]), 3)
+    assert out.shape == (1, 2, 4, 2) and out[0, 1, 0].tolist() == [8.0, 9.0]
+    with pytest.raises(ValueError, match="runs past"):
+        segment_observations(episodes, np.array([[[0, 3], [1, 0]]]), 3)
+
+
+def test_mae_area_matches_a_hand_computation():
+    assert len(MAE_THRESHOLDS) == 100 and MAE_THRESHOLDS[0] == 1.0 and MAE_THRESHOLDS[-1] == 0.0
+    assert mae_area(np.zeros(4)) == pytest.approx(0.99)  # below every threshold but the last (0)
+    assert mae_area(np.full(3, 2.0)) == 0.0
+    errors = np.array([0.05, 0.5])
+    by_hand = np.mean([np.mean([e < x for e in errors]) for x in MAE_THRESHOLDS])
+    assert mae_area(errors) == pytest.approx(by_hand)
+    assert mae_area(np.array([0.05])) > mae_area(np.array([0.5]))  # smaller errors, larger area
+    realized, target = np.array([[0.2, 0.9], [0.5, 0.5]]), np.array([[0.4, 0.1], [0.5, 0.0]])
+    assert masked_mae(realized, target, np.array([[1, 0], [1, 1]])).tolist() == pytest.approx([0.2, 0.25])
+    with pytest.raises(ValueError, match="at least one attribute"):
+        masked_mae(realized, target, np.array([[0, 0], [1, 1]]))
