@@ -108,7 +108,10 @@ def test_iql_refuses_batches_without_rewards_and_bad_configs():
 #: runs over each (a new learner in policies.LEARNERS is picked up automatically).
 VARIANTS = {**{name: {} for name in sorted(LEARNERS)}, "bc_goal": {"name": "bc", "goal_conditioned": True},
             "decision_diffuser": {"name": "diffuser", "mode": "decision_diffuser", "horizon": 8, "unet_dims": [8, 16]},
-            "diffuser_select": {"name": "diffuser", "mode": "select", "horizon": 8, "unet_dims": [8, 16]}}
+            "diffuser_select": {"name": "diffuser", "mode": "select", "horizon": 8, "unet_dims": [8, 16]},
+            "bc_attributes": {"name": "bc", "attributes": 2, "attribute_horizon": 4, "attribute_hidden": 8, "attribute_members": 1},
+            "aligndiff": {"name": "diffuser", "mode": "aligndiff", "attributes": 2, "horizon": 8, "unet_dims": [8, 16],
+                          "attribute_hidden": 8, "attribute_members": 1}}
 
 
 def _variant(key: str):

@@ -27,6 +27,20 @@ class BCConfig:
     """gamma of the geometric offset of the hindsight goal (mean 1 / (1 - gamma) steps ahead),
     in [0, 1). Default 0.9."""
 
+    attributes: int = 0
+    """k > 0: attribute-conditioned BC, the baseline of AlignDiff: pi(a | s, [v * m, m]) with ``v``
+    the attribute strengths (a frozen attribute strength model, fitted before training) of the
+    window of ``attribute_horizon`` steps the action starts, and ``m`` each attribute kept with
+    probability ``1 - attribute_dropout`` (so any subset can be asked). Default 0 (off)."""
+    attribute_horizon: int = 16
+    """Steps of the window whose attributes condition an action. Default 16 (AlignDiff's planner horizon here)."""
+    attribute_dropout: float = 0.3
+    """Probability of masking each attribute in training. Default 0.3."""
+    attribute_hidden: int = 64
+    """Width of the attribute strength model. Default 64."""
+    attribute_members: int = 3
+    """Ensemble members of the attribute strength model. Default 3."""
+
     name: str = field(default="bc", init=False)
 
     def __post_init__(self) -> None:
@@ -35,5 +49,10 @@ class BCConfig:
             raise ValueError(f"learning_rate={self.learning_rate}; expected > 0")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay={self.weight_decay}; expected >= 0")
+        if self.attributes < 0 or (self.attributes and self.goal_conditioned):
+            raise ValueError(f"attributes={self.attributes}: expected >= 0, and not together with goal_conditioned")
+        if self.attribute_horizon < 2 or not 0.0 <= self.attribute_dropout < 1.0:
+            raise ValueError(f"attribute_horizon={self.attribute_horizon} (>= 2) and attribute_dropout="
+                             f"{self.attribute_dropout} (in [0, 1)) expected")
         if not 0.0 <= self.goal_discount < 1.0:
             raise ValueError(f"goal_discount={self.goal_discount}; expected in [0, 1)")

@@ -3,6 +3,10 @@
 Loss (Pomerleau 1989; the BC baseline of the IQL paper, Kostrikov et al. 2022):
 ``L(theta) = E_{(s, a) ~ D} || pi_theta(s) - a ||^2`` with ``pi_theta(s) = tanh(f_theta(s))``.
 
+Attribute-conditioned (``attributes=k``; AlignDiff's BC baseline, Dong et al. 2024):
+``L = E || pi_theta(s_t, [v * m, m]) - a_t ||^2`` with ``v`` the attribute strengths of the window
+``s_t .. s_{t+H-1}`` and ``m`` a random mask of the attributes.
+
 Goal-conditioned (``goal_conditioned=True``; GCSL, Ghosh et al. 2021, Eq. 3 with a squared
 error): ``L(theta) = E || pi_theta(s_t, s_{t+k}) - a_t ||^2`` with ``k ~ Geometric(1 - gamma)``, the
 goal ``s_{t+k}`` a later observation of the same episode (hindsight relabelling).
@@ -13,7 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from policies.base import BatchSpec, Learner
+from policies.attributes import AttributeStrengthModel
+from policies.base import BatchSpec, Learner, NoiseSource
 from policies.bc.config import BCConfig
 from policies.networks import ObservationNormalizer, mlp
 
@@ -31,14 +36,21 @@ class BCLearner(Learner):
         super().__init__()
         self.config = config
         self.observation_dim, self.action_dim = int(observation_dim), int(action_dim)
-        self.condition_dim = observation_dim if config.goal_conditioned else 0
+        k = int(config.attributes)
+        self.condition_dim = observation_dim if config.goal_conditioned else 2 * k
         self.normalizer = ObservationNormalizer(observation_dim)
+        if k:  # fitted on attribute labels before training (reward_models.attributes), then frozen
+            self.attribute_model = AttributeStrengthModel(observation_dim, k, config.attribute_hidden,
+                                                          config.attribute_members).requires_grad_(False)
+            self.noise = NoiseSource()
         self.actor = mlp(observation_dim + self.condition_dim, action_dim, config.hidden_dims, output_activation=nn.Tanh)
         self.optimizer = torch.optim.Adam(
             self.actor.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
         )
 
     def batch_spec(self) -> BatchSpec:
+        if self.config.attributes:
+            return BatchSpec("windows", horizon=self.config.attribute_horizon)
         if self.config.goal_conditioned:
             return BatchSpec("future", discount=self.config.goal_discount)
         return BatchSpec("transitions")
@@ -50,9 +62,28 @@ class BCLearner(Learner):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor": self.optimizer}
 
-    def _inputs(self, observation: torch.Tensor, goal: torch.Tensor | None) -> torch.Tensor:
+    def training_state(self) -> dict:
+        state = super().training_state()
+        return {**state, "noise": self.noise.state_dict()} if self.config.attributes else state
+
+    def load_training_state(self, state: dict) -> None:
+        super().load_training_state(state)
+        if self.config.attributes:
+            self.noise.load_state_dict(state.get("noise") or {})
+
+    def _inputs(self, observation: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
         x = self.normalizer(observation)
-        return torch.cat([x, self.normalizer(goal)], dim=-1) if self.condition_dim else x
+        if not self.condition_dim:
+            return x
+        return torch.cat([x, condition if self.config.attributes else self.normalizer(condition)], dim=-1)
+
+    @torch.no_grad()
+    def attribute_condition(self, windows: torch.Tensor) -> torch.Tensor:
+        """``[v * m, m] (B, 2k)`` for observation windows ``(B, H, D)`` (see ``BCConfig.attributes``)."""
+        generator = self.noise.get(windows.device)
+        v = self.attribute_model(windows).clamp(0.0, 1.0)
+        m = (torch.rand(v.shape, generator=generator, device=v.device) >= self.config.attribute_dropout).float()
+        return torch.cat([v * m, m], dim=-1)
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One Adam step on ``E ||pi(s[, g]) - a||^2`` (mean over batch and action dimensions).
@@ -60,9 +91,14 @@ class BCLearner(Learner):
         Raises:
             KeyError: a goal-conditioned learner got a batch without ``future_observation``.
         """
-        goal = batch["future_observation"] if self.condition_dim else None
-        prediction = self.actor(self._inputs(batch["observation"], goal))
-        loss = (prediction - batch["action"]).pow(2).mean()
+        if self.config.attributes:  # the first step of each window, conditioned on the window's attributes
+            condition = self.attribute_condition(batch["observation"])
+            observation, action = batch["observation"][:, 0], batch["action"][:, 0]
+        else:
+            condition = batch["future_observation"] if self.condition_dim else None
+            observation, action = batch["observation"], batch["action"]
+        prediction = self.actor(self._inputs(observation, condition))
+        loss = (prediction - action).pow(2).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

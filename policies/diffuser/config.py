@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from policies.networks import check_hidden_dims
 
-MODES = ("diffuser", "decision_diffuser", "select")
+MODES = ("diffuser", "decision_diffuser", "select", "aligndiff")
 SAMPLERS = ("ddim", "dpm")
 
 
@@ -21,7 +21,10 @@ class DiffuserConfig:
     - ``decision_diffuser``: state trajectories sampled with classifier-free guidance on the
       return; actions from an inverse-dynamics model (Ajay et al. 2023);
     - ``select``: state-action trajectories; N plans sampled without guidance; the one the value
-      network ranks first is kept.
+      network ranks first is kept;
+    - ``aligndiff``: state-action trajectories conditioned on attribute targets with a mask
+      (classifier-free guidance); the plan whose attributes (the attribute strength model's)
+      best match the asked ones is kept (Dong et al. 2024). Needs no reward.
 
     Defaults are the CPU preset (horizon 16, U-Net 32/64/128, 10 DDIM steps, 8 plans, a new
     plan every 4 steps); the GPU preset at the papers' scale is in ``conf/algo/diffuser.yaml``.
@@ -67,6 +70,16 @@ class DiffuserConfig:
     """Actions of a plan executed before planning again (1: every step). Default 4."""
     action_weight: float = 10.0
     """Weight of the first action's error in the diffusion loss (Diffuser's ``action_weight``). Default 10."""
+    attributes: int = 0
+    """AlignDiff: k, the number of attributes (the task's ``attributes``); the condition of
+    ``act`` is ``[targets (k), mask (k)]``: strengths in [0, 1] and 1 for each attribute asked."""
+    attribute_dropout: float = 0.3
+    """AlignDiff: probability of masking each attribute in training (so any subset can be
+    asked); the whole condition is also dropped with ``condition_dropout``. Default 0.3."""
+    attribute_hidden: int = 64
+    """AlignDiff: width of the attribute strength model's networks. Default 64."""
+    attribute_members: int = 3
+    """AlignDiff: ensemble members of the attribute strength model. Default 3."""
     normalize_observations: bool = True
     """Standardise observations with dataset statistics. Default True."""
     plan_seed: int = 0
@@ -92,5 +105,9 @@ class DiffuserConfig:
             raise ValueError(f"samples={self.samples} (>= 1) and an even embed_dim={self.embed_dim} (>= 4) expected")
         if not 0.0 <= self.ema_decay < 1.0 or not 0.0 <= self.discount <= 1.0 or not 0.0 <= self.condition_dropout < 1.0:
             raise ValueError("ema_decay in [0, 1), discount in [0, 1] and condition_dropout in [0, 1) expected")
+        if self.mode == "aligndiff" and self.attributes < 1:
+            raise ValueError("mode=aligndiff needs attributes >= 1 (the task's attributes)")
+        if not 0.0 <= self.attribute_dropout < 1.0 or self.attribute_hidden < 1 or self.attribute_members < 1:
+            raise ValueError("attribute_dropout in [0, 1), attribute_hidden >= 1 and attribute_members >= 1 expected")
         if self.learning_rate <= 0 or min(self.guidance_scale, self.guidance_weight, self.action_weight) < 0:
             raise ValueError("learning_rate > 0 and guidance_scale, guidance_weight, action_weight >= 0 expected")

@@ -28,7 +28,12 @@ Planning (``act``): N trajectories from Gaussian noise, denoised in ``sampling_s
 - Decision Diffuser: ``eps_hat = eps_theta(tau_k, k, 0) + w (eps_theta(tau_k, k, y) -
   eps_theta(tau_k, k, 0))`` (Ajay et al. 2023, Eq. 3) with ``y = target_return``;
   actions from the inverse-dynamics model towards the plan's next state;
-- select: no guidance; the plan with the highest ``J_phi(tau_0, 0)`` is kept.
+- select: no guidance; the plan with the highest ``J_phi(tau_0, 0)`` is kept;
+- AlignDiff (Dong et al. 2024): the condition is ``[v * m, m]``, attribute targets ``v in [0, 1]^k``
+  and the mask ``m`` of the attributes asked; in training ``v`` is the window's strength under the
+  (frozen, pre-fitted) attribute strength model and each attribute is masked with probability
+  ``attribute_dropout``; planning uses classifier-free guidance against the zero condition and
+  keeps the plan minimising ``sum_i m_i (zeta_i(plan) - v_i)^2``.
 
 The plan is executed for ``replan_every`` steps (receding horizon): Diffuser and select take
 the plan's actions, Decision Diffuser ``f(s_t, s_{t+1}^plan)`` from the observed state.
@@ -41,6 +46,7 @@ import copy
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
+from policies.attributes import AttributeStrengthModel
 from policies.base import BatchSpec, Learner, NoiseSource
 from policies.diffuser.config import DiffuserConfig
 from policies.diffuser.networks import InverseDynamics, TemporalUNet, TrajectoryValue
@@ -67,19 +73,25 @@ class DiffuserLearner(Learner):
         self.config = config
         self.observation_dim, self.action_dim = int(observation_dim), int(action_dim)
         self.states_only = config.mode == "decision_diffuser"
+        self.aligned = config.mode == "aligndiff"
+        self.needs_reward = not self.aligned
+        k = int(config.attributes) if self.aligned else 0
+        self.condition_dim = 2 * k
         channels = self.observation_dim + (0 if self.states_only else self.action_dim)
         self.normalizer = ObservationNormalizer(observation_dim)
         self.denoiser = TemporalUNet(config.horizon, channels, config.unet_dims, config.embed_dim,
-                                     condition_dim=1 if self.states_only else 0)
+                                     condition_dim=1 if self.states_only else 2 * k)
         self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
+        self.optimizers_ = {"denoiser": torch.optim.Adam(self.denoiser.parameters(), lr=config.learning_rate)}
         if self.states_only:
             self.inverse_dynamics = InverseDynamics(observation_dim, action_dim, config.hidden_dims)
-            second = self.inverse_dynamics
+            self.optimizers_["inverse_dynamics"] = torch.optim.Adam(self.inverse_dynamics.parameters(), lr=config.learning_rate)
+        elif self.aligned:  # fitted on attribute labels before training (reward_models.attributes), then frozen
+            self.attribute_model = AttributeStrengthModel(observation_dim, k, config.attribute_hidden,
+                                                          config.attribute_members).requires_grad_(False)
         else:
             self.value = TrajectoryValue(config.horizon, channels, config.unet_dims[:2], config.hidden_dims, config.embed_dim)
-            second = self.value
-        self.denoiser_optimizer = torch.optim.Adam(self.denoiser.parameters(), lr=config.learning_rate)
-        self.second_optimizer = torch.optim.Adam(second.parameters(), lr=config.learning_rate)
+            self.optimizers_["value"] = torch.optim.Adam(self.value.parameters(), lr=config.learning_rate)
         # the returns-to-go seen in training (their range scales value targets and return conditions)
         self.register_buffer("return_low", torch.tensor(float("inf")))
         self.register_buffer("return_high", torch.tensor(float("-inf")))
@@ -93,18 +105,19 @@ class DiffuserLearner(Learner):
         self._plan: torch.Tensor | None = None
         self._plan_step = 0
         self._plan_generator: torch.Generator | None = None
+        self._plan_condition: torch.Tensor | None = None
 
     # -- contract --------------------------------------------------------------------------------
     def batch_spec(self) -> BatchSpec:
-        return BatchSpec("windows", reward=True, horizon=self.config.horizon, discount=min(self.config.discount, 0.999999))
+        return BatchSpec("windows", reward=self.needs_reward, horizon=self.config.horizon,
+                         discount=min(self.config.discount, 0.999999))
 
     def prepare(self, observations: torch.Tensor, total_steps: int | None = None) -> None:
         if self.config.normalize_observations:
             self.normalizer.fit(observations)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"denoiser": self.denoiser_optimizer,
-                ("inverse_dynamics" if self.states_only else "value"): self.second_optimizer}
+        return dict(self.optimizers_)
 
     def training_state(self) -> dict:
         return {**super().training_state(), "noise": self.noise.state_dict()}
@@ -115,7 +128,7 @@ class DiffuserLearner(Learner):
 
     def reset(self) -> None:
         """New episode: drop the plan and restart the planning noise from ``plan_seed``."""
-        self._plan, self._plan_step, self._plan_generator = None, 0, None
+        self._plan, self._plan_step, self._plan_generator, self._plan_condition = None, 0, None, None
 
     # -- training --------------------------------------------------------------------------------
     def scaled_return(self, returns: torch.Tensor) -> torch.Tensor:
@@ -133,13 +146,26 @@ class DiffuserLearner(Learner):
         abar = self.alphas_cumprod[k][:, None, None]
         return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
 
+    @torch.no_grad()
+    def training_condition(self, observations: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """AlignDiff's condition of training windows ``(B, H, D)``: ``[v * m, m] (B, 2k)`` with
+        ``v`` the window's attribute strengths (the attribute model, clipped to [0, 1]) and ``m``
+        each attribute kept with probability ``1 - attribute_dropout``, all dropped with
+        ``condition_dropout`` (the unconditional model of classifier-free guidance)."""
+        config = self.config
+        v = self.attribute_model(observations).clamp(0.0, 1.0)
+        n, device = len(v), v.device
+        m = (torch.rand(v.shape, generator=generator, device=device) >= config.attribute_dropout).float()
+        m = m * (torch.rand(n, 1, generator=generator, device=device) >= config.condition_dropout).float()
+        return torch.cat([v * m, m], dim=-1)
+
     def losses(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
         """All losses on one window batch (see the module docstring)."""
         config, D = self.config, self.observation_dim
         x0 = self.trajectories(batch)
         mask = batch["mask"]
         n, device = len(x0), x0.device
-        y = self.scaled_return(batch["return_to_go"]).clamp(0.0, 1.0)
+        y = None if self.aligned else self.scaled_return(batch["return_to_go"]).clamp(0.0, 1.0)
         k = torch.randint(0, config.diffusion_steps, (n,), generator=generator, device=device)
         eps = torch.randn(x0.shape, generator=generator, device=device)
         x_k = self.add_noise(x0, eps, k)
@@ -147,6 +173,8 @@ class DiffuserLearner(Learner):
         if self.states_only:
             keep = (torch.rand(n, 1, generator=generator, device=device) >= config.condition_dropout).float()
             eps_hat = self.denoiser(x_k, k, y[:, None], keep)
+        elif self.aligned:
+            eps_hat = self.denoiser(x_k, k, self.training_condition(batch["observation"], generator))
         else:
             eps_hat = self.denoiser(x_k, k)
         weights = mask[:, :, None].expand_as(x0).clone()
@@ -155,7 +183,9 @@ class DiffuserLearner(Learner):
             weights[:, 0, D:] *= config.action_weight
         diffusion = (weights * (eps_hat - eps).pow(2)).sum() / (mask.sum() * x0.shape[-1]).clamp_min(1.0)
         out = {"diffusion_loss": diffusion}
-        if self.states_only:
+        if self.aligned:
+            pass
+        elif self.states_only:
             observation, next_observation = self.normalizer(batch["observation"]), self.normalizer(batch["next_observation"])
             error = (self.inverse_dynamics(observation, next_observation) - batch["action"]).pow(2).mean(-1)
             out["inverse_dynamics_loss"] = (mask * error).sum() / mask.sum().clamp_min(1.0)
@@ -170,11 +200,12 @@ class DiffuserLearner(Learner):
         Raises:
             KeyError: a batch without ``return_to_go`` (windows sampled without rewards).
         """
-        if "return_to_go" not in batch:
-            raise KeyError("diffusion planners train on windows with return_to_go (a window sampler with rewards)")
-        with torch.no_grad():
-            self.return_low.copy_(torch.minimum(self.return_low, batch["return_to_go"].min()))
-            self.return_high.copy_(torch.maximum(self.return_high, batch["return_to_go"].max()))
+        if not self.aligned:
+            if "return_to_go" not in batch:
+                raise KeyError("diffusion planners train on windows with return_to_go (a window sampler with rewards)")
+            with torch.no_grad():
+                self.return_low.copy_(torch.minimum(self.return_low, batch["return_to_go"].min()))
+                self.return_high.copy_(torch.maximum(self.return_high, batch["return_to_go"].max()))
         losses = self.losses(batch, self.noise.get(batch["observation"].device))
         for optimizer in self.optimizers().values():
             optimizer.zero_grad(set_to_none=True)
@@ -195,11 +226,13 @@ class DiffuserLearner(Learner):
         return self._plan_generator
 
     def plan(self, observation: torch.Tensor, samples: int | None = None, guidance: float | None = None,
-             generator: torch.Generator | None = None, keep_all: bool = False) -> torch.Tensor:
+             generator: torch.Generator | None = None, keep_all: bool = False,
+             condition: torch.Tensor | None = None) -> torch.Tensor:
         """Sample plans from normalised observations ``(B, D)``.
 
         Args:
             observation: normalised current states ``(B, D)``.
+            condition: AlignDiff: ``[targets, mask] (B, 2k)``.
             samples: N plans per state (default ``config.samples``).
             guidance: alpha (Diffuser) or w (Decision Diffuser); default from the config.
             generator: the initial noise's generator (default: the planning generator).
@@ -220,6 +253,9 @@ class DiffuserLearner(Learner):
         if self.states_only:
             w = config.guidance_weight if guidance is None else guidance
             y = torch.full((len(x), 1), float(config.target_return), device=device)
+        elif self.aligned:
+            w = config.guidance_weight if guidance is None else guidance
+            y = condition.repeat_interleave(n, dim=0)
         else:
             alpha = (config.guidance_scale if guidance is None else guidance) if config.mode == "diffuser" else 0.0
         for k in scheduler.timesteps:
@@ -230,9 +266,13 @@ class DiffuserLearner(Learner):
                                     torch.cat([torch.ones_like(y), torch.zeros_like(y)]))
                     conditional, unconditional = both.chunk(2)
                     eps = unconditional + w * (conditional - unconditional)
+                elif self.aligned:  # the unconditional branch asks for no attribute (a zero condition)
+                    conditional, unconditional = self.ema(torch.cat([x, x]), torch.cat([steps, steps]),
+                                                          torch.cat([y, torch.zeros_like(y)])).chunk(2)
+                    eps = unconditional + w * (conditional - unconditional)
                 else:
                     eps = self.ema(x, steps)
-            if not self.states_only and alpha > 0:
+            if not (self.states_only or self.aligned) and alpha > 0:
                 with torch.enable_grad():
                     guided = x.detach().requires_grad_(True)
                     grad = torch.autograd.grad(self.value(guided, steps).sum(), guided)[0]
@@ -246,6 +286,12 @@ class DiffuserLearner(Learner):
             return plans
         if self.states_only or n == 1:
             return plans[:, 0]
+        if self.aligned:  # keep the plan whose attributes best match the asked ones (masked squared error)
+            with torch.no_grad():
+                states = x[..., :D] * (self.normalizer.std + self.normalizer.eps) + self.normalizer.mean
+                k = config.attributes
+                error = ((self.attribute_model(states) - y[:, :k]).pow(2) * y[:, k:]).sum(-1).reshape(len(observation), n)
+            return plans[torch.arange(len(observation), device=device), error.argmin(dim=1)]
         with torch.no_grad():
             scores = self.value(x, torch.zeros(len(x), dtype=torch.long, device=device)).reshape(len(observation), n)
         return plans[torch.arange(len(observation), device=device), scores.argmax(dim=1)]
@@ -253,16 +299,21 @@ class DiffuserLearner(Learner):
     @torch.no_grad()
     def act(self, observation: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Actions ``(B, A) float32`` in [-1, 1] for observations ``(B, D)``: a new plan every
-        ``replan_every`` calls (or when the batch size changes), else the current plan's next
-        action (Decision Diffuser: ``f(s_t, s_{t+1}^plan)``). Call :meth:`reset` at each episode.
+        ``replan_every`` calls (or when the batch size or the condition changes), else the current
+        plan's next action (Decision Diffuser: ``f(s_t, s_{t+1}^plan)``). Call :meth:`reset` at
+        each episode. AlignDiff takes ``condition = [targets (k), mask (k)] (B, 2k)``; new targets
+        mid-episode are planned for at once.
 
         Raises:
-            ValueError: a condition was given (these planners take none).
+            ValueError: a condition given to the unconditioned modes, or a missing or malformed
+                one for AlignDiff.
         """
         self.check_condition(condition, observation.shape[0])
         state = self.normalizer(observation)
-        if self._plan is None or self._plan_step >= self.config.replan_every or len(self._plan) != len(state):
-            self._plan, self._plan_step = self.plan(state), 0
+        changed = condition is not None and (self._plan_condition is None or not torch.equal(condition, self._plan_condition))
+        if self._plan is None or self._plan_step >= self.config.replan_every or len(self._plan) != len(state) or changed:
+            self._plan, self._plan_step = self.plan(state, condition=condition), 0
+            self._plan_condition = None if condition is None else condition.clone()
         j = self._plan_step
         self._plan_step += 1
         if self.states_only:
