@@ -186,3 +186,50 @@ def test_a_tiny_planner_solves_a_one_dimensional_task(mode):
     worse = _final_distances(learner)
     # wandering episodes end at |x| ~ 0.5 on average (measured: 0.06 and 0.09 against 0.23 and 0.53)
     assert good < 0.15 and worse > 2.0 * good, (good, worse)
+
+
+def test_aligndiff_guides_towards_the_asked_attributes_and_replans_when_they_change():
+    learner = _learner("aligndiff", attributes=2, attribute_hidden=8, attribute_members=1, samples=6)
+    state = torch.randn(2, D, generator=_generator(3))
+    condition = torch.tensor([[0.9, 0.1, 1.0, 0.0], [0.2, 0.7, 1.0, 1.0]])
+    y = condition.repeat_interleave(6, 0)
+    # w = 0 is the unconditional model: the zero condition (no attribute asked); w = 1 the conditional one
+    unconditional = _manual_ddim(learner, state, 6, lambda x, k: learner.ema(x, k, torch.zeros_like(y)))
+    conditional = _manual_ddim(learner, state, 6, lambda x, k: learner.ema(x, k, y))
+    # (both branches run in one batch: float32 sums in another order, up to 1e-5 here)
+    assert torch.allclose(learner.plan(state, guidance=0.0, generator=_generator(5), keep_all=True, condition=condition),
+                          unconditional, atol=1e-4)
+    assert torch.allclose(learner.plan(state, guidance=1.0, generator=_generator(5), keep_all=True, condition=condition),
+                          conditional, atol=1e-4)
+    assert not torch.allclose(unconditional, conditional, atol=1e-2)
+    # the plan kept is the one whose predicted attributes are nearest the asked ones, over the mask
+    learner.attribute_model.forward = lambda states: torch.stack([states[:, :, 0].mean(1), states[:, :, 1].mean(1)], -1)
+    plans = learner.plan(state, generator=_generator(5), keep_all=True, condition=condition)
+    best = learner.plan(state, generator=_generator(5), condition=condition)
+    for row in range(2):
+        s = plans[row, :, :, :D] * (learner.normalizer.std + learner.normalizer.eps) + learner.normalizer.mean
+        predicted = torch.stack([s[:, :, 0].mean(1), s[:, :, 1].mean(1)], -1)
+        error = ((predicted - condition[row, :2]) ** 2 * condition[row, 2:]).sum(-1)
+        assert torch.equal(best[row], plans[row, error.argmin()])
+    learner.reset()
+    learner.act(state, condition)
+    first = learner._plan.clone()
+    learner.act(state, condition)  # same targets: the plan is kept
+    assert torch.equal(learner._plan, first)
+    learner.act(state, condition.flip(0))  # new targets mid-episode: planned for at once
+    assert not torch.equal(learner._plan, first) and learner._plan_step == 1
+    with pytest.raises(ValueError, match="condition"):
+        learner.act(state)
+
+
+def test_aligndiff_training_conditions_mask_attributes_at_the_configured_rate():
+    learner = _learner("aligndiff", attributes=3, attribute_hidden=8, attribute_members=1, attribute_dropout=0.3,
+                       condition_dropout=0.25)
+    condition = learner.training_condition(torch.randn(4000, 8, D), _generator())
+    values, mask = condition[:, :3], condition[:, 3:]
+    assert set(mask.unique().tolist()) <= {0.0, 1.0} and torch.all(values[mask == 0] == 0)
+    assert abs(float(mask.mean()) - 0.7 * 0.75) < 0.02  # kept: (1 - attribute_dropout)(1 - condition_dropout)
+    assert abs(float((mask.sum(1) == 0).float().mean()) - (0.25 + 0.75 * 0.3**3)) < 0.02
+    assert values.min() >= 0.0 and values.max() <= 1.0
+    with pytest.raises(ValueError, match="attributes"):
+        DiffuserConfig(mode="aligndiff")
