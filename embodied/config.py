@@ -63,6 +63,10 @@ class TaskConfig:
     comfort_force: Optional[float] = None
     """N; force above which pressing on the person is uncomfortable (dressing: 5 N, the env's
     ``comfort_force``, penalised by its reward); the force judge's limit by default."""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    """Behaviour attributes (AlignDiff), by name: ``{measure: <import path of observations (H + 1,
+    D) -> float>, unit: ...}`` (dressing: speed, force, height); the scripted attribute teacher
+    compares segments by them. Empty: the task has none."""
     goal_observation: Optional[str] = None
     """Import path of a function ``observation (D,) -> observation (D,)``: the state in which the
     observation's goal is reached (zero-shot goal prompts, ``z = B(g)``); None: the task has no
@@ -254,6 +258,9 @@ class RootConfig:
     """continual: the loop's settings (``embodied.continual.ContinualConfig``)."""
     online: Any = None
     """online: the loop's settings (``embodied.online.OnlineConfig``)."""
+    attributes: Any = None
+    """Attribute-conditioned learners (AlignDiff, attribute BC): labels, the attribute strength
+    model and the alignment evaluation (``embodied.attributes.AttributeSettings``)."""
     zeroshot: Any = None
     """zeroshot: the prompt and its settings (``embodied.zeroshot.ZeroShotConfig``)."""
     prompt: Optional[str] = None

@@ -26,6 +26,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from embodied.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from embodied.attributes import alignment_evaluation, attribute_stage, plot_attribute_following
 from embodied.config import EvalConfig, LabelerConfig, TrainerConfig, normalize_resume, run_label, validate_config
 from embodied.data import Episode, rollout
 from embodied.datasets import (
@@ -707,6 +708,11 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     learner = make_learner(instantiate(cfg.algo.learner), episodes[0].observations.shape[1],
                            episodes[0].actions.shape[1], device=str(device))
     condition = None if cfg.condition is None else np.asarray(list(cfg.condition), np.float32)
+    attribute_report = None
+    if getattr(learner, "attribute_model", None) is not None:  # AlignDiff, attribute BC: labels and the attribute model
+        attribute_report = attribute_stage(cfg, episodes, paths.root, learner, device)
+        if condition is None:  # evaluated asking for no attribute unless condition=[targets..., mask...]
+            condition = np.zeros(learner.condition_dim, np.float32)
     if learner.condition_dim and (condition is None or condition.shape != (learner.condition_dim,)):
         raise ValueError(
             f"algo={cfg.algo.name} acts towards a condition of size {learner.condition_dim} (a goal, a latent z); "
@@ -772,6 +778,11 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
                                  f"{cfg.task.name} / {cfg.algo.name}, seed {cfg.seed}: {metric} of "
                                  f"{len(final_episodes[metric])} evaluation episodes", metric, unit_of(metric, cfg.task))
                   for metric, limit in dict(cfg.task.get("histograms") or {}).items() if metric in final_episodes]
+    attributes = None
+    if attribute_report is not None:
+        alignment = alignment_evaluation(cfg, learner, device, paths.root)
+        histograms.append(plot_attribute_following(cfg, learner, device, paths.plots / "attribute_following.png"))
+        attributes = {**attribute_report, "alignment": alignment}
     timings["videos and plots"] = time.time() - started - sum(timings.values())
     report = {
         "task": cfg.task.name,
@@ -794,6 +805,8 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
         "videos": [str(v) for v in videos],
         "plots": ([str(curves)] if curves else []) + [str(h) for h in histograms],
     }
+    if attributes is not None:
+        report["attributes"] = attributes
     write_json_atomic(paths.metrics, report)
     write_text_atomic(paths.report, render_report(report))
     return report
@@ -847,6 +860,7 @@ def render_report(report: dict[str, Any]) -> str:
         "|---|---|",
         *[f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in report["reward"].items()],
         "",
+        *_attribute_lines(report.get("attributes")),
         "## Dataset",
         "",
         f"`{report['dataset_id']}` at `{report['dataset_path']}`",
@@ -865,6 +879,22 @@ def render_report(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _attribute_lines(attributes: dict[str, Any] | None) -> list[str]:
+    """The report's attribute section (attribute-conditioned learners), or nothing."""
+    if not attributes:
+        return []
+    alignment = attributes["alignment"]
+    return ["## Attributes (AlignDiff's evaluation)", "",
+            f"{attributes['pairs']} segment pairs of {attributes['segment_length']} steps labelled by the "
+            f"{attributes['labeler']}; {alignment['targets']} episodes, each asking random targets for a random subset.", "",
+            "| attribute | unit | held-out accuracy of the attribute model |", "|---|---|---|",
+            *[f"| {n} | {u} | {attributes['heldout_accuracy'].get(n, float('nan')):.3f} |"
+              for n, u in zip(attributes["names"], attributes["units"])], "",
+            "| alignment | by the attribute model | by the simulator's measurements |", "|---|---|---|",
+            f"| MAE-area (1: perfect) | {alignment['mae_area']:.3f} | {alignment['mae_area_measured']:.3f} |",
+            f"| mean masked MAE | {alignment['mae_mean']:.3f} | {alignment['mae_mean_measured']:.3f} |", ""]
 
 
 def print_json(title: str, data: dict[str, Any]) -> None:

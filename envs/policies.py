@@ -89,3 +89,46 @@ class NoisyPolicy:
             return self.random.act(observation)
         action = self.base.act(observation) + self._rng.normal(0.0, self.noise_std, space.shape)
         return np.clip(action, space.low, space.high).astype(space.dtype)
+
+
+class VariedPolicy:
+    """A base policy done in varied styles, one drawn per episode, for data with attribute
+    variety (AlignDiff): actions scaled by ``s ~ U(scale)`` (slower or faster) and low-pass
+    filtered, ``a_t = alpha a_{t-1} + (1 - alpha) s pi(o_t)`` with ``alpha ~ U(smoothing)``
+    (smoother or jerkier), clipped to the action bounds.
+
+    Args:
+        base: the policy to vary.
+        action_space: bounded ``Box`` action space.
+        scale: range of the action scale, each in (0, 1].
+        smoothing: range of alpha, each in [0, 1).
+
+    Raises:
+        ValueError: ranges outside those intervals or with low > high.
+    """
+
+    def __init__(self, base: Policy, action_space: gym.spaces.Box, scale: tuple[float, float] = (0.3, 1.0),
+                 smoothing: tuple[float, float] = (0.0, 0.8)):
+        self.base, self.action_space = base, action_space
+        self.scale, self.smoothing = tuple(float(v) for v in scale), tuple(float(v) for v in smoothing)
+        if not 0.0 < self.scale[0] <= self.scale[1] <= 1.0:
+            raise ValueError(f"scale={scale}; expected 0 < low <= high <= 1")
+        if not 0.0 <= self.smoothing[0] <= self.smoothing[1] < 1.0:
+            raise ValueError(f"smoothing={smoothing}; expected 0 <= low <= high < 1")
+        self._rng = np.random.default_rng()
+        self.style = (1.0, 0.0)
+        self._previous: np.ndarray | None = None
+
+    def reset(self, seed: int | None = None) -> None:
+        self.base.reset(seed)
+        self._rng = np.random.default_rng(None if seed is None else [int(seed), 7])
+        self.style = (float(self._rng.uniform(*self.scale)), float(self._rng.uniform(*self.smoothing)))
+        self._previous = None
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        scale, alpha = self.style
+        action = scale * np.asarray(self.base.act(observation), dtype=np.float64)
+        if self._previous is not None:
+            action = alpha * self._previous + (1.0 - alpha) * action
+        self._previous = action
+        return np.clip(action, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)

@@ -28,6 +28,7 @@ class AttributeStrengthModel(nn.Module):
         if attributes < 1 or members < 1 or hidden < 1:
             raise ValueError(f"attributes={attributes}, members={members}, hidden={hidden}; expected >= 1")
         self.observation_dim, self.attributes, self.members = int(observation_dim), int(attributes), int(members)
+        self.hidden = int(hidden)
         self.nets = nn.ModuleList(nn.ModuleDict({
             "conv": nn.Sequential(nn.Conv1d(2 * observation_dim, hidden, 3, padding=1), nn.Mish(),
                                   nn.Conv1d(hidden, hidden, 3, padding=1), nn.Mish()),

@@ -135,3 +135,37 @@ class SnagPolicy(DressingExpert):
         axis = _unit(observation[L["hand_tip"]] - observation[L["wrist"]])
         direction = _unit(np.cross(axis, self._rng.normal(size=3)))
         return direction * self._rng.uniform(*self.distance)
+
+
+class VariedDressingExpert(DressingExpert):
+    """The expert in a style drawn per episode, for data with attribute variety (AlignDiff):
+    its steps scaled by ``speed ~ U(speed)`` (slower or faster), and its path lifted by ``height
+    ~ U(height)`` m (the opening carried higher above or lower along the arm; lower presses more
+    on it).
+
+    Args:
+        action_space: the env's action space.
+        speed: range of the step scale, each in (0, 1].
+        height: range of the vertical shift of the path, m.
+
+    Raises:
+        ValueError: a speed range outside (0, 1] or with low > high.
+    """
+
+    def __init__(self, action_space: gym.spaces.Box | None = None, speed: tuple[float, float] = (0.3, 1.0),
+                 height: tuple[float, float] = (-0.02, 0.04)):
+        super().__init__(action_space)
+        self.speed, self.height = tuple(float(v) for v in speed), tuple(float(v) for v in height)
+        if not 0.0 < self.speed[0] <= self.speed[1] <= 1.0 or self.height[0] > self.height[1]:
+            raise ValueError(f"speed={speed} (within (0, 1]) and height={height} (low <= high) expected")
+        self.style = (1.0, 0.0)
+
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        self.style = (float(self._rng.uniform(*self.speed)), float(self._rng.uniform(*self.height)))
+
+    def offset(self, observation: np.ndarray) -> np.ndarray:
+        return np.array([0.0, 0.0, self.style[1]])
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        return (self.style[0] * super().act(observation)).astype(np.float32)
