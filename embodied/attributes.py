@@ -35,7 +35,6 @@ from embodied.tasks import make_env
 from policies.attributes import AttributeStrengthModel
 from reward_models.attributes import (
     AttributeTeacher,
-    attribute_accuracy,
     fit_attribute_model,
     mae_area,
     masked_mae,

@@ -25,8 +25,8 @@ from filelock import FileLock, Timeout
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from embodied.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from embodied.attributes import alignment_evaluation, attribute_stage, plot_attribute_following
+from embodied.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from embodied.config import EvalConfig, LabelerConfig, TrainerConfig, normalize_resume, run_label, validate_config
 from embodied.data import Episode, rollout
 from embodied.datasets import (

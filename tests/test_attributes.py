@@ -124,3 +124,42 @@ def test_mae_area_matches_a_hand_computation():
     assert masked_mae(realized, target, np.array([[1, 0], [1, 1]])).tolist() == pytest.approx([0.2, 0.25])
     with pytest.raises(ValueError, match="at least one attribute"):
         masked_mae(realized, target, np.array([[0, 0], [1, 1]]))
+
+
+def _aligndiff_overrides(root, *extra, planner: bool = True):
+    small = ["algo.learner.unet_dims=[8,16]", "algo.learner.horizon=8", "algo.learner.samples=2",
+             "algo.learner.sampling_steps=2"] if planner else []
+    return ["+task=dressing", "+experiment=aligndiff", "dataset.episodes=6", "trainer.steps=20", "trainer.batch_size=16",
+            "trainer.checkpoint_every=20", "trainer.eval_every=0", "trainer.progress=false", "eval.episodes=1", "eval.videos=0",
+            *small, "algo.learner.attribute_hidden=8", "algo.learner.attribute_members=1", "attributes.pairs=60",
+            "attributes.steps=10", "attributes.targets=2", "attributes.segment_length=8", "attributes.switch_steps=[3,6]",
+            "device=cpu", f"output_root={root}", *extra]
+
+
+def test_the_main_job_labels_attributes_and_reports_alignment(compose_config, tmp_path, datasets_root):
+    from embodied.attributes import task_attributes
+    from embodied.pipeline import train
+
+    report = train(compose_config(_aligndiff_overrides(tmp_path)), tmp_path / "run")
+    attributes = report["attributes"]
+    assert attributes["names"] == ["speed", "force", "height"] and attributes["pairs"] == 60
+    assert 0.0 <= attributes["alignment"]["mae_area"] <= 1.0 and 0.0 <= attributes["alignment"]["mae_area_measured"] <= 1.0
+    assert (tmp_path / "run" / "plots" / "attribute_following.png").is_file()
+    assert (tmp_path / "run" / "attributes" / "labels.npz").is_file()
+    assert "MAE-area" in (tmp_path / "run" / "report.md").read_text()
+    # the dataset has the variety AlignDiff needs: the varied expert at different speeds
+    speeds = [dressing_speed(ep.observations) for ep in _dataset(compose_config(_aligndiff_overrides(tmp_path)))]
+    assert max(speeds) > 1.5 * min(speeds)
+    bc = train(compose_config(_aligndiff_overrides(tmp_path, "algo=attribute_bc", "algo.learner.attribute_horizon=8",
+                                                   "algo.learner.hidden_dims=[16]", planner=False)), tmp_path / "bc")
+    assert bc["attributes"]["heldout_accuracy"].keys() == attributes["heldout_accuracy"].keys()
+    with pytest.raises(ValueError, match="algo.learner.attributes=3"):
+        train(compose_config(_aligndiff_overrides(tmp_path, "algo.learner.attributes=2")), tmp_path / "wrong")
+    with pytest.raises(ValueError, match="declares no attributes"):
+        task_attributes(compose_config(["+task=pointmass"]).task)
+
+
+def _dataset(cfg):
+    from embodied.pipeline import dataset_stage
+
+    return dataset_stage(cfg).episodes
