@@ -163,3 +163,37 @@ def _dataset(cfg):
     from embodied.pipeline import dataset_stage
 
     return dataset_stage(cfg).episodes
+
+
+def test_a_varied_policy_draws_a_speed_and_smoothness_per_episode():
+    import gymnasium as gym
+
+    from envs.policies import VariedPolicy
+
+    class Zigzag:
+        def reset(self, seed=None):
+            self.t = 0
+
+        def act(self, observation):
+            self.t += 1
+            return np.array([1.0 if self.t % 2 else -1.0, 0.5], np.float32)
+
+    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    policy = VariedPolicy(Zigzag(), space, scale=(0.3, 1.0), smoothing=(0.0, 0.8))
+    styles, jerks, norms = [], [], []
+    for seed in range(12):
+        policy.reset(seed)
+        actions = np.array([policy.act(None) for _ in range(20)])
+        styles.append(policy.style)
+        jerks.append(np.abs(np.diff(actions[:, 0])).mean())
+        norms.append(np.abs(actions[:, 1]).mean())
+    scales, alphas = np.array(styles).T
+    assert scales.min() >= 0.3 and scales.max() <= 1.0 and scales.std() > 0.1 and alphas.std() > 0.1
+    assert np.corrcoef(norms, scales)[0, 1] > 0.95  # faster: larger steps
+    assert np.corrcoef(np.array(jerks) / scales, alphas)[0, 1] < -0.9  # smoother: smaller changes between steps
+    policy.reset(3)
+    again = policy.style
+    policy.reset(3)
+    assert policy.style == again  # the style is the seed's
+    with pytest.raises(ValueError, match="smoothing"):
+        VariedPolicy(Zigzag(), space, smoothing=(0.5, 1.0))
