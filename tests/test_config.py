@@ -222,8 +222,8 @@ def test_deploy_and_sim_robot_configs_build_their_parts(robot):
     ("+dataset.episode=3", "dataset.episode is not a setting \\(did you mean dataset.episodes"),
     ("algo.reward=foo", "algo.reward='foo'; expected one of"),
     # keys of a section built by _target_ are checked against what the target takes
-    ("+algo.learner.lr=0.1", "algo.learner.lr is not a setting \\(algo.learner has goal_conditioned, goal_discount, "
-                             "hidden_dims, learning_rate"),
+    ("+algo.learner.lr=0.1", "algo.learner.lr is not a setting \\(algo.learner has attribute_dropout, .*goal_conditioned, "
+                             "goal_discount, hidden_dims, learning_rate"),
     ("+reward_model.learning_rat=0.1", "reward_model.learning_rat is not a setting \\(did you mean "
                                        "reward_model.learning_rate"),
     ("+labeler.teacher.epsilon=0.1", "labeler.teacher.epsilon is not a setting"),
