@@ -189,7 +189,7 @@ def test_a_tiny_planner_solves_a_one_dimensional_task(mode):
 
 
 def test_aligndiff_guides_towards_the_asked_attributes_and_replans_when_they_change():
-    learner = _learner("aligndiff", attributes=2, attribute_hidden=8, attribute_members=1, samples=6)
+    learner = _learner("aligndiff", attributes=2, attribute_hidden=8, attribute_members=1, samples=6, replan_every=4)
     state = torch.randn(2, D, generator=_generator(3))
     condition = torch.tensor([[0.9, 0.1, 1.0, 0.0], [0.2, 0.7, 1.0, 1.0]])
     y = condition.repeat_interleave(6, 0)
