@@ -3,6 +3,7 @@ with networks of the same size, in one process.
 
     python benchmarks/bench_diffuser.py                    # the default preset (conf/algo/diffuser.yaml)
     python benchmarks/bench_diffuser.py --threads 2 --repeats 20
+    python benchmarks/bench_diffuser.py --sampling-steps 5        # fewer denoising steps (AlignDiff samples in 5)
 
 Issue: "plan latency per control step on this CPU with the default preset (batch 1, DDIM steps
 as configured): target <= 50 ms; against diffusers' ValueGuidedRLPipeline with a network of the
@@ -96,6 +97,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--repeats", type=int, default=20, help="timed plans per planner (median)")
     parser.add_argument("--steps", type=int, default=48, help="act() calls of the per-control-step timing")
+    parser.add_argument("--sampling-steps", type=int, default=None, help="override the preset's sampling_steps")
+    parser.add_argument("--samples", type=int, default=None, help="override the preset's samples (plans per decision)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -107,6 +110,10 @@ def main() -> None:
     preset = OmegaConf.to_container(OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf", "algo",
                                                                 "diffuser.yaml")).learner)
     preset = {k: v for k, v in preset.items() if not k.startswith("_")}
+    if args.sampling_steps is not None:
+        preset["sampling_steps"] = args.sampling_steps
+    if args.samples is not None:
+        preset["samples"] = args.samples
     D, A = args.observation_dim, args.action_dim
     state = torch.randn(1, D)
     print(f"threads {args.threads}; D {D}, A {A}; preset: horizon {preset['horizon']}, U-Net {preset['unet_dims']}, "
