@@ -21,6 +21,7 @@ Stages around the learner's training, for a learner that keeps an ``attribute_mo
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,8 +124,8 @@ def attribute_stage(cfg: DictConfig, episodes: list, run_root: Path, learner: An
         stored = np.load(cache)
         labels, measured = stored["labels"], stored["measured"]
     else:
-        labels = teacher.label(segments, rng)
         measured = teacher.measure(segments)
+        labels = teacher.label(segments, rng, measured)
         tmp = folder / "labels.tmp.npz"
         np.savez(tmp, pairs=pairs, labels=labels, measured=measured)
         tmp.replace(cache)
@@ -203,8 +204,6 @@ def alignment_evaluation(cfg: DictConfig, learner: Any, device: torch.device, ru
 
 def json_report(run_root: Path) -> dict[str, Any]:
     """The attribute stage's ``attributes/report.json``."""
-    import json
-
     return json.loads((Path(run_root) / "attributes" / "report.json").read_text())
 
 

@@ -135,9 +135,10 @@ class AttributeTeacher:
         values = np.array([[m(s) for m in self.measures] for s in flat], dtype=np.float64)
         return values.reshape(*segments.shape[:-2], len(self.measures))
 
-    def label(self, segments: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Labels ``(N, k) float32`` in {0, 0.5, 1} for segment pairs ``(N, 2, H + 1, D)``."""
-        values = self.measure(segments)  # (N, 2, k)
+    def label(self, segments: np.ndarray, rng: np.random.Generator, values: np.ndarray | None = None) -> np.ndarray:
+        """Labels ``(N, k) float32`` in {0, 0.5, 1} for segment pairs ``(N, 2, H + 1, D)``;
+        ``values (N, 2, k)``: their measurements when already made (:meth:`measure`)."""
+        values = self.measure(segments) if values is None else np.asarray(values, dtype=np.float64)
         m0, m1 = values[:, 0], values[:, 1]
         labels = np.where(m1 > m0, SECOND, FIRST).astype(np.float32)
         flip = rng.random(labels.shape) < self.eps_mistake

@@ -183,13 +183,11 @@ class DiffuserLearner(Learner):
             weights[:, 0, D:] *= config.action_weight
         diffusion = (weights * (eps_hat - eps).pow(2)).sum() / (mask.sum() * x0.shape[-1]).clamp_min(1.0)
         out = {"diffusion_loss": diffusion}
-        if self.aligned:
-            pass
-        elif self.states_only:
+        if self.states_only:
             observation, next_observation = self.normalizer(batch["observation"]), self.normalizer(batch["next_observation"])
             error = (self.inverse_dynamics(observation, next_observation) - batch["action"]).pow(2).mean(-1)
             out["inverse_dynamics_loss"] = (mask * error).sum() / mask.sum().clamp_min(1.0)
-        else:
+        elif not self.aligned:  # AlignDiff has no second network: its attribute model is fitted before
             out["value_loss"] = (self.value(x_k.detach(), k) - y).pow(2).mean()
         return out
 
