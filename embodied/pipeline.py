@@ -54,7 +54,7 @@ from reward_models.clip import CLIPReward
 from reward_models.functions import BradleyTerryReward, CLIPFrameReward, RewardFunction, TrueReward, normalize_rewards, relabel
 from reward_models.judges import Judge, Verdicts, VerdictStore, apply_judges, episode_costs
 from reward_models.labeling import LabelStore, compare_labels, label_pairs
-from reward_models.preferences import PreferenceLabels, sample_pairs, select_by_disagreement
+from reward_models.preferences import PreferenceLabels, sample_pairs, segment_sums, select_by_disagreement
 
 #: Answered pairs a reward model needs at the least.
 MIN_ANSWERED = 10
@@ -241,6 +241,14 @@ def label_quality(labels: PreferenceLabels, episodes: list[Episode]) -> dict[str
     if truth is not None:
         decided = labels.answered & (labels.labels != 0.5)
         out["agreement_with_true_reward"] = float((labels.labels[decided] == truth[decided]).mean()) if decided.any() else float("nan")
+        returns = segment_sums([ep.rewards for ep in episodes], labels.pairs, labels.segment_length)
+        equal = float(np.mean(np.abs(returns[:, 1] - returns[:, 0]) < 1e-9)) if len(returns) else 0.0
+        out["pairs_with_equal_true_return"] = equal
+        if equal > 0.5:  # a sparse reward: scripted teachers then answer "first" (B-Pref's rule), which is noise
+            warnings.warn(f"{equal:.0%} of the {len(returns)} labelled pairs have equal true returns (a sparse reward, "
+                          f"e.g. no segment reaches the goal): a scripted teacher answers 'first' for them, so the labels "
+                          f"carry little; use longer segments (labeler.segment_length), labeler=equal (ties), or a denser reward",
+                          stacklevel=2)
     for key in ("judge_overrides", "judge_agreed", "judge_decided_abstains", "judge_both_violate"):
         if key in labels.provenance:
             out[key] = float(labels.provenance[key])

@@ -207,3 +207,32 @@ def test_a_damaged_label_store_is_named_and_left_as_it_is(tmp_path, damage):
         LabelStore(path)
     if before is not None:
         assert path.read_bytes() == before, "a damaged store is not overwritten"
+
+
+def test_label_quality_warns_when_the_true_reward_cannot_tell_most_pairs_apart():
+    from embodied.data import Episode
+    from embodied.pipeline import label_quality
+    from reward_models.preferences import PreferenceLabels
+
+    def episodes(sparse: bool):
+        rng = np.random.default_rng(0)
+        out = []
+        for e in range(4):
+            rewards = np.zeros(30, np.float32) if sparse else rng.normal(size=30).astype(np.float32)
+            if sparse and e == 0:
+                rewards[-1] = 1.0  # one goal reached, at the very end of one episode
+            out.append(Episode(observations=np.zeros((31, 2), np.float32), actions=np.zeros((30, 1), np.float32),
+                               rewards=rewards, terminations=np.zeros(30, bool), truncations=np.r_[np.zeros(29, bool), True]))
+        return out
+
+    pairs = sample_pairs([30] * 4, 5, 40, np.random.default_rng(1))
+    labels = PreferenceLabels(pairs, np.zeros(40, np.float32), 5)
+    with pytest.warns(UserWarning, match="equal true returns"):
+        sparse = label_quality(labels, episodes(sparse=True))
+    assert sparse["pairs_with_equal_true_return"] > 0.9
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a dense reward: no warning
+        dense = label_quality(labels, episodes(sparse=False))
+    assert dense["pairs_with_equal_true_return"] == 0.0
