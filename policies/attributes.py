@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from policies.networks import ObservationNormalizer
+
 
 class AttributeStrengthModel(nn.Module):
     """zeta(tau): observation windows ``(B, T, D)`` -> attribute strengths, per member
@@ -33,21 +35,19 @@ class AttributeStrengthModel(nn.Module):
             "conv": nn.Sequential(nn.Conv1d(2 * observation_dim, hidden, 3, padding=1), nn.Mish(),
                                   nn.Conv1d(hidden, hidden, 3, padding=1), nn.Mish()),
             "head": nn.Sequential(nn.Linear(hidden, hidden), nn.Mish(), nn.Linear(hidden, attributes))}) for _ in range(members))
-        self.register_buffer("mean", torch.zeros(observation_dim))
-        self.register_buffer("std", torch.ones(observation_dim))
+        self.normalizer = ObservationNormalizer(observation_dim)
         self.register_buffer("low", torch.zeros(attributes))
         self.register_buffer("high", torch.ones(attributes))
 
     def fit_normalizer(self, observations: torch.Tensor) -> None:
         """Standardisation statistics from observations ``(N, D)``."""
-        self.mean.copy_(observations.mean(0))
-        self.std.copy_(observations.std(0).clamp_min(1e-6))
+        self.normalizer.fit(observations)
 
     def member_strengths(self, windows: torch.Tensor) -> torch.Tensor:
         """Raw strengths ``(E, B, k)`` of windows ``(B, T, D)``, T >= 2."""
         if windows.ndim != 3 or windows.shape[-1] != self.observation_dim or windows.shape[1] < 2:
             raise ValueError(f"windows must be (B, T >= 2, {self.observation_dim}), got {tuple(windows.shape)}")
-        x = (windows - self.mean) / self.std
+        x = self.normalizer(windows)
         pairs = torch.cat([x[:, :-1], x[:, 1:] - x[:, :-1]], dim=-1).transpose(1, 2)  # (B, 2D, T - 1)
         return torch.stack([net["head"](net["conv"](pairs).mean(-1)) for net in self.nets])
 

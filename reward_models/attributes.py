@@ -192,7 +192,7 @@ def fit_attribute_model(model: AttributeStrengthModel, segments: np.ndarray, lab
     if not (torch.isfinite(segments_t).all() and torch.isfinite(labels_t).all()):
         raise ValueError("segments and labels must be finite")
     generator = generator or torch.Generator().manual_seed(0)
-    if torch.all(model.std == 1.0) and torch.all(model.mean == 0.0):
+    if torch.all(model.normalizer.std == 1.0) and torch.all(model.normalizer.mean == 0.0):  # not fitted yet
         model.fit_normalizer(segments_t.reshape(-1, segments_t.shape[-1]))
     order = torch.randperm(len(segments_t), generator=generator)
     n_heldout = int(round(heldout * len(order)))
