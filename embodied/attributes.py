@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import get_method
+from hydra.utils import get_class, get_method
 from omegaconf import DictConfig, OmegaConf
 
 from embodied.io import write_json_atomic
@@ -57,6 +57,12 @@ class AttributeSettings:
     targets: int = 20
     mask_probability: float = 0.5
     switch_steps: list[int] = field(default_factory=lambda: [15, 30])
+    labeler: dict[str, Any] | None = None
+
+    @property
+    def labeler_name(self) -> str:
+        """``scripted attribute teacher`` or the labeler's import path."""
+        return "scripted attribute teacher" if self.labeler is None else str(self.labeler.get("_target_", "?"))
 
     def __post_init__(self) -> None:
         if self.pairs < 2 or self.segment_length < 2 or self.steps < 1 or self.targets < 1:
@@ -65,6 +71,9 @@ class AttributeSettings:
             raise ValueError("attributes.mask_probability in (0, 1] and heldout in [0, 1) expected")
         if len(self.switch_steps) != 2 or not 0 < self.switch_steps[0] < self.switch_steps[1]:
             raise ValueError(f"attributes.switch_steps={self.switch_steps}; expected two increasing steps > 0")
+        if self.labeler is not None and "_target_" not in self.labeler:
+            raise ValueError(f"attributes.labeler={self.labeler}; expected null (the scripted attribute teacher) or a "
+                             "labeler node with a _target_ (+attribute_labeler=vlm)")
 
 
 def read_settings(cfg: DictConfig) -> AttributeSettings:
@@ -100,9 +109,52 @@ def task_attributes(task: Any) -> tuple[list[str], list[Any], list[str]]:
     return names, measures, units
 
 
+def task_attribute_questions(task: Any) -> list[str]:
+    """The question a VLM is asked about each of ``task.attributes`` (``question``), in order.
+
+    Raises:
+        ValueError: an attribute without a question.
+    """
+    attributes = dict(task.get("attributes") or {})
+    missing = [name for name, spec in attributes.items() if not str(spec.get("question") or "").strip()]
+    if missing:
+        raise ValueError(f"task.attributes.{missing[0]} has no question; a VLM attribute labeler asks it (e.g. 'In which "
+                         "clip does the gripper move faster?', answered by the clip in which the attribute is stronger)")
+    return [str(spec["question"]).strip() for spec in attributes.values()]
+
+
+def _labeler_labels(cfg: DictConfig, settings: AttributeSettings, episodes: list, pairs: np.ndarray, folder: Path
+                    ) -> np.ndarray:
+    """Labels ``(N, k)`` float32 (NaN: abstain) from ``attributes.labeler``, one labeler per
+    attribute (asked its question), every answer saved as it arrives in
+    ``attributes/labels.sqlite`` (a rerun asks only for what is missing)."""
+    from hydra.utils import instantiate
+
+    from reward_models.labeling import LabelStore, label_pairs
+
+    questions = task_attribute_questions(cfg.task)
+    if any(ep.frames is None for ep in episodes) and getattr(get_class(str(settings.labeler["_target_"])), "needs_frames", False):
+        raise ValueError(f"attributes.labeler={settings.labeler_name} looks at frames, but dataset "
+                         f"{cfg.dataset.id or cfg.dataset.recipe!r} has none; collect one with dataset.frames=true and a "
+                         "recipe name of its own (+attribute_labeler=vlm sets both)")
+    store = LabelStore(folder / "labels.sqlite")
+    labels = np.full((len(pairs), len(questions)), np.nan, dtype=np.float32)
+    try:
+        for i, question in enumerate(questions):
+            labeler = instantiate(settings.labeler, task=str(cfg.task.description), question=question)
+            result = label_pairs(labeler, episodes, pairs, settings.segment_length, seed=int(cfg.seed), store=store,
+                                 workdir=folder)
+            labels[:, i] = result.labels
+    finally:
+        store.close()
+    return labels
+
+
 def attribute_stage(cfg: DictConfig, episodes: list, run_root: Path, learner: Any, device: torch.device) -> dict[str, Any]:
-    """Label segment pairs with the scripted attribute teacher, fit the attribute strength model
-    and copy it into ``learner.attribute_model``; returns the report (accuracies, label count).
+    """Label segment pairs for every attribute (the scripted attribute teacher, or
+    ``attributes.labeler``, e.g. a VLM asked each attribute's question), fit the attribute
+    strength model and copy it into ``learner.attribute_model``; returns the report (accuracies,
+    label counts, and for a labeler other than the teacher its agreement with the teacher).
 
     Raises:
         ValueError: the task's attribute count differs from the learner's, or see :func:`task_attributes`.
@@ -120,14 +172,18 @@ def attribute_stage(cfg: DictConfig, episodes: list, run_root: Path, learner: An
     segments = segment_observations(episodes, pairs, settings.segment_length)
     teacher = AttributeTeacher(measures, names, settings.eps_equal, settings.eps_mistake)
     cache = folder / "labels.npz"
-    if cache.exists() and np.array_equal(np.load(cache)["pairs"], pairs):
-        stored = np.load(cache)
-        labels, measured = stored["labels"], stored["measured"]
+    source = json.dumps({"labeler": settings.labeler, "eps_equal": settings.eps_equal,
+                         "eps_mistake": settings.eps_mistake}, sort_keys=True, default=str)
+    stored = np.load(cache) if cache.exists() else None
+    if stored is not None and "source" in stored.files and np.array_equal(stored["pairs"], pairs) \
+            and str(stored["source"]) == source:
+        labels, measured, teacher_labels = stored["labels"], stored["measured"], stored["teacher_labels"]
     else:
         measured = teacher.measure(segments)
-        labels = teacher.label(segments, rng, measured)
+        teacher_labels = teacher.label(segments, rng, measured)
+        labels = teacher_labels if settings.labeler is None else _labeler_labels(cfg, settings, episodes, pairs, folder)
         tmp = folder / "labels.tmp.npz"
-        np.savez(tmp, pairs=pairs, labels=labels, measured=measured)
+        np.savez(tmp, pairs=pairs, labels=labels, measured=measured, teacher_labels=teacher_labels, source=np.array(source))
         tmp.replace(cache)
     model = AttributeStrengthModel(target.observation_dim, target.attributes, target.hidden,
                                    target.members)
@@ -137,8 +193,14 @@ def attribute_stage(cfg: DictConfig, episodes: list, run_root: Path, learner: An
     model.fit_range(windows)
     target.load_state_dict(model.state_dict())
     target.to(device)
+    decided = (labels == 0.0) | (labels == 1.0)
+    agreement = [float((labels[decided[:, i], i] == teacher_labels[decided[:, i], i]).mean()) if decided[:, i].any()
+                 else float("nan") for i in range(len(names))]
     report = {"names": names, "units": units, "pairs": int(len(pairs)), "segment_length": settings.segment_length,
-              "labeler": "scripted attribute teacher", "eps_equal": settings.eps_equal, "eps_mistake": settings.eps_mistake,
+              "labeler": settings.labeler_name, "eps_equal": settings.eps_equal, "eps_mistake": settings.eps_mistake,
+              "abstain": dict(zip(names, np.isnan(labels).mean(0).tolist())),
+              "tie": dict(zip(names, (labels == 0.5).mean(0).tolist())),
+              "agreement_with_teacher": dict(zip(names, agreement)),
               "train_accuracy": dict(zip(names, fit["train_accuracy"])),
               "heldout_accuracy": dict(zip(names, fit["heldout_accuracy"])),
               "measured_low": dict(zip(names, measured.reshape(-1, len(names)).min(0).tolist())),
@@ -252,4 +314,4 @@ def plot_attribute_following(cfg: DictConfig, learner: Any, device: torch.device
 
 
 __all__ = ["AttributeSettings", "alignment_evaluation", "attribute_stage", "plot_attribute_following", "read_settings",
-           "task_attributes"]
+           "task_attribute_questions", "task_attributes"]

@@ -118,8 +118,8 @@ def dataset_stage(cfg: DictConfig, keep_frames: bool = False) -> OfflineDataset:
 
 def needs_frames(cfg: DictConfig, labeling: bool | None = None) -> bool:
     """Whether the run reads rendered frames: ``algo.reward=clip``, an image labeler (clip, vlm),
-    an image reward model (``reward_model.inputs=image``), or an image judge (vlm_safety) in a run
-    that reads the judges. ``labeling``: whether the run labels
+    an image reward model (``reward_model.inputs=image``), an image judge (vlm_safety) in a run
+    that reads the judges, or an image attribute labeler for an attribute-conditioned learner. ``labeling``: whether the run labels
     (default: when ``algo.reward=learned``)."""
     if OmegaConf.select(cfg, "algo.reward") == "clip":
         return True
@@ -131,7 +131,10 @@ def needs_frames(cfg: DictConfig, labeling: bool | None = None) -> bool:
     image_judge = any(getattr(get_class(str(node["_target_"])), "needs_frames", False)
                       for node in judges.values() if "_target_" in node)
     reads_judges = labeling or OmegaConf.select(cfg, "algo.name", default=None) in COST_LEARNERS
-    return bool((labeling and (image_labeler or image_model)) or (reads_judges and image_judge))
+    attribute_target = OmegaConf.select(cfg, "attributes.labeler._target_", default=None)
+    attribute_labeler = (bool(OmegaConf.select(cfg, "algo.learner.attributes", default=0)) and bool(attribute_target)
+                         and bool(getattr(get_class(str(attribute_target)), "needs_frames", False)))
+    return bool((labeling and (image_labeler or image_model)) or (reads_judges and image_judge) or attribute_labeler)
 
 
 def _require_frames(cfg: DictConfig, episodes: list[Episode], what: str) -> None:

@@ -150,18 +150,25 @@ class AttributeTeacher:
 
 
 def attribute_loss(strengths: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Bradley-Terry cross-entropy per attribute, averaged: ``strengths (..., N, 2, k)`` (the two
-    segments), ``labels (N, k)`` in [0, 1] (1: the second is stronger)."""
+    """Bradley-Terry cross-entropy per attribute (AlignDiff Eq. 2), averaged over the answered
+    labels: ``strengths (..., N, 2, k)`` (the two segments), ``labels (N, k)`` in [0, 1] (1: the
+    second is stronger) or NaN (an abstain, e.g. a VLM answer that could not be parsed), which
+    adds nothing. All labels NaN: a zero loss (with a gradient of zero)."""
     logits = strengths[..., 1, :] - strengths[..., 0, :]
-    return F.binary_cross_entropy_with_logits(logits, labels.expand_as(logits))
+    labels = labels.expand_as(logits)
+    answered = ~torch.isnan(labels)
+    if not answered.any():
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits[answered], labels[answered])
 
 
 def attribute_accuracy(strengths: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Per attribute, the share of decided pairs (label 0 or 1) where the larger strength is the
-    preferred segment: ``strengths (N, 2, k)``, ``labels (N, k)`` -> ``(k,)`` (NaN: none decided)."""
+    """Per attribute, the share of decided pairs (label 0 or 1; ties and NaN abstains are left out)
+    where the larger strength is the preferred segment: ``strengths (N, 2, k)``, ``labels (N, k)``
+    -> ``(k,)`` (NaN: none decided)."""
     strengths, labels = np.asarray(strengths), np.asarray(labels)
     predicted = (strengths[:, 1] > strengths[:, 0]).astype(np.float32)
-    decided = labels != TIE
+    decided = (labels == FIRST) | (labels == SECOND)
     return np.array([float((predicted[decided[:, i], i] == labels[decided[:, i], i]).mean()) if decided[:, i].any()
                      else math.nan for i in range(labels.shape[1])])
 
@@ -174,7 +181,7 @@ def fit_attribute_model(model: AttributeStrengthModel, segments: np.ndarray, lab
     Args:
         model: the ensemble (its normaliser fitted, or fitted here from the segments).
         segments: ``(N, 2, T, D)`` observation windows of the pairs.
-        labels: ``(N, k)`` in {0, 0.5, 1}.
+        labels: ``(N, k)`` in {0, 0.5, 1}, or NaN for an abstain (left out of the loss).
         steps: Adam steps per member.
         heldout: share of pairs kept out of training for the accuracy report.
 
@@ -189,8 +196,10 @@ def fit_attribute_model(model: AttributeStrengthModel, segments: np.ndarray, lab
     if segments_t.ndim != 4 or segments_t.shape[1] != 2 or labels_t.shape != (len(segments_t), model.attributes):
         raise ValueError(f"segments (N, 2, T, D) and labels (N, {model.attributes}) expected, got "
                          f"{tuple(segments_t.shape)} and {tuple(labels_t.shape)}")
-    if not (torch.isfinite(segments_t).all() and torch.isfinite(labels_t).all()):
-        raise ValueError("segments and labels must be finite")
+    if not torch.isfinite(segments_t).all():
+        raise ValueError("segments must be finite")
+    if torch.isinf(labels_t).any() or ((labels_t < 0) | (labels_t > 1)).any():
+        raise ValueError("labels must be in [0, 1], or NaN for an abstain")
     generator = generator or torch.Generator().manual_seed(0)
     if torch.all(model.normalizer.std == 1.0) and torch.all(model.normalizer.mean == 0.0):  # not fitted yet
         model.fit_normalizer(segments_t.reshape(-1, segments_t.shape[-1]))

@@ -60,6 +60,21 @@ LABEL_PROMPT = (
     "Reply with a single line holding only 0 if Image 1 is better, 1 if Image 2 is better, "
     "or -1 if there is no difference or you are unsure."
 )
+#: AlignDiff's attribute question (Dong et al., ICLR 2024, Sec. 4.1: annotators compare two
+#: clips in one attribute), asked in RL-VLM-F's two stages; each image is a strip of frames.
+ATTRIBUTE_ANALYSIS_PROMPT = (
+    "You will see two clips of a robot doing a task, each shown as a strip of frames in time order from left to "
+    "right. The task is: {task}.\n"
+    "1. Describe how the robot moves in Image 1.\n"
+    "2. Describe how the robot moves in Image 2.\n"
+    "3. Compare the two clips with this question in mind: {question} Explain briefly."
+)
+ATTRIBUTE_LABEL_PROMPT = (
+    "The task is: {task}. Here is an analysis of the two clips:\n{analysis}\n"
+    "Question: {question}\n"
+    "Reply with a single line holding only 0 if the answer is Image 1, 1 if it is Image 2, "
+    "or -1 if there is no difference or you are unsure."
+)
 _ANSWER = re.compile(r"^[\s*_`'\"(\[]*(-1|0|1)[\s*_`'\".)\]]*$")
 # "Answer: 1", "Final answer is **0**.", "answer = -1" ending a line (RL-VLM-F's own answer style)
 _LABELLED_ANSWER = re.compile(r"\banswer\b[\s*_`'\"]*(?:is)?[\s*_`'\"]*[:=]?[\s*_`'\"(\[]*(-1|0|1)[\s*_`'\".)\]]*$",
@@ -298,13 +313,18 @@ class VLMPreferenceLabeler(ChatAPI, Labeler):
         index = np.linspace(min(start + 1, last), last, k).round().astype(int) if k > 1 else np.array([last])
         return np.concatenate([episode.frames[i] for i in index], axis=1)
 
+    def _prompts(self) -> tuple[str, str]:
+        """The stage-1 prompt and the stage-2 template (with an ``{analysis}`` field)."""
+        return ANALYSIS_PROMPT.format(task=self.task), LABEL_PROMPT.replace("{task}", self.task)
+
     def _query(self, client, limiter, cache, image_1: bytes, image_2: bytes) -> int | None:
         """One two-stage query; the parsed label (0, 1, -1) or None (unparseable)."""
         hashes = [hashlib.sha256(image_1).hexdigest(), hashlib.sha256(image_2).hexdigest()]
-        analysis = self._ask(client, limiter, cache, "analysis", hashes, ANALYSIS_PROMPT.format(task=self.task),
+        analysis_prompt, label_template = self._prompts()
+        analysis = self._ask(client, limiter, cache, "analysis", [*hashes, analysis_prompt], analysis_prompt,
                              [image_1, image_2])
-        answer = self._ask(client, limiter, cache, "label", [*hashes, analysis],
-                           LABEL_PROMPT.format(task=self.task, analysis=analysis), [image_1, image_2])
+        answer = self._ask(client, limiter, cache, "label", [*hashes, analysis, label_template],
+                           label_template.replace("{analysis}", analysis), [image_1, image_2])
         return parse_label(answer)
 
     def _label_pair(self, client, limiter, cache, image_a: bytes, image_b: bytes) -> tuple[float, str] | tuple[float, str, str]:
@@ -378,3 +398,40 @@ class VLMPreferenceLabeler(ChatAPI, Labeler):
                         future.cancel()
         finally:
             cache.close()
+
+
+class VLMAttributeLabeler(VLMPreferenceLabeler):
+    """Attribute preference labels (AlignDiff) from a VLM: for two clips, which one shows *more*
+    of one attribute ("In which clip does the gripper move faster?"), asked in RL-VLM-F's two
+    stages. One labeler asks about one attribute; its settings include the question, so the
+    label store keeps each attribute's answers apart. Same client, cache, retries, abstains and
+    swap check as :class:`VLMPreferenceLabeler`; label 1 means the second clip is stronger.
+
+    Args:
+        question: the attribute question, phrased so that the answer names the clip in which the
+            attribute is *stronger* (the task config's ``attributes.<name>.question``).
+        frames_per_segment: frames of the clip tiled left to right. Default 4 (speed and
+            smoothness need motion).
+        **kwargs: :class:`VLMPreferenceLabeler`'s settings.
+
+    Raises:
+        ValueError: an empty question, or a bad setting (named).
+    """
+
+    name = "vlm_attribute"
+
+    def __init__(self, base_url: str, model: str, task: str, question: str, frames_per_segment: int = 4, **kwargs):
+        super().__init__(base_url, model, task, frames_per_segment=frames_per_segment, **kwargs)
+        if not str(question).strip():
+            raise ValueError("question is empty; ask which clip shows more of the attribute")
+        self.question = str(question).strip()
+        self.prompt_hash = hashlib.sha256((ATTRIBUTE_ANALYSIS_PROMPT + "\0" + ATTRIBUTE_LABEL_PROMPT).encode()).hexdigest()[:16]
+
+    def _prompts(self) -> tuple[str, str]:
+        fields = {"task": self.task, "question": self.question}
+        return (ATTRIBUTE_ANALYSIS_PROMPT.format(**fields),
+                ATTRIBUTE_LABEL_PROMPT.replace("{task}", self.task).replace("{question}", self.question))
+
+    def settings(self) -> dict:
+        """:meth:`VLMPreferenceLabeler.settings` and the question."""
+        return {**super().settings(), "question": self.question}

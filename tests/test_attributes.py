@@ -13,6 +13,7 @@ from reward_models.attributes import (
     AttributeStrengthModel,
     AttributeTeacher,
     attribute_accuracy,
+    attribute_loss,
     dressing_force,
     dressing_height,
     dressing_speed,
@@ -100,6 +101,26 @@ def test_the_strength_model_recovers_a_scripted_attribute_order_on_held_out_pair
         fit_attribute_model(model, windows, labels[:, :2])
 
 
+def test_abstained_attribute_labels_add_nothing_to_the_loss_or_the_accuracy():
+    """A VLM abstain (NaN) is left out per attribute, never read as 'the first is stronger'."""
+    strengths = torch.tensor([[[0.0, 1.0], [2.0, 0.0]], [[1.0, 0.0], [0.0, 3.0]], [[0.0, 0.0], [1.0, 1.0]]])
+    labels = torch.tensor([[1.0, float("nan")], [1.0, 1.0], [float("nan"), 0.5]])
+    logits = strengths[:, 1] - strengths[:, 0]  # (3, 2): [[2, -1], [-1, 3], [1, 1]]
+    answered = [(logits[0, 0], 1.0), (logits[1, 0], 1.0), (logits[1, 1], 1.0), (logits[2, 1], 0.5)]
+    by_hand = np.mean([-(y * np.log(1 / (1 + np.exp(-x))) + (1 - y) * np.log(1 - 1 / (1 + np.exp(-x))))
+                       for x, y in ((float(x), y) for x, y in answered)])
+    assert float(attribute_loss(strengths, labels)) == pytest.approx(by_hand, rel=1e-5)
+    assert float(attribute_loss(strengths, torch.full((3, 2), float("nan")))) == 0.0
+    # accuracy over decided labels only: attribute 0 has pairs 0 (right) and 1 (wrong: its strengths say the first)
+    assert attribute_accuracy(strengths.numpy(), labels.numpy()).tolist() == [0.5, 1.0]
+    segments = np.stack([_dressing_segment(0.1, 1.0, 0.0, steps=4)] * 6).reshape(3, 2, 5, 26)
+    model = AttributeStrengthModel(26, 2, hidden=8, members=1)
+    fit_attribute_model(model, segments, labels.numpy(), steps=5, heldout=0.0)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    with pytest.raises(ValueError, match="labels must be in"):
+        fit_attribute_model(model, segments, np.full((3, 2), 2.0, np.float32), steps=1)
+
+
 def test_segments_are_read_from_their_episodes_and_must_fit():
     class Episode:
         def __init__(self, n):
@@ -157,6 +178,38 @@ def test_the_main_job_labels_attributes_and_reports_alignment(compose_config, tm
         train(compose_config(_aligndiff_overrides(tmp_path, "algo.learner.attributes=2")), tmp_path / "wrong")
     with pytest.raises(ValueError, match="declares no attributes"):
         task_attributes(compose_config(["+task=pointmass"]).task)
+
+
+def test_the_main_job_asks_a_vlm_each_attributes_question_and_resumes_from_its_answers(compose_config, tmp_path):
+    """+attribute_labeler=vlm: frames collected, every task attribute's question asked over HTTP
+    (a real server on 127.0.0.1), labels stored as they arrive; a rerun asks nothing."""
+    from embodied.pipeline import train
+    from tests.vlm_server import FakeVLM
+
+    with FakeVLM() as server:
+        overrides = _aligndiff_overrides(tmp_path, "algo=attribute_bc", "algo.learner.attribute_horizon=8",
+                                         "algo.learner.hidden_dims=[16]", "+attribute_labeler=vlm",
+                                         f"attributes.labeler.base_url={server.url}", "attributes.labeler.model=test-vlm",
+                                         "attributes.labeler.requests_per_minute=0", "attributes.labeler.frames_per_segment=2",
+                                         "attributes.pairs=12", "dataset.width=16", "dataset.height=16", planner=False)
+        cfg = compose_config(overrides)
+        assert cfg.dataset.frames and cfg.dataset.recipe == "attributes-frames"
+        report = train(cfg, tmp_path / "run")["attributes"]
+        asked = len(server.bodies)
+        assert 12 * 3 <= asked <= 12 * 3 * 2  # two stages per pair and attribute, less identical questions
+        (tmp_path / "run" / "attributes" / "labels.npz").unlink()  # forget the labels: the label store answers
+        for path in (tmp_path / "run" / "checkpoints").iterdir():
+            path.rename(path.with_name(path.name + ".old")) if path.is_dir() else path.unlink()
+        (tmp_path / "run" / "metrics.json").unlink(missing_ok=True)
+        rerun = train(compose_config(overrides), tmp_path / "run")["attributes"]
+        assert len(server.bodies) == asked, "the rerun asked the VLM again"
+    assert report["labeler"] == "reward_models.vlm.VLMAttributeLabeler"
+    assert set(report["agreement_with_teacher"]) == {"speed", "force", "height"}
+    assert all(v == 0.0 for v in report["abstain"].values())
+    assert rerun["agreement_with_teacher"] == report["agreement_with_teacher"]
+    with pytest.raises(ValueError, match="has no question"):
+        from embodied.attributes import task_attribute_questions
+        task_attribute_questions(compose_config(["+task=dressing", "~task.attributes.force.question"]).task)
 
 
 def _dataset(cfg):

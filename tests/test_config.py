@@ -25,7 +25,7 @@ def _options(group: str) -> list[str]:
 
 
 def test_every_yaml_is_covered_by_a_group_test():
-    groups = {"algo", "experiment", "judges", "labeler", "logger", "reward_model", "robot", "strategy", "suite", "task"}
+    groups = {"algo", "attribute_labeler", "experiment", "judges", "labeler", "logger", "reward_model", "robot", "strategy", "suite", "task"}
     found = {p.relative_to(CONF).parts[0] for p in CONF.rglob("*.yaml") if p.parent != CONF}
     assert found == groups, f"a new config group needs a test here: {found - groups}"
     # benchmark.yaml: test_benchmark.py; continual.yaml, strategy/ and suite/cw*: test_continual.py;
@@ -131,6 +131,20 @@ def test_experiment_presets_compose_and_validate(compose_config, experiment):
     if experiment == "gpu_full":
         assert cfg.algo.name == "iql" and cfg.device == "cuda" and cfg.algo.learner.compile
         assert instantiate(cfg.algo.learner).compile
+
+
+@pytest.mark.parametrize("task", ["dressing", "metaworld"])
+@pytest.mark.parametrize("labeler", _options("attribute_labeler"))
+def test_attribute_labelers_compose_and_build_one_labeler_per_attribute(compose_config, labeler, task):
+    from embodied.attributes import read_settings, task_attribute_questions, task_attributes
+
+    cfg = compose_config([f"+task={task}", "+experiment=aligndiff", f"+attribute_labeler={labeler}"])
+    settings = read_settings(cfg)
+    names, _, _ = task_attributes(cfg.task)
+    questions = task_attribute_questions(cfg.task)
+    built = [instantiate(settings.labeler, task=cfg.task.description, question=q) for q in questions]
+    assert len(built) == len(names) and len({b.settings()["question"] for b in built}) == len(names)
+    assert cfg.dataset.frames and all(b.needs_frames for b in built)
 
 
 @pytest.mark.parametrize("logger", _options("logger"))

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reward_models.vlm import VLMPreferenceLabeler, VLMRequestError, parse_label
+from reward_models.labeling import LabelStore, labeler_key
+from reward_models.vlm import VLMAttributeLabeler, VLMPreferenceLabeler, VLMRequestError, parse_label
 from tests.vlm_server import FakeVLM, make_episodes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +64,37 @@ def test_labels_ties_swap_check_and_the_key_never_leaves_the_header(tmp_path, mo
     captured = capsys.readouterr()
     assert SECRET not in stored + captured.out + captured.err
     assert labels.provenance["model"] == "test-vlm" and len(labels.provenance["prompt_hash"]) == 16
+
+
+def test_the_attribute_labeler_asks_its_question_about_strips_of_frames(tmp_path):
+    """AlignDiff's attribute labels from a VLM: the question reaches the label prompt (the test
+    server answers 'darker' questions by the darker clip), each clip is a strip of frames, and two
+    attributes' answers stay apart in one store."""
+    episodes, pairs, H = make_episodes(), PAIRS[[0, 1, 2, 4]], 2
+    settings = dict(base_url="", model="test-vlm", task="move the sleeve", api_key_env="EMBODIED_TEST_KEY", concurrency=2,
+                    requests_per_minute=0, timeout_s=5, max_retries=3, backoff_s=0.01, frames_per_segment=2, progress=False)
+    with FakeVLM() as server:
+        settings["base_url"] = server.url
+        brighter = VLMAttributeLabeler(question="In which clip is the picture brighter?", **settings)
+        darker = VLMAttributeLabeler(question="In which clip is the picture darker?", **settings)
+        store = LabelStore(tmp_path / "labels.sqlite")
+        bright = brighter.label_segments(episodes, pairs, H, store=store, workdir=tmp_path)
+        dark = darker.label_segments(episodes, pairs, H, store=store, workdir=tmp_path)
+        asked = len(server.bodies)
+        again = darker.label_segments(episodes, pairs, H, store=store, workdir=tmp_path)
+        assert len(server.bodies) == asked  # the store answers a rerun
+    strip = brighter.segment_image(episodes[1], 0, H)
+    assert strip.shape == (8, 16, 3)  # two frames side by side
+    np.testing.assert_array_equal(strip[:, :8], episodes[1].frames[1])
+    np.testing.assert_array_equal(strip[:, 8:], episodes[1].frames[2])
+    means = np.array([[brighter.segment_image(episodes[e], s, H).mean() for e, s in pair] for pair in pairs])
+    expected = (means[:, 1] > means[:, 0]).astype(np.float32)
+    np.testing.assert_array_equal(bright.labels, expected)
+    np.testing.assert_array_equal(dark.labels, 1.0 - expected)
+    np.testing.assert_array_equal(again.labels, dark.labels)
+    assert labeler_key(brighter) != labeler_key(darker) and darker.settings()["question"].endswith("darker?")
+    with pytest.raises(ValueError, match="question is empty"):
+        VLMAttributeLabeler(question=" ", **settings)
 
 
 def test_429_500_and_slow_answers_are_retried(tmp_path):

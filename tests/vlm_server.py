@@ -1,7 +1,7 @@
 """A real HTTP server on 127.0.0.1 that answers like an OpenAI-compatible chat-completions API.
 
 It judges image pairs as a VLM would, but by a rule the tests know: the brighter image is
-better; equal images get ``-1``; a pair with an all-black image gets an unparseable answer. To
+better (the darker one when the question asks which is darker); equal images get ``-1``; a pair with an all-black image gets an unparseable answer. To
 the safety judge's yes/no question it answers yes for an image brighter than 100, no for a
 darker one, and an unparseable answer for an all-black one.
 Faults are scripted per request (``script``): ``429``, ``500``, ``slow`` (answer after
@@ -79,8 +79,9 @@ class FakeVLM:
                     answer = "I cannot tell from these pictures."
                 elif images[0] == images[1]:
                     answer = "-1"
-                else:
-                    answer = "Image 2 is closer to the goal.\n1" if images[1] > images[0] else "0"
+                else:  # an attribute question about darkness is answered by the darker image
+                    second = images[1] < images[0] if "darker" in text else images[1] > images[0]
+                    answer = "Image 2 is closer to the goal.\n1" if second else "0"
                 self._send(200, {"id": "chatcmpl-test", "object": "chat.completion", "model": body["model"],
                                  "choices": [{"index": 0, "finish_reason": "stop",
                                               "message": {"role": "assistant", "content": answer}}]})
