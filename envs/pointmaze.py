@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -96,6 +97,9 @@ class PointMazeEnv(gym.Wrapper):
             kwargs.update(render_mode=render_mode, width=width, height=height)
         super().__init__(gym.make(MAZES[maze][0], **kwargs))
         self.maze = maze
+        # gymnasium-robotics writes the maze's MJCF beside the system's temporary folder and never
+        # deletes it (one file per env); MuJoCo has loaded it by now
+        Path(self.env.unwrapped.tmp_xml_file_path).unlink(missing_ok=True)
         if camera:  # read by the renderer when it makes its viewer, at the first render
             renderer = self.env.unwrapped.point_env.mujoco_renderer
             renderer.default_cam_config = {**(renderer.default_cam_config or {}), **dict(camera)}

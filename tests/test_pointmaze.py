@@ -70,3 +70,17 @@ def test_the_camera_can_be_moved_and_a_wrong_field_is_named():
     assert np.abs(frames[0] - frames[1]).mean() > 5.0  # another viewpoint, another picture
     with pytest.raises(ValueError, match="camera field 'fovy'"):
         PointMazeEnv("umaze", camera={"fovy": 45})
+
+
+def test_making_a_maze_leaves_no_model_file_behind():
+    """gymnasium-robotics writes each maze's MJCF into the temporary folder's parent; the env deletes it."""
+    from pathlib import Path
+
+    env = envs.make("embodied/PointMaze-v0")
+    try:
+        path = Path(env.unwrapped.tmp_xml_file_path)
+        assert not path.exists()
+        env.reset(seed=0)
+        env.step(env.action_space.sample())  # MuJoCo runs on the model it loaded
+    finally:
+        env.close()
