@@ -39,6 +39,7 @@ from embodied.datasets import (
     load_dataset,
     make_dataset_id,
 )
+from embodied.diagnosis import diagnose, diagnosis_lines
 from embodied.evaluation import evaluate_metaworld, evaluate_policy
 from embodied.fit import fit
 from embodied.io import save_figure, write_json_atomic, write_text_atomic
@@ -795,6 +796,8 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
         histograms.append(plot_attribute_following(cfg, learner, device, paths.plots / "attribute_following.png"))
         attributes = {**attribute_report, "alignment": alignment}
     timings["videos and plots"] = time.time() - started - sum(timings.values())
+    diagnosis = diagnose(learner, data, rewards, episodes) if rewards is not None and hasattr(
+        learner, "transition_diagnostics") else None
     report = {
         "task": cfg.task.name,
         "algo": cfg.algo.name,
@@ -818,6 +821,8 @@ def _train(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     }
     if attributes is not None:
         report["attributes"] = attributes
+    if diagnosis is not None:
+        report["diagnosis"] = diagnosis
     write_json_atomic(paths.metrics, report)
     write_text_atomic(paths.report, render_report(report))
     return report
@@ -872,6 +877,7 @@ def render_report(report: dict[str, Any]) -> str:
         *[f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in report["reward"].items()],
         "",
         *_attribute_lines(report.get("attributes")),
+        *diagnosis_lines(report.get("diagnosis")),
         "## Dataset",
         "",
         f"`{report['dataset_id']}` at `{report['dataset_path']}`",

@@ -166,6 +166,10 @@ def test_main_job_with_labels_and_a_learned_reward_resumes_its_stages(compose_co
     lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("reward/heldout_accuracy" in l for l in lines)
     assert "## Reward" in (run_dir / "report.md").read_text()
+    # the diagnosis of the trained IQL: the actor's weight per behaviour policy of the data
+    shares = {name: row["transition_share"] for name, row in again["diagnosis"]["by_behaviour"].items()}
+    assert sum(shares.values()) == pytest.approx(1.0) and set(shares) <= {"expert", "noisy", "random"}
+    assert "## Diagnosis" in (run_dir / "report.md").read_text()
 
 
 def test_iql_without_a_reward_source_is_refused(compose_config, tmp_path):

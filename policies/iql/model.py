@@ -177,6 +177,31 @@ class IQLLearner(Learner):
         return {k: v.detach() for k, v in losses.items()}
 
     @torch.no_grad()
+    def transition_diagnostics(self, observation: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
+                               next_observation: torch.Tensor, terminal: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-transition quantities of the trained networks, for diagnosis (raw observations
+        ``(N, D)``, actions ``(N, A)``, the training rewards ``(N,)`` before ``reward_scale``, and
+        terminals ``(N,)``); each output is ``(N,) float32``:
+
+        - ``advantage``: ``A = min_i Q_hat_i(s, a) - V(s)``, also the residual of the expectile
+          loss of Eq. (5) (a share of about ``1 - tau`` is negative once V has fitted), and
+          ``weight``: ``min(exp(beta A), max_weight)``, the actor's weight of Eq. (7);
+        - ``td_error``: ``min_i Q_i(s, a) - (r + gamma (1 - d) V(s'))``, the critic's error in Eq. (6);
+        - ``target``: ``r + gamma (1 - d) V(s')``;
+        - ``log_prob``: the actor's ``log pi(a | s)`` of the dataset action.
+        """
+        obs, next_obs = self.normalizer(observation), self.normalizer(next_observation)
+        reward = self.config.reward_scale * reward + self.config.reward_bias
+        target_q = torch.min(*self.target_critic(obs, action))
+        v = self.value(obs).squeeze(-1)
+        target = reward + self.config.discount * (1.0 - terminal.float()) * self.value(next_obs).squeeze(-1)
+        advantage = target_q - v
+        return {"advantage": advantage,
+                "weight": torch.exp(self.config.temperature * advantage).clamp(max=self.config.max_weight),
+                "td_error": torch.min(*self.critic(obs, action)) - target, "target": target,
+                "log_prob": self.actor.distribution(obs).log_prob(action).sum(-1)}
+
+    @torch.no_grad()
     def act(self, observation: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Deterministic action: the actor's tanh mean, ``(B, A)`` in [-1, 1].
 
