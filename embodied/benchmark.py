@@ -61,7 +61,7 @@ def run_job(cfg: DictConfig, folder: Path) -> dict[str, Any]:
     Returns:
         ``task``, ``algo``, ``row``, ``reward``, ``labeler``, ``seed``, ``eval`` (success rate,
         return mean and std, episodes), ``reward_model`` (held-out accuracy etc. for learned
-        rewards), ``wall_time_s`` and ``checkpoint``.
+        rewards), ``wall_time_s``, ``checkpoint`` and ``diagnosis`` (IQL: :mod:`embodied.diagnosis`).
     """
     path = folder / RESULT_FILE
     if path.exists():
@@ -71,7 +71,7 @@ def run_job(cfg: DictConfig, folder: Path) -> dict[str, Any]:
     started = time.time()
     task = str(OmegaConf.select(cfg, "task.env.task", default=cfg.task.name))
     reward_report: dict[str, Any] = {}
-    checkpoint = None
+    checkpoint, diagnosis = None, None
     if cfg.algo.learner is None:
         seed_everything(int(cfg.seed))
         policy, _ = make_policy(cfg.task, str(cfg.algo.name))
@@ -83,6 +83,7 @@ def run_job(cfg: DictConfig, folder: Path) -> dict[str, Any]:
         report = train(cfg, folder)
         metrics, checkpoint = report["eval"], report["checkpoint"]
         reward_report = {k: v for k, v in report["reward"].items() if k not in ("source", "labeler")}
+        diagnosis = report.get("diagnosis")
     labeler = str(cfg.labeler.name) if cfg.algo.reward == "learned" else None
     result = {
         "task": task,
@@ -96,6 +97,7 @@ def run_job(cfg: DictConfig, folder: Path) -> dict[str, Any]:
         "protocol": str(cfg.eval.protocol),
         "wall_time_s": round(time.time() - started, 1),
         "checkpoint": checkpoint,
+        "diagnosis": diagnosis,
     }
     write_json_atomic(path, result)
     return result
@@ -107,12 +109,85 @@ def _row_order(result: dict[str, Any]) -> tuple[int, str]:
     return rank, result["row"]
 
 
+def bootstrap_interval(differences: np.ndarray, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+                       ) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``differences (n,)`` (one per task: tasks are
+    resampled with replacement; scipy.stats.bootstrap). All equal: the interval is that value.
+
+    Raises:
+        ValueError: fewer than 2 differences, or non-finite ones.
+    """
+    from scipy.stats import bootstrap
+
+    differences = np.asarray(differences, dtype=np.float64)
+    if differences.size < 2 or not np.isfinite(differences).all():
+        raise ValueError(f"a bootstrap interval needs >= 2 finite per-task differences, got {differences.tolist()}")
+    if np.all(differences == differences[0]):
+        return float(differences[0]), float(differences[0])
+    result = bootstrap((differences,), np.mean, confidence_level=confidence, n_resamples=resamples, method="percentile",
+                       random_state=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def compare_rows(rows: dict[str, Any], tasks: list[str]) -> list[dict[str, Any]]:
+    """Each feedback-trained row (a learned reward) against every other row, paired by task: the
+    mean over tasks of the per-task difference in success (each task's mean over seeds) and its
+    95 % bootstrap interval over tasks (tasks both rows have)."""
+    learned = [name for name in rows if "learned reward" in name]
+    out = []
+    for name in learned:
+        for other in rows:
+            if other == name:
+                continue
+            shared = [t for t in tasks if t in rows[name]["tasks"] and t in rows[other]["tasks"]]
+            if len(shared) < 2:
+                continue
+            diff = np.array([rows[name]["tasks"][t]["mean"] - rows[other]["tasks"][t]["mean"] for t in shared])
+            low, high = bootstrap_interval(diff)
+            out.append({"row": name, "against": other, "tasks": len(shared), "difference": float(diff.mean()),
+                        "low": low, "high": high, "excludes_zero": bool(low > 0 or high < 0),
+                        "tasks_worse": [t for t, d in zip(shared, diff) if d < 0]})
+    return out
+
+
+def diagnosis_table(results: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each task where a feedback-trained IQL row is below BC, the diagnosis (averaged over
+    seeds): the learned reward's held-out accuracy and Spearman correlation with the true reward,
+    the effective sample share of the advantage weights, the expert's share of the transitions
+    and of the actor's weight, and the critic's explained variance."""
+    out = []
+    for comparison in comparisons:
+        if not comparison["against"].startswith("BC"):
+            continue
+        for task in comparison["tasks_worse"]:
+            jobs = [r for r in results if r["row"] == comparison["row"] and r["task"] == task and r.get("diagnosis")]
+            if not jobs:
+                continue
+            mean = lambda values: float(np.mean(values)) if values else float("nan")  # noqa: E731
+            expert = [r["diagnosis"]["by_behaviour"].get("expert", {}) for r in jobs]
+            out.append({
+                "task": task, "row": comparison["row"], "seeds": len(jobs),
+                "heldout_accuracy": mean([r["reward_model"]["heldout_accuracy"] for r in jobs
+                                          if "heldout_accuracy" in r["reward_model"]]),
+                "spearman_true_reward": mean([r["reward_model"]["spearman_true_reward"] for r in jobs
+                                              if "spearman_true_reward" in r["reward_model"]]),
+                "effective_sample_share": mean([r["diagnosis"]["effective_sample_share"] for r in jobs]),
+                "expert_transition_share": mean([e["transition_share"] for e in expert if e]),
+                "expert_weight_share": mean([e["weight_share"] for e in expert if e]),
+                "td_explained_variance": mean([r["diagnosis"]["td_explained_variance"] for r in jobs]),
+            })
+    return out
+
+
 def aggregate(sweep_dir: str | Path, wall_time_s: float | None = None, tasks: list[str] | None = None) -> dict[str, Any]:
     """Gather the jobs' ``result.json`` under ``sweep_dir`` into ``results.json``, ``results.md``
     and ``results.png`` there. ``tasks``: the table's task order (default: as found).
 
     Per row and task: success rate mean and std over seeds. Per row: the mean over tasks, its
-    std over seeds (the mean over tasks of each seed), and the number of seeds.
+    std over seeds (the mean over tasks of each seed), and the number of seeds. Each
+    feedback-trained row against the others: the mean per-task difference with a 95 % bootstrap
+    interval over tasks (:func:`compare_rows`), and the diagnosis of the tasks where it is below
+    BC (:func:`diagnosis_table`).
 
     Raises:
         FileNotFoundError: no finished job under ``sweep_dir``.
@@ -140,12 +215,15 @@ def aggregate(sweep_dir: str | Path, wall_time_s: float | None = None, tasks: li
             "seeds": len(complete),
         }
     first = results[0]
+    comparisons = compare_rows(rows, tasks)
     summary = {
         "sweep_dir": str(sweep_dir),
         "protocol": first.get("protocol"),
         "episodes_per_task": first["eval"].get("episodes"),
         "tasks": tasks,
         "rows": rows,
+        "comparisons": comparisons,
+        "diagnosis": diagnosis_table(results, comparisons),
         "jobs": len(results),
         "job_time_s": round(float(sum(r["wall_time_s"] for r in results)), 1),
         "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 1),
@@ -172,6 +250,24 @@ def render_table(summary: dict[str, Any]) -> str:
         lines.append(f"| {task} | " + " | ".join(cell(summary["rows"][n]["tasks"].get(task)) for n in names) + " |")
     lines.append("| **mean** | " + " | ".join(f"**{cell(summary['rows'][n])}** ({summary['rows'][n]['seeds']} seed{'s' if summary['rows'][n]['seeds'] != 1 else ''})"
                                             for n in names) + " |")
+    if summary.get("comparisons"):
+        lines += ["", "Paired by task: mean over tasks of the difference in success (each task's mean over seeds), "
+                  "95 % bootstrap interval over tasks (10,000 resamples, percentile).", "",
+                  "| row | against | tasks | difference | 95 % interval | excludes 0 | tasks worse |", "|---|---|---|---|---|---|---|"]
+        for c in summary["comparisons"]:
+            lines.append(f"| {c['row']} | {c['against']} | {c['tasks']} | {c['difference']:+.3f} | "
+                         f"[{c['low']:+.3f}, {c['high']:+.3f}] | {'yes' if c['excludes_zero'] else 'no'} | "
+                         f"{len(c['tasks_worse'])} |")
+    if summary.get("diagnosis"):
+        lines += ["", "Diagnosis of the tasks where the feedback-trained row is below BC (means over seeds): the "
+                  "learned reward's quality, the effective sample share of IQL's advantage weights (1 = BC), the "
+                  "expert's share of the transitions and of the actor's weight, and the critic's explained variance.", "",
+                  "| task | row | held-out accuracy | Spearman with true reward | effective sample share | "
+                  "expert transitions | expert weight | critic explained variance |", "|---|---|---|---|---|---|---|---|"]
+        for d in summary["diagnosis"]:
+            lines.append(f"| {d['task']} | {d['row']} | {d['heldout_accuracy']:.3f} | {d['spearman_true_reward']:.3f} | "
+                         f"{d['effective_sample_share']:.3f} | {d['expert_transition_share']:.3f} | "
+                         f"{d['expert_weight_share']:.3f} | {d['td_explained_variance']:.3f} |")
     timing = f"{summary['jobs']} jobs, {summary['job_time_s']:.0f} s of job time"
     if summary.get("wall_time_s") is not None:
         timing += f", {summary['wall_time_s']:.0f} s wall time"

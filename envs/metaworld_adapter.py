@@ -134,7 +134,9 @@ class MetaWorldExpert:
 
 
 def suite_tasks(suite: str) -> list[str]:
-    """The task names of a Meta-World suite: ``mt1:<task>``, ``mt10`` or ``mt50`` (benchmark order).
+    """The task names of a Meta-World suite: ``mt1:<task>``, ``mt10``, ``mt50`` or
+    ``mt50_minus_mt10`` (the 40 MT50 tasks outside MT10: where settings chosen on MT10 are
+    reported), in benchmark order.
 
     Raises:
         ValueError: unknown suite or task.
@@ -146,12 +148,14 @@ def suite_tasks(suite: str) -> list[str]:
         return list(env_dict.MT10_V3)
     if name == "mt50":
         return list(env_dict.MT50_V3)
+    if name == "mt50_minus_mt10":
+        return [task for task in env_dict.MT50_V3 if task not in env_dict.MT10_V3]
     if name.startswith("mt1:"):
         task = suite.split(":", 1)[1]
         if task not in task_names():
             raise ValueError(f"unknown Meta-World task {task!r} in suite {suite!r}")
         return [task]
-    raise ValueError(f"unknown Meta-World suite {suite!r}; expected mt10, mt50 or mt1:<task>")
+    raise ValueError(f"unknown Meta-World suite {suite!r}; expected mt10, mt50, mt50_minus_mt10 or mt1:<task>")
 
 
 def official_eval_env(task: str, seed: int) -> gym.vector.SyncVectorEnv:

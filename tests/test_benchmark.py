@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from embodied.benchmark import aggregate, render_table
+from embodied.benchmark import aggregate, bootstrap_interval, render_table
 from embodied.evaluation import evaluate_metaworld
 from envs.metaworld_adapter import MetaWorldExpert, official_evaluation, suite_tasks, task_names
 from tests.conftest import run_module
@@ -53,14 +53,17 @@ def test_suites_name_metaworld_tasks():
         suite_tasks("mt1:reach-v9")
 
 
-@pytest.mark.parametrize("suite", ["mt10", "mt50", "quick"])
+@pytest.mark.parametrize("suite", ["mt10", "mt50", "mt50_minus_mt10", "quick"])
 def test_suite_configs_sweep_their_tasks_rows_and_seeds(suite):
     cfg = _compose_benchmark([f"suite={suite}"])
     params = cfg.hydra.sweeper.params
     tasks = params["task.env.task"].split(",")
     assert tasks == list(cfg.suite.tasks) and set(tasks) <= set(task_names())
     if suite != "quick":
-        assert tasks == suite_tasks(suite) and cfg.eval.episodes == 50 and cfg.suite.seeds == [0, 1, 2]
+        seeds = [0, 1] if suite == "mt50_minus_mt10" else [0, 1, 2]
+        assert tasks == suite_tasks(suite) and cfg.eval.episodes == 50 and cfg.suite.seeds == seeds
+    if suite == "mt50_minus_mt10":  # the report suite shares no task with the selection suite
+        assert len(tasks) == 40 and not set(tasks) & set(suite_tasks("mt10"))
     assert params["algo"].split(",") == ["iql", "bc", "iql_gt", "expert"]
     assert cfg.hydra.mode.name == "MULTIRUN" and cfg.eval.protocol == "metaworld"
     assert "JoblibLauncher" in cfg.hydra.launcher._target_
@@ -84,7 +87,7 @@ def test_submitit_slurm_launcher_config_composes():
     assert cfg.hydra.callbacks.aggregate._target_ == "embodied.benchmark.AggregateResults"
 
 
-def _write_result(folder: Path, task: str, algo: str, reward: str, seed: int, success: float) -> None:
+def _write_result(folder: Path, task: str, algo: str, reward: str, seed: int, success: float, **extra) -> None:
     from embodied.benchmark import row_label
 
     job = folder / f"mw-{task}_{algo}_seed{seed}"
@@ -92,8 +95,45 @@ def _write_result(folder: Path, task: str, algo: str, reward: str, seed: int, su
     (job / "result.json").write_text(json.dumps({
         "task": task, "algo": algo, "reward": reward, "row": row_label(algo, reward, "oracle"), "seed": seed,
         "labeler": "oracle", "protocol": "metaworld", "wall_time_s": 10.0,
-        "eval": {"success_rate": success, "episodes": 50.0},
+        "eval": {"success_rate": success, "episodes": 50.0}, "reward_model": {}, **extra,
     }))
+
+
+def test_bootstrap_interval_over_tasks():
+    assert bootstrap_interval(np.full(10, 0.2)) == (0.2, 0.2)
+    rng = np.random.default_rng(0)
+    better = 0.1 + rng.normal(0, 0.05, 40)  # every task a little better
+    low, high = bootstrap_interval(better)
+    assert 0 < low < better.mean() < high
+    # the interval's half-width is about 1.96 standard errors of the mean over tasks
+    assert (high - low) / 2 == pytest.approx(1.96 * better.std(ddof=1) / np.sqrt(40), rel=0.15)
+    low, high = bootstrap_interval(np.r_[np.full(20, 0.1), np.full(20, -0.1)])
+    assert low < 0 < high
+    with pytest.raises(ValueError, match=">= 2 finite"):
+        bootstrap_interval(np.array([0.1]))
+
+
+def test_aggregate_pairs_rows_by_task_and_diagnoses_where_iql_loses_to_bc(tmp_path):
+    tasks = [f"task{i}-v3" for i in range(6)]
+    for i, task in enumerate(tasks):
+        for seed in (0, 1):
+            iql = 0.3 if i == 0 else 0.8  # below BC on task0 only
+            diagnosis = {"effective_sample_share": 0.9 + 0.02 * seed, "td_explained_variance": 0.5,
+                         "by_behaviour": {"expert": {"transition_share": 0.3, "weight_share": 0.4}}}
+            _write_result(tmp_path, task, "iql", "learned", seed, iql, diagnosis=diagnosis,
+                          reward_model={"heldout_accuracy": 0.7, "spearman_true_reward": 0.2 + 0.2 * seed})
+            _write_result(tmp_path, task, "bc", "none", seed, 0.6)
+    summary = aggregate(tmp_path, tasks=tasks)
+    (comparison,) = summary["comparisons"]
+    assert (comparison["row"], comparison["against"], comparison["tasks"]) == ("IQL, learned reward (oracle)", "BC", 6)
+    assert comparison["difference"] == pytest.approx((-0.3 + 5 * 0.2) / 6)
+    assert comparison["low"] < comparison["difference"] < comparison["high"] and comparison["tasks_worse"] == ["task0-v3"]
+    (row,) = summary["diagnosis"]
+    assert row["task"] == "task0-v3" and row["seeds"] == 2
+    assert row["spearman_true_reward"] == pytest.approx(0.3) and row["effective_sample_share"] == pytest.approx(0.91)
+    assert row["expert_weight_share"] == pytest.approx(0.4) and row["heldout_accuracy"] == pytest.approx(0.7)
+    table = (tmp_path / "results.md").read_text()
+    assert "| IQL, learned reward (oracle) | BC | 6 | +0.117 |" in table and "| task0-v3 |" in table.split("Diagnosis")[1]
 
 
 def test_aggregate_means_and_stds_over_seeds(tmp_path):
