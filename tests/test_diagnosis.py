@@ -7,24 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from embodied.data import Episode
 from embodied.diagnosis import diagnose, diagnosis_lines, transition_diagnostics
 from policies import make_learner
 from policies.data import EpisodeData, TransitionSampler
 from policies.iql import IQLConfig, IQLLearner
-
-
-def _line_episode(policy, x0: float, name: str, steps: int = 20) -> Episode:
-    """1-D point: x' = clip(x + 0.1 a, -1, 1), reward -|x'| (the goal is x = 0)."""
-    xs, actions, rewards = [x0], [], []
-    for _ in range(steps):
-        a = float(policy(xs[-1]))
-        xs.append(float(np.clip(xs[-1] + 0.1 * a, -1, 1)))
-        actions.append(a)
-        rewards.append(-abs(xs[-1]))
-    return Episode(observations=np.asarray(xs, np.float32)[:, None], actions=np.asarray(actions, np.float32)[:, None],
-                   rewards=np.asarray(rewards, np.float32), terminations=np.zeros(steps, bool),
-                   truncations=np.r_[np.zeros(steps - 1, bool), True], policy=name)
+from tests.test_learners import _line_episode
 
 
 def test_transition_diagnostics_follow_iql_equations():
@@ -53,8 +40,8 @@ def test_transition_diagnostics_follow_iql_equations():
 
 def test_the_diagnosis_shows_the_expert_carrying_the_weight_after_training():
     rng = np.random.default_rng(0)
-    expert = [_line_episode(lambda x: -np.sign(x), rng.uniform(-1, 1), "expert") for _ in range(20)]
-    random = [_line_episode(lambda x: rng.uniform(-1, 1), rng.uniform(-1, 1), "random") for _ in range(60)]
+    expert = [_line_episode(lambda x: -np.sign(x), rng.uniform(-1, 1), name="expert") for _ in range(20)]
+    random = [_line_episode(lambda x: rng.uniform(-1, 1), rng.uniform(-1, 1), name="random") for _ in range(60)]
     episodes = expert + random
     data = EpisodeData(episodes, include_reward=True)
     torch.manual_seed(0)

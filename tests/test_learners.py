@@ -201,7 +201,7 @@ def test_goal_conditioned_bc_trains_on_future_observations():
         learner.update(batch)
 
 
-def _line_episode(policy, x0: float, steps: int = 20) -> Episode:
+def _line_episode(policy, x0: float, steps: int = 20, name: str = "") -> Episode:
     """1-D point: x' = clip(x + 0.1 a, -1, 1), reward -|x'| (the goal is x = 0)."""
     xs, actions, rewards = [x0], [], []
     for _ in range(steps):
@@ -211,7 +211,7 @@ def _line_episode(policy, x0: float, steps: int = 20) -> Episode:
         rewards.append(-abs(xs[-1]))
     return Episode(observations=np.asarray(xs, np.float32)[:, None], actions=np.asarray(actions, np.float32)[:, None],
                    rewards=np.asarray(rewards, np.float32), terminations=np.zeros(steps, bool),
-                   truncations=np.r_[np.zeros(steps - 1, bool), True])
+                   truncations=np.r_[np.zeros(steps - 1, bool), True], policy=name)
 
 
 def test_iql_learns_a_tiny_offline_task_from_random_data():
