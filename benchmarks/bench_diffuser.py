@@ -1,7 +1,7 @@
 """Plan latency of the diffusion planners on this CPU, against diffusers' ``ValueGuidedRLPipeline``
 with networks of the same size, in one process.
 
-    python benchmarks/bench_diffuser.py                    # the default preset (conf/algo/diffuser.yaml)
+    python benchmarks/bench_diffuser.py                    # each planner at its preset (conf/algo/<algo>.yaml)
     python benchmarks/bench_diffuser.py --threads 2 --repeats 20
     python benchmarks/bench_diffuser.py --sampling-steps 5        # fewer denoising steps (AlignDiff samples in 5)
 
@@ -12,12 +12,13 @@ same size in the same run (ratio)".
 Both plan from one state (batch 1) of the dressing task's size (D = 26, A = 3) with untrained
 weights (latency does not depend on training):
 
-- **ours**: :class:`policies.diffuser.DiffuserLearner` with the preset's settings (horizon 16,
+- **ours**: :class:`policies.diffuser.DiffuserLearner` with Diffuser's preset (horizon 16,
   U-Net 32/64/128, ``samples`` plans, ``sampling_steps`` DDIM steps, value guidance with one
   gradient per step, best plan by value, a new plan every ``replan_every`` steps). Timed per
   plan, and per control step over an episode of ``--steps`` ``act`` calls (plans amortised
   over the steps that execute them); Decision Diffuser (classifier-free guidance: both branches
-  in one batch) and select are timed the same way;
+  in one batch), select and AlignDiff (classifier-free guidance on attribute targets, the best of
+  N plans by the attribute model) are timed the same way, each at its own preset;
 - **diffusers**: ``ValueGuidedRLPipeline`` with ``UNet1DModel`` networks of the same widths
   (32/64/128, 1.0 M parameters for the denoiser, as ours), a DDPM scheduler over the same 100
   training steps set to the same number of denoising steps, the same number of plans and
@@ -107,33 +108,38 @@ def main() -> None:
 
     from policies.diffuser import DiffuserConfig, DiffuserLearner
 
-    preset = OmegaConf.to_container(OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf", "algo",
-                                                                "diffuser.yaml")).learner)
-    preset = {k: v for k, v in preset.items() if not k.startswith("_")}
-    if args.sampling_steps is not None:
-        preset["sampling_steps"] = args.sampling_steps
-    if args.samples is not None:
-        preset["samples"] = args.samples
+    def load_preset(algo: str) -> dict:
+        path = os.path.join(os.path.dirname(__file__), "..", "conf", "algo", f"{algo}.yaml")
+        preset = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(path).learner).items() if not k.startswith("_")}
+        if args.sampling_steps is not None:
+            preset["sampling_steps"] = args.sampling_steps
+        if args.samples is not None and preset["mode"] != "decision_diffuser":
+            preset["samples"] = args.samples
+        return preset
+
     D, A = args.observation_dim, args.action_dim
     state = torch.randn(1, D)
-    print(f"threads {args.threads}; D {D}, A {A}; preset: horizon {preset['horizon']}, U-Net {preset['unet_dims']}, "
-          f"{preset['samples']} plans, {preset['sampling_steps']} {preset['sampler'].upper()} steps, "
-          f"a new plan every {preset['replan_every']} steps")
+    preset = load_preset("diffuser")
+    print(f"threads {args.threads}; D {D}, A {A}; each planner at its own preset (conf/algo/<algo>.yaml)"
+          + (f", {args.sampling_steps} sampling steps" if args.sampling_steps else "")
+          + (f", {args.samples} plans" if args.samples else ""))
     rows = []
-    for mode in ("diffuser", "decision_diffuser", "select"):
-        learner = DiffuserLearner(DiffuserConfig(**{**preset, "mode": mode, "samples": 1 if mode == "decision_diffuser"
-                                                    else preset["samples"]}), D, A).eval()
+    for algo in ("diffuser", "decision_diffuser", "diffuser_select", "aligndiff"):
+        settings = load_preset(algo)
+        learner = DiffuserLearner(DiffuserConfig(**settings), D, A).eval()
         learner.prepare(torch.randn(1000, D))
-        plan_ms = _time(lambda: learner.plan(learner.normalizer(state)), args.repeats)
+        k = settings.get("attributes", 0)
+        condition = torch.cat([torch.full((1, k), 0.5), torch.ones(1, k)], dim=-1) if settings["mode"] == "aligndiff" else None
+        plan_ms = _time(lambda: learner.plan(learner.normalizer(state), condition=condition), args.repeats)
 
         def episode():
             learner.reset()
             for _ in range(args.steps):
-                learner.act(state)
+                learner.act(state, condition)
 
         step_ms = _time(episode, max(3, args.repeats // 5)) / args.steps
-        rows.append((mode, plan_ms, step_ms))
-        if mode == "diffuser":
+        rows.append((f"{settings['mode']} ({settings['samples']} plans, {settings['sampling_steps']} steps)", plan_ms, step_ms))
+        if algo == "diffuser":
             ours_plan, ours_step = plan_ms, step_ms
             parameters = sum(p.numel() for p in learner.denoiser.parameters())
 
@@ -143,10 +149,11 @@ def main() -> None:
     theirs = _time(lambda: pipeline(observation, batch_size=preset["samples"], planning_horizon=preset["horizon"]),
                    args.repeats)
     print(f"denoiser parameters: ours {parameters / 1e6:.2f} M, diffusers UNet1DModel {their_parameters / 1e6:.2f} M")
-    print(f"{'planner':<42} {'plan (ms)':>10} {'per control step (ms)':>22}")
+    print(f"{'planner':<52} {'plan (ms)':>10} {'per control step (ms)':>22}")
     for mode, plan_ms, step_ms in rows:
-        print(f"{'ours, ' + mode:<42} {plan_ms:>10.1f} {step_ms:>22.1f}")
-    print(f"{'diffusers ValueGuidedRLPipeline (guided)':<42} {theirs:>10.1f} {theirs:>22.1f}")
+        print(f"{'ours, ' + mode:<52} {plan_ms:>10.1f} {step_ms:>22.1f}")
+    label = f"diffusers ValueGuidedRLPipeline ({preset['samples']} plans, {preset['sampling_steps']} steps)"
+    print(f"{label:<52} {theirs:>10.1f} {theirs:>22.1f}")
     print(f"ratio diffusers / ours (Diffuser, guided): per plan {theirs / ours_plan:.2f}x, "
           f"per control step {theirs / ours_step:.2f}x; target per control step <= 50 ms: "
           f"{'met' if ours_step <= 50 else 'not met'} ({ours_step:.1f} ms)")
