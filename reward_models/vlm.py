@@ -60,7 +60,7 @@ LABEL_PROMPT = (
     "Reply with a single line holding only 0 if Image 1 is better, 1 if Image 2 is better, "
     "or -1 if there is no difference or you are unsure."
 )
-#: AlignDiff's attribute question (Dong et al., ICLR 2024, Sec. 4.1: annotators compare two
+#: AlignDiff's attribute question (Dong et al., ICLR 2024: annotators compare two
 #: clips in one attribute), asked in RL-VLM-F's two stages; each image is a strip of frames.
 ATTRIBUTE_ANALYSIS_PROMPT = (
     "You will see two clips of a robot doing a task, each shown as a strip of frames in time order from left to "
