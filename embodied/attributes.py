@@ -174,10 +174,13 @@ def attribute_stage(cfg: DictConfig, episodes: list, run_root: Path, learner: An
     cache = folder / "labels.npz"
     source = json.dumps({"labeler": settings.labeler, "eps_equal": settings.eps_equal,
                          "eps_mistake": settings.eps_mistake}, sort_keys=True, default=str)
-    stored = np.load(cache) if cache.exists() else None
-    if stored is not None and "source" in stored.files and np.array_equal(stored["pairs"], pairs) \
-            and str(stored["source"]) == source:
-        labels, measured, teacher_labels = stored["labels"], stored["measured"], stored["teacher_labels"]
+    cached = None
+    if cache.exists():
+        with np.load(cache) as stored:
+            if "source" in stored.files and np.array_equal(stored["pairs"], pairs) and str(stored["source"]) == source:
+                cached = stored["labels"], stored["measured"], stored["teacher_labels"]
+    if cached is not None:
+        labels, measured, teacher_labels = cached
     else:
         measured = teacher.measure(segments)
         teacher_labels = teacher.label(segments, rng, measured)
