@@ -14,7 +14,8 @@ gives the latent z the policy acts towards, without further training:
   seeds (``zeroshot.demo_seed``), or with ``zeroshot.window`` one z per step, the mean of B over
   the next ``window`` demo states (tracking);
 - ``video`` (RLZero, Sikchi et al. 2024): each frame of a prompt video (a file, an image folder,
-  or held-out expert demonstrations rendered at another size: ``zeroshot.video=demo``) is
+  held-out expert demonstrations rendered at another size: ``zeroshot.video=demo``, or frames
+  imagined from a text prompt by a local diffusers pipeline: ``zeroshot.video=text``) is
   projected onto the dataset observation with the nearest frame in an image embedding (pixels,
   or CLIP with local weights; the dataset's embeddings cached), then imitated like a demo;
 - ``random``: a z drawn on the sphere (the baseline a prompt must beat).
@@ -58,7 +59,7 @@ from policies.bc import BCConfig, BCLearner
 from policies.data import EpisodeData, make_sampler
 from policies.fb import FBLearner
 from reward_models.functions import relabel
-from reward_models.projection import CLIPEmbedder, FrameIndex, PixelEmbedder, read_video
+from reward_models.projection import CLIPEmbedder, FrameIndex, PixelEmbedder, imagine_video, read_video
 
 PROMPTS = ("goal", "reward", "demo", "video", "random")
 
@@ -83,8 +84,19 @@ class ZeroShotConfig:
     window: Optional[int] = None
     """Demo and video prompts: one z per step from the next ``window`` states (None: one z)."""
     video: Optional[str] = None
-    """Video prompts (RLZero): a video file or a folder of images, or ``demo``: held-out expert
-    demonstrations rendered at ``video_size`` (their true states give the projection's error)."""
+    """Video prompts (RLZero): a video file or a folder of images; ``demo``: held-out expert
+    demonstrations rendered at ``video_size`` (their true states give the projection's error);
+    ``text``: frames imagined from ``video_text`` by the diffusers pipeline in ``video_pipeline``."""
+    video_text: Optional[str] = None
+    """``video=text``: the prompt, e.g. "a robot arm pulls a sleeve up a person's arm"."""
+    video_pipeline: Optional[str] = None
+    """``video=text``: a local folder with a text-to-video (or text-to-image) diffusers pipeline."""
+    video_frames: int = 16
+    """``video=text``: frames of a text-to-video pipeline. Default 16."""
+    video_steps: int = 25
+    """``video=text``: denoising steps. Default 25."""
+    video_text_size: Optional[int] = None
+    """``video=text``: height and width of the imagined frames (px); None: the pipeline's default."""
     video_size: int = 128
     """Side (px) of the frames rendered for ``video=demo``. Default 128."""
     video_camera: Any = None
@@ -111,7 +123,12 @@ class ZeroShotConfig:
         if self.embedder not in ("pixels", "clip"):
             raise ValueError(f"zeroshot.embedder={self.embedder!r}; expected pixels or clip")
         if self.prompt == "video" and not self.video:
-            raise ValueError("prompt=video needs zeroshot.video=<video file | image folder | demo>")
+            raise ValueError("prompt=video needs zeroshot.video=<video file | image folder | demo | text>")
+        if self.video == "text" and not (self.video_text and self.video_pipeline):
+            raise ValueError("zeroshot.video=text needs zeroshot.video_text=<prompt> and zeroshot.video_pipeline=<a local "
+                             "folder with a text-to-video or text-to-image diffusers pipeline>")
+        if self.video_frames < 1 or self.video_steps < 1:
+            raise ValueError("zeroshot.video_frames and video_steps must be >= 1")
 
 
 class GoalPromptPolicy:
@@ -281,7 +298,7 @@ def prompt_z(cfg: DictConfig, settings: ZeroShotConfig, learner: FBLearner, epis
         return LearnerPolicy(learner, device, z.cpu().numpy()), {**info, "reward": settings.reward, "z": z.tolist(),
                                                                  "states": int(len(rows)), **report}, None
     if settings.prompt == "video":
-        prompts, video_info = project_video(cfg, settings, episodes)
+        prompts, video_info = project_video(cfg, settings, episodes, imagined_path=paths.videos / "imagined.png")
         info.update(video_info)
     else:  # demo: expert demonstrations from held-out seeds, each prompting the episode from its start
         demos = expert_demos(cfg, settings)
@@ -328,7 +345,7 @@ def expert_demos(cfg: DictConfig, settings: ZeroShotConfig, render_size: int | N
         env.close()
 
 
-def project_video(cfg: DictConfig, settings: ZeroShotConfig, episodes: list
+def project_video(cfg: DictConfig, settings: ZeroShotConfig, episodes: list, imagined_path: Path | None = None
                   ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], dict[str, Any]]:
     """RLZero's projection: each prompt frame replaced by the dataset observation whose frame is
     nearest in the image embedding (:class:`reward_models.projection.FrameIndex`, the dataset's
@@ -341,6 +358,7 @@ def project_video(cfg: DictConfig, settings: ZeroShotConfig, episodes: list
         episode's last observation, which has no action, are left out), for the BC baseline;
         and a report: frames, mean cosine similarity, and for ``video=demo`` the projection's
         error in state space (mean L2 distance to the true states, overall and per demo).
+        ``video=text`` writes the imagined frames side by side to ``imagined_path`` (png).
 
     Raises:
         ValueError: the dataset has no frames.
@@ -351,6 +369,9 @@ def project_video(cfg: DictConfig, settings: ZeroShotConfig, episodes: list
     if settings.video == "demo":
         demos = expert_demos(cfg, settings, settings.video_size, settings.video_camera)
         videos, true_states = [d.frames[1:] for d in demos], [d.observations[1:] for d in demos]
+    elif settings.video == "text":
+        videos, true_states = [imagine_video(settings.video_pipeline, settings.video_text, settings.video_frames,
+                                             settings.video_steps, settings.video_text_size, int(cfg.seed))], None
     else:
         videos, true_states = [read_video(settings.video)], None
     embedder = PixelEmbedder(settings.pixel_size) if settings.embedder == "pixels" else CLIPEmbedder(
@@ -370,9 +391,18 @@ def project_video(cfg: DictConfig, settings: ZeroShotConfig, episodes: list
         similarities.append(similarity)
         if true_states is not None:
             errors.append(float(np.linalg.norm(observations[rows] - true_states[i], axis=1).mean()))
+    if settings.video == "text" and imagined_path is not None:  # what was imagined, to look at
+        import imageio.v3 as iio
+
+        imagined_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = imagined_path.with_suffix(".tmp.png")
+        iio.imwrite(tmp, np.concatenate(list(videos[0]), axis=1))
+        tmp.replace(imagined_path)
     report: dict[str, Any] = {"video": str(settings.video), "frames": int(sum(len(v) for v in videos)),
                               "embedder": settings.embedder, "similarity_mean": float(np.concatenate(similarities).mean()),
                               "embeddings_cached": index.cached}
+    if settings.video == "text":
+        report.update(video_text=settings.video_text, video_pipeline=str(settings.video_pipeline))
     if settings.video == "demo":
         report.update(video_size=settings.video_size, video_camera=OmegaConf.to_container(settings.video_camera)
                       if isinstance(settings.video_camera, DictConfig) else settings.video_camera,

@@ -12,6 +12,8 @@ projected sequence then gives the behaviour.
   :meth:`FrameIndex.project`: the nearest dataset frame of each prompt frame by cosine
   similarity.
 - :func:`read_video`: frames of a video file (imageio) or of an image folder (sorted names).
+- :func:`imagine_video`: RLZero's "imagine" step: frames from a text-to-video diffusers pipeline
+  (or one frame from a text-to-image pipeline) saved in a local folder.
 """
 
 from __future__ import annotations
@@ -103,6 +105,56 @@ def read_video(path: str | Path) -> np.ndarray:
     if len({f.shape for f in frames}) != 1:
         raise ValueError(f"{path}: frames of different sizes {sorted({f.shape for f in frames})}")
     return np.stack(frames).astype(np.uint8)
+
+
+def imagine_video(pipeline: str | Path, text: str, frames: int = 16, steps: int = 25, size: int | None = None,
+                  seed: int = 0, device: str | torch.device = "cpu") -> np.ndarray:
+    """RLZero's imagination: frames ``(T, H, W, 3) uint8`` of ``text`` from a diffusers pipeline
+    saved in a local folder (``model_index.json``; ``DiffusionPipeline.from_pretrained`` with
+    ``local_files_only``: nothing is downloaded). A text-to-video pipeline (one whose call takes
+    ``num_frames``, e.g. ``TextToVideoSDPipeline``) gives ``frames`` frames; a text-to-image
+    pipeline (e.g. ``StableDiffusionPipeline``) gives one frame: an imagined goal image.
+
+    Args:
+        pipeline: the pipeline's folder.
+        text: the prompt, e.g. "a robot arm pulls a sleeve up a person's arm".
+        frames: frames of a text-to-video pipeline.
+        steps: denoising steps (``num_inference_steps``).
+        size: height and width in px (None: the pipeline's default).
+        seed: the initial noise's seed.
+
+    Raises:
+        FileNotFoundError: no pipeline folder at ``pipeline``.
+        ImportError: a pipeline component needs a package that is not installed (named).
+        ValueError: an empty prompt, or a pipeline that takes no text prompt.
+    """
+    import inspect
+
+    from diffusers import DiffusionPipeline
+
+    path = Path(pipeline)
+    if not (path / "model_index.json").is_file():
+        raise FileNotFoundError(f"no diffusers pipeline at {path} (expected its model_index.json); save one with "
+                                "pipeline.save_pretrained(folder)")
+    if not str(text).strip():
+        raise ValueError("the text prompt is empty; say what the video should show")
+    pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    parameters = inspect.signature(pipe.__call__).parameters
+    if "prompt" not in parameters:
+        raise ValueError(f"{type(pipe).__name__} at {path} takes no text prompt; give a text-to-video or text-to-image pipeline")
+    kwargs: dict[str, Any] = {"prompt": str(text), "num_inference_steps": int(steps), "output_type": "np",
+                              "generator": torch.Generator(device=device).manual_seed(int(seed))}
+    if size is not None:
+        kwargs.update(height=int(size), width=int(size))
+    video = "num_frames" in parameters
+    if video:
+        kwargs["num_frames"] = int(frames)
+    out = pipe(**kwargs)
+    array = np.asarray(out.frames[0] if video else out.images, dtype=np.float32)  # (T, H, W, 3) in [0, 1]
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"{type(pipe).__name__} returned frames of shape {array.shape}; expected (T, H, W, 3)")
+    return (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
 class FrameIndex:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,6 +109,68 @@ def test_the_projection_returns_each_prompt_frames_own_dataset_frame(tmp_path):
     assert not FrameIndex(dataset[:29], PixelEmbedder(16), tmp_path / "cache.npz").cached  # other frames: recomputed
 
 
+def _tiny_text_pipelines(folder: Path) -> tuple[Path, Path]:
+    """A text-to-image (Stable Diffusion) and a text-to-video (ModelScope's TextToVideoSD) diffusers
+    pipeline with tiny random networks and a character-level CLIP tokenizer, saved as a user's
+    local weights would be: the folders ``imagine_video`` loads."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        TextToVideoSDPipeline,
+        UNet2DConditionModel,
+        UNet3DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        vocab[ch], vocab[ch + "</w>"] = len(vocab), len(vocab) + 1
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                num_attention_heads=2, max_position_embeddings=16, projection_dim=16,
+                                                bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        block_out_channels=(8, 16), latent_channels=4, norm_num_groups=4, sample_size=16)
+    common = dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+                  cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4)
+    unet = UNet2DConditionModel(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **common)
+    unet3d = UNet3DConditionModel(down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+                                  up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), **common)
+    parts = dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=DDIMScheduler(clip_sample=False, steps_offset=1))
+    StableDiffusionPipeline(unet=unet, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+                            **parts).save_pretrained(folder / "text-to-image")
+    TextToVideoSDPipeline(unet=unet3d, **parts).save_pretrained(folder / "text-to-video")
+    return folder / "text-to-image", folder / "text-to-video"
+
+
+def test_imagined_prompt_frames_come_from_a_local_text_to_video_or_text_to_image_pipeline(tmp_path):
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    from reward_models.projection import imagine_video
+
+    image_pipeline, video_pipeline = _tiny_text_pipelines(tmp_path)
+    video = imagine_video(video_pipeline, "a red arm", frames=5, steps=2, size=16, seed=3)
+    assert video.shape == (5, 16, 16, 3) and video.dtype == np.uint8 and video.std() > 0
+    assert np.array_equal(video, imagine_video(video_pipeline, "a red arm", frames=5, steps=2, size=16, seed=3))
+    assert not np.array_equal(video, imagine_video(video_pipeline, "a blue arm", frames=5, steps=2, size=16, seed=3))
+    image = imagine_video(image_pipeline, "a red arm", frames=5, steps=2, size=16)
+    assert image.shape == (1, 16, 16, 3)  # a text-to-image pipeline imagines one goal image
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        imagine_video(tmp_path / "nothing", "a red arm")
+    with pytest.raises(ValueError, match="prompt is empty"):
+        imagine_video(video_pipeline, "  ")
+    DDPMPipeline(unet=UNet2DModel(sample_size=8, block_out_channels=(8, 16), norm_num_groups=4,
+                                  down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2),
+                 scheduler=DDPMScheduler()).save_pretrained(tmp_path / "unconditional")
+    with pytest.raises(ValueError, match="takes no text prompt"):
+        imagine_video(tmp_path / "unconditional", "a red arm")
+
+
 def test_video_prompts_project_rendered_demonstrations_onto_the_dataset(tmp_path):
     cfg = _small(tmp_path, "prompt=video", "zeroshot.video=demo", "zeroshot.video_size=48", "dataset.frames=true",
                  "dataset.recipe=explore-frames", "dataset.width=32", "dataset.height=32", "zeroshot.pixel_size=16")
@@ -127,8 +190,21 @@ def test_video_prompts_project_rendered_demonstrations_onto_the_dataset(tmp_path
     assert info["video_camera"] == {"elevation": -55, "azimuth": 60} and info["embeddings_cached"]
     z = json.loads((tmp_path / "camera" / "z.json").read_text())
     assert sorted(z["z_by_seed"]) == ["2000000", "2000001"] and z["z_by_seed"]["2000000"] != z["z_by_seed"]["2000001"]
+    # RLZero from text: frames imagined by a local text-to-video pipeline, projected, imitated
+    _, video_pipeline = _tiny_text_pipelines(tmp_path)
+    text = _small(tmp_path, "prompt=video", "zeroshot.video=text", "zeroshot.video_text='a ball in a maze'",
+                  f"zeroshot.video_pipeline={video_pipeline}", "zeroshot.video_frames=4", "zeroshot.video_steps=2",
+                  "zeroshot.video_text_size=16", "dataset.frames=true", "dataset.recipe=explore-frames", "dataset.width=32",
+                  "dataset.height=32", "zeroshot.pixel_size=16", "zeroshot.bc_steps=5",
+                  f"zeroshot.checkpoint={tmp_path / 'video' / 'checkpoints'}")
+    report = zeroshot(text, tmp_path / "text")
+    info = report["prompt_info"]
+    assert info["frames"] == 4 and info["video_text"] == "a ball in a maze" and info["embeddings_cached"]
+    assert (tmp_path / "text" / "videos" / "imagined.png").stat().st_size > 100
     with pytest.raises(ValueError, match="zeroshot.video"):
         ZeroShotConfig(prompt="video")
+    with pytest.raises(ValueError, match="video_text=<prompt> and zeroshot.video_pipeline"):
+        ZeroShotConfig(prompt="video", video="text", video_text="a ball")
 
 
 def test_goal_conditioned_bc_is_the_goal_prompt_baseline_on_the_same_data(tmp_path, datasets_root):
