@@ -298,7 +298,8 @@ def prompt_z(cfg: DictConfig, settings: ZeroShotConfig, learner: FBLearner, epis
         return LearnerPolicy(learner, device, z.cpu().numpy()), {**info, "reward": settings.reward, "z": z.tolist(),
                                                                  "states": int(len(rows)), **report}, None
     if settings.prompt == "video":
-        prompts, video_info = project_video(cfg, settings, episodes, imagined_path=paths.videos / "imagined.png")
+        prompts, video_info = project_video(cfg, settings, episodes, imagined_path=paths.videos / "imagined.png",
+                                            device=device)
         info.update(video_info)
     else:  # demo: expert demonstrations from held-out seeds, each prompting the episode from its start
         demos = expert_demos(cfg, settings)
@@ -345,8 +346,8 @@ def expert_demos(cfg: DictConfig, settings: ZeroShotConfig, render_size: int | N
         env.close()
 
 
-def project_video(cfg: DictConfig, settings: ZeroShotConfig, episodes: list, imagined_path: Path | None = None
-                  ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], dict[str, Any]]:
+def project_video(cfg: DictConfig, settings: ZeroShotConfig, episodes: list, imagined_path: Path | None = None,
+                  device: torch.device | str = "cpu") -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], dict[str, Any]]:
     """RLZero's projection: each prompt frame replaced by the dataset observation whose frame is
     nearest in the image embedding (:class:`reward_models.projection.FrameIndex`, the dataset's
     embeddings cached under ``output_root/cache``).
@@ -358,7 +359,8 @@ def project_video(cfg: DictConfig, settings: ZeroShotConfig, episodes: list, ima
         episode's last observation, which has no action, are left out), for the BC baseline;
         and a report: frames, mean cosine similarity, and for ``video=demo`` the projection's
         error in state space (mean L2 distance to the true states, overall and per demo).
-        ``video=text`` writes the imagined frames side by side to ``imagined_path`` (png).
+        ``video=text`` imagines the frames on ``device`` and writes them side by side to
+        ``imagined_path`` (png).
 
     Raises:
         ValueError: the dataset has no frames.
@@ -371,7 +373,7 @@ def project_video(cfg: DictConfig, settings: ZeroShotConfig, episodes: list, ima
         videos, true_states = [d.frames[1:] for d in demos], [d.observations[1:] for d in demos]
     elif settings.video == "text":
         videos, true_states = [imagine_video(settings.video_pipeline, settings.video_text, settings.video_frames,
-                                             settings.video_steps, settings.video_text_size, int(cfg.seed))], None
+                                             settings.video_steps, settings.video_text_size, int(cfg.seed), device)], None
     else:
         videos, true_states = [read_video(settings.video)], None
     embedder = PixelEmbedder(settings.pixel_size) if settings.embedder == "pixels" else CLIPEmbedder(
