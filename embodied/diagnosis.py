@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from policies.data import EpisodeData, take_rows
+from policies.data import EpisodeData
 
 
 @torch.no_grad()
@@ -45,10 +45,10 @@ def transition_diagnostics(learner: Any, data: EpisodeData, rewards: torch.Tenso
         raise ValueError(f"rewards of shape {tuple(rewards.shape)}; expected ({n},), one per transition")
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, n, batch_size):
-        rows = data.observation_row[start:start + batch_size]
-        out = learner.transition_diagnostics(take_rows(data.observations, rows), data.actions[start:start + batch_size],
-                                             rewards[start:start + batch_size], take_rows(data.observations, rows + 1),
-                                             data.terminals[start:start + batch_size])
+        rows = torch.arange(start, min(start + batch_size, n), device=rewards.device)
+        batch = data.gather(rows, ("observation", "action", "reward", "next_observation", "terminal"), rewards=rewards)
+        out = learner.transition_diagnostics(batch["observation"], batch["action"], batch["reward"],
+                                             batch["next_observation"], batch["terminal"])
         for key, value in out.items():
             parts.setdefault(key, []).append(value.double().cpu().numpy())
     return {key: np.concatenate(values) for key, values in parts.items()}
