@@ -53,6 +53,10 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 def config_from_dict(name: str, values: dict[str, Any]) -> Any:
     """Rebuild the config dataclass of learner ``name`` from :func:`config_to_dict` output.
 
+    A field missing from ``values`` (a checkpoint older than the field) takes the class's
+    ``legacy_defaults`` entry when it has one (what such checkpoints were trained with), else
+    the field's default.
+
     Raises:
         KeyError: unknown learner name.
         TypeError: a field this version of the config does not have.
@@ -62,6 +66,7 @@ def config_from_dict(name: str, values: dict[str, Any]) -> Any:
     unknown = sorted(set(values) - init_fields - {"name"})
     if unknown:
         raise TypeError(f"{cls.__name__} has no fields {unknown}; it has {sorted(init_fields)}")
+    values = {**getattr(cls, "legacy_defaults", {}), **values}
     return cls(**{k: v for k, v in values.items() if k in init_fields})
 
 

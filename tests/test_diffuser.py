@@ -40,7 +40,7 @@ def test_inpainting_holds_the_current_state_exactly(mode, sampler):
 
 def _manual_ddim(learner: DiffuserLearner, state: torch.Tensor, n: int, eps_of) -> torch.Tensor:
     """A reference DDIM loop written from diffusers' scheduler alone, with inpainting."""
-    scheduler = DDIMScheduler.from_config(learner.scheduler.config)
+    scheduler = DDIMScheduler.from_config(learner.scheduler.config, prediction_type=learner.config.prediction)
     scheduler.set_timesteps(learner.config.sampling_steps)
     s0 = state.repeat_interleave(n, 0)
     x = torch.randn((len(s0), learner.config.horizon, learner.denoiser.channels), generator=_generator(5))
@@ -64,12 +64,14 @@ def test_guidance_weight_zero_equals_the_unconditional_sample():
     y = torch.full((6, 1), dd.config.target_return)
     unconditional = _manual_ddim(dd, state, 3, lambda x, k: dd.ema(x, k, y, torch.zeros_like(y)))
     conditional = _manual_ddim(dd, state, 3, lambda x, k: dd.ema(x, k, y, torch.ones_like(y)))
-    assert torch.allclose(dd.plan(state, guidance=0.0, generator=_generator(5), keep_all=True), unconditional, atol=1e-6)
-    assert torch.allclose(dd.plan(state, guidance=1.0, generator=_generator(5), keep_all=True), conditional, atol=1e-5)
+    # both branches run in one batch there: float differences of ~1e-5 after 5 steps
+    assert torch.allclose(dd.plan(state, guidance=0.0, generator=_generator(5), keep_all=True), unconditional, atol=1e-4)
+    assert torch.allclose(dd.plan(state, guidance=1.0, generator=_generator(5), keep_all=True), conditional, atol=1e-4)
 
 
 def test_the_value_gradient_moves_plans_uphill_and_the_best_plan_is_kept():
-    learner = _learner("diffuser", samples=16)
+    # on eps: an untrained x0 model's last step returns its own output and drops the guidance
+    learner = _learner("diffuser", samples=16, prediction="epsilon")
     with torch.no_grad():  # a value that prefers a large first action channel over the plan
         for p in learner.value.parameters():
             p.zero_()
@@ -81,6 +83,61 @@ def test_the_value_gradient_moves_plans_uphill_and_the_best_plan_is_kept():
     best = learner.plan(state, guidance=0.0, generator=_generator(7))
     scores = unguided[..., D].mean(-1)
     assert torch.equal(best, unguided[torch.arange(2), scores.argmax(1)])
+
+
+def test_guidance_on_a_clean_trajectory_prediction_is_eq3_on_the_noise_it_implies():
+    """prediction=sample: each guided step equals DDIM on eps = (tau_k - sqrt(abar) x_theta) /
+    sqrt(1 - abar), moved by Eq. 3 (eps - alpha sqrt(1 - abar) grad J)."""
+    learner = _learner("diffuser", samples=4)
+    assert learner.config.prediction == "sample"
+    value = lambda x, k: (x[:, :, D] - 0.3 * x[:, :, 0]).mean(-1)  # noqa: E731
+    learner.value.forward = value
+    abar = learner.alphas_cumprod
+    alpha = 0.5
+
+    def guided_eps(x, k):
+        a = abar[k][:, None, None]
+        eps = (x - a.sqrt() * learner.ema(x, k)) / (1.0 - a).sqrt()
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            grad = torch.autograd.grad(value(xg, k).sum(), xg)[0]
+        grad[:, 0, :D] = 0.0
+        return eps - alpha * (1.0 - a).sqrt() * grad
+
+    state = torch.randn(2, D, generator=_generator(3))
+    eps_learner = _learner("diffuser", samples=4, prediction="epsilon")  # a DDIM on eps
+    reference = _manual_ddim(eps_learner, state, 4, guided_eps)
+    planned = learner.plan(state, guidance=alpha, generator=_generator(5), keep_all=True)
+    assert torch.allclose(planned, reference, atol=1e-4)
+    assert not torch.allclose(learner.plan(state, guidance=0.0, generator=_generator(5), keep_all=True), reference, atol=1e-3)
+
+
+@pytest.mark.parametrize("prediction", ["sample", "epsilon"])
+def test_the_diffusion_loss_is_zero_for_the_true_clean_trajectory_or_noise(prediction):
+    learner = _learner("diffuser", prediction=prediction).train()
+    n, H = 6, learner.config.horizon
+    batch = {"observation": torch.randn(n, H, D), "next_observation": torch.randn(n, H, D),
+             "action": torch.rand(n, H, A) * 2 - 1, "mask": torch.ones(n, H), "return_to_go": torch.randn(n)}
+    x0 = learner.trajectories(batch)
+
+    def oracle(x_k, k, *condition):  # the target the loss asks for, from the noisy input
+        a = learner.alphas_cumprod[k][:, None, None]
+        return x0 if prediction == "sample" else (x_k - a.sqrt() * x0) / (1.0 - a).sqrt()
+
+    learner.denoiser.forward = oracle
+    assert float(learner.losses(batch, _generator())["diffusion_loss"]) < 1e-8
+    learner.denoiser.forward = lambda x_k, k, *c: x_k  # neither target
+    assert float(learner.losses(batch, _generator())["diffusion_loss"]) > 0.01
+
+
+def test_checkpoints_from_before_the_prediction_setting_load_as_noise_predictors():
+    from policies import config_from_dict, config_to_dict
+    values = config_to_dict(DiffuserConfig())
+    assert config_from_dict("diffuser", values).prediction == "sample"
+    del values["prediction"]  # a checkpoint written before the field existed
+    assert config_from_dict("diffuser", values).prediction == "epsilon"
+    with pytest.raises(ValueError, match="prediction"):
+        DiffuserConfig(prediction="v")
 
 
 def test_returns_to_go_are_discounted_sums_to_the_episode_end():
@@ -170,7 +227,7 @@ def test_a_tiny_planner_solves_a_one_dimensional_task(mode):
     data = EpisodeData(_line_episodes(60, rng), include_reward=True)
     config = DiffuserConfig(mode=mode, horizon=8, unet_dims=[16, 32], hidden_dims=[64], diffusion_steps=20, sampling_steps=5,
                             samples=8 if mode == "select" else 1, replan_every=2, learning_rate=1e-3, target_return=1.0,
-                            guidance_weight=3.0)
+                            guidance_weight=3.0, action_weight=1.0)
     learner = DiffuserLearner(config, 1, 1)
     learner.prepare(data.transition_observations())
     sampler = make_sampler(learner.batch_spec(), data)
@@ -184,7 +241,7 @@ def test_a_tiny_planner_solves_a_one_dimensional_task(mode):
     else:
         learner.config.target_return = 0.0
     worse = _final_distances(learner)
-    # wandering episodes end at |x| ~ 0.5 on average (measured: 0.06 and 0.09 against 0.23 and 0.53)
+    # wandering episodes end at |x| ~ 0.5 on average (measured with x0 prediction: select 0.04 against 0.35)
     assert good < 0.15 and worse > 2.0 * good, (good, worse)
 
 

@@ -5,11 +5,13 @@ You Need for Decision-Making?" (Decision Diffuser), ICLR 2023."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from policies.networks import check_hidden_dims
 
 MODES = ("diffuser", "decision_diffuser", "select", "aligndiff")
 SAMPLERS = ("ddim", "dpm")
+PREDICTIONS = ("sample", "epsilon")
 
 
 @dataclass
@@ -47,6 +49,12 @@ class DiffuserConfig:
     """Denoising steps when planning (DDIM or DPM-Solver over the K-step schedule). Default 10."""
     sampler: str = "ddim"
     """``ddim`` (Song et al. 2021, eta 0) or ``dpm`` (DPM-Solver++ multistep, Lu et al. 2022). Default ddim."""
+    prediction: str = "sample"
+    """What the denoiser predicts: ``sample``, the clean trajectory tau_0 (Diffuser's
+    ``predict_epsilon=False``), or ``epsilon``, the noise (Ho et al. 2020; Decision Diffuser's
+    setting, with its x0 clipped to [-1, 1]). Default sample: on dressing at the CPU preset an
+    epsilon model's plans leave the data (a planned next state 23 standard deviations from the
+    current one against 0.3 in the data) and Decision Diffuser never dressed; docs/RESULTS.md."""
     learning_rate: float = 2e-4
     """Adam learning rate of every network. Default 2e-4 (Diffuser)."""
     ema_decay: float = 0.995
@@ -89,11 +97,17 @@ class DiffuserConfig:
 
     name: str = field(default="diffuser", init=False)
 
+    legacy_defaults: ClassVar[dict] = {"prediction": "epsilon"}
+    """Values of fields that checkpoints written before the field existed were trained with
+    (:func:`policies.config_from_dict` fills them in): epsilon prediction before 2026-11-30."""
+
     def __post_init__(self) -> None:
         self.hidden_dims = check_hidden_dims(self.hidden_dims)
         self.unet_dims = check_hidden_dims(self.unet_dims, "unet_dims")
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode!r}; expected one of {MODES}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction={self.prediction!r}; expected one of {PREDICTIONS}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler={self.sampler!r}; expected one of {SAMPLERS}")
         if self.horizon < 2 or self.horizon % (2 ** (len(self.unet_dims) - 1)):

@@ -8,9 +8,12 @@ Training (every mode), on windows of H steps from the window sampler:
 - DDPM forward process on diffusers' cosine schedule: ``tau_k = sqrt(abar_k) tau_0 +
   sqrt(1 - abar_k) eps``, ``k ~ U{0..K-1}``; the current state is held by inpainting
   (``tau_k[:, 0, :D] = s_0``) as in planning;
-- ``L_diffusion = E || eps - eps_theta(tau_k, k[, y]) ||^2`` (Ho et al. 2020, Eq. 14) over the
-  steps inside the episode, the first action weighted by ``action_weight`` (Diffuser), the
-  inpainted state left out;
+- the denoiser predicts the clean trajectory (``prediction=sample``, Diffuser's
+  ``predict_epsilon=False``): ``L_diffusion = E || tau_0 - x_theta(tau_k, k[, y]) ||^2``, or the
+  noise (``prediction=epsilon``): ``E || eps - eps_theta(tau_k, k[, y]) ||^2`` (Ho et al. 2020,
+  Eq. 14); over the steps inside the episode, the first action weighted by ``action_weight``
+  (Diffuser), the inpainted state left out. Guidance below is written for eps; a sample
+  prediction is the same noise prediction, ``eps = (tau_k - sqrt(abar_k) x_theta) / sqrt(1 - abar_k)``;
 - Diffuser and select: a value network ``J_phi(tau_k, k)`` regresses the window's discounted
   return-to-go ``G`` (scaled to [0, 1] by the returns seen so far): ``L_J = (J_phi - G)^2``;
 - Decision Diffuser: ``y = G`` scaled to [0, 1], dropped with probability ``condition_dropout``
@@ -99,7 +102,7 @@ class DiffuserLearner(Learner):
         self.scheduler = DDPMScheduler(num_train_timesteps=config.diffusion_steps, beta_schedule="squaredcos_cap_v2",
                                        clip_sample=False, prediction_type="epsilon")
         sampler = DDIMScheduler if config.sampler == "ddim" else DPMSolverMultistepScheduler
-        self.sampling_scheduler = sampler.from_config(self.scheduler.config)
+        self.sampling_scheduler = sampler.from_config(self.scheduler.config, prediction_type=config.prediction)
         self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.clone().float(), persistent=False)
         self.noise = NoiseSource()  # training noise, checkpointed
         self._plan: torch.Tensor | None = None
@@ -172,16 +175,17 @@ class DiffuserLearner(Learner):
         x_k[:, 0, :D] = x0[:, 0, :D]  # the current state, held by inpainting
         if self.states_only:
             keep = (torch.rand(n, 1, generator=generator, device=device) >= config.condition_dropout).float()
-            eps_hat = self.denoiser(x_k, k, y[:, None], keep)
+            predicted = self.denoiser(x_k, k, y[:, None], keep)
         elif self.aligned:
-            eps_hat = self.denoiser(x_k, k, self.training_condition(batch["observation"], generator))
+            predicted = self.denoiser(x_k, k, self.training_condition(batch["observation"], generator))
         else:
-            eps_hat = self.denoiser(x_k, k)
+            predicted = self.denoiser(x_k, k)
+        target = x0 if config.prediction == "sample" else eps
         weights = mask[:, :, None].expand_as(x0).clone()
         weights[:, 0, :D] = 0.0
         if not self.states_only:
             weights[:, 0, D:] *= config.action_weight
-        diffusion = (weights * (eps_hat - eps).pow(2)).sum() / (mask.sum() * x0.shape[-1]).clamp_min(1.0)
+        diffusion = (weights * (predicted - target).pow(2)).sum() / (mask.sum() * x0.shape[-1]).clamp_min(1.0)
         out = {"diffusion_loss": diffusion}
         if self.states_only:
             observation, next_observation = self.normalizer(batch["observation"]), self.normalizer(batch["next_observation"])
@@ -263,21 +267,25 @@ class DiffuserLearner(Learner):
                     both = self.ema(torch.cat([x, x]), torch.cat([steps, steps]), torch.cat([y, y]),
                                     torch.cat([torch.ones_like(y), torch.zeros_like(y)]))
                     conditional, unconditional = both.chunk(2)
-                    eps = unconditional + w * (conditional - unconditional)
+                    out = unconditional + w * (conditional - unconditional)
                 elif self.aligned:  # the unconditional branch asks for no attribute (a zero condition)
                     conditional, unconditional = self.ema(torch.cat([x, x]), torch.cat([steps, steps]),
                                                           torch.cat([y, torch.zeros_like(y)])).chunk(2)
-                    eps = unconditional + w * (conditional - unconditional)
+                    out = unconditional + w * (conditional - unconditional)
                 else:
-                    eps = self.ema(x, steps)
+                    out = self.ema(x, steps)
             if not (self.states_only or self.aligned) and alpha > 0:
                 with torch.enable_grad():
                     guided = x.detach().requires_grad_(True)
                     grad = torch.autograd.grad(self.value(guided, steps).sum(), guided)[0]
                 grad[:, 0, :D] = 0.0
-                eps = eps - alpha * (1.0 - self.alphas_cumprod[k.long()]).sqrt() * grad
+                abar = self.alphas_cumprod[k.long()]
+                # eps_hat = eps - alpha sqrt(1 - abar) grad; for a sample prediction the same step is
+                # x_hat = x_theta + alpha (1 - abar) / sqrt(abar) grad
+                out = (out - alpha * (1.0 - abar).sqrt() * grad if config.prediction == "epsilon"
+                       else out + alpha * (1.0 - abar) / abar.sqrt().clamp_min(1e-4) * grad)
             with torch.no_grad():
-                x = scheduler.step(eps, k, x).prev_sample
+                x = scheduler.step(out, k, x).prev_sample
                 x[:, 0, :D] = s0
         plans = x.reshape(len(observation), n, config.horizon, channels)
         if keep_all:
