@@ -53,7 +53,7 @@ class DiffuserConfig:
     """What the denoiser predicts: ``sample``, the clean trajectory tau_0 (Diffuser's
     ``predict_epsilon=False``), or ``epsilon``, the noise (Ho et al. 2020; Decision Diffuser's
     setting, with its x0 clipped to [-1, 1]). Default sample: on dressing at the CPU preset an
-    epsilon model's plans leave the data (a planned next state 23 standard deviations from the
+    epsilon model's plans leave the data (a planned next state 23 normalised units from the
     current one against 0.3 in the data) and Decision Diffuser never dressed; docs/RESULTS.md."""
     learning_rate: float = 2e-4
     """Adam learning rate of every network. Default 2e-4 (Diffuser)."""
