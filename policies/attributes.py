@@ -39,6 +39,16 @@ class AttributeStrengthModel(nn.Module):
         self.register_buffer("low", torch.zeros(attributes))
         self.register_buffer("high", torch.ones(attributes))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before 2026-11-30 (d3ea04b) kept the statistics as the buffers
+        # ``mean`` and ``std`` and divided by ``std`` alone; the normalizer divides by std + eps.
+        # Rename them and take eps off the std, so that old checkpoints give the same strengths.
+        old_mean, old_std = prefix + "mean", prefix + "std"
+        if old_mean in state_dict and old_std in state_dict and prefix + "normalizer.mean" not in state_dict:
+            state_dict[prefix + "normalizer.mean"] = state_dict.pop(old_mean)
+            state_dict[prefix + "normalizer.std"] = state_dict.pop(old_std) - self.normalizer.eps
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def fit_normalizer(self, observations: torch.Tensor) -> None:
         """Standardisation statistics from observations ``(N, D)``."""
         self.normalizer.fit(observations)

@@ -101,6 +101,32 @@ def test_the_strength_model_recovers_a_scripted_attribute_order_on_held_out_pair
         fit_attribute_model(model, windows, labels[:, :2])
 
 
+def test_checkpoints_from_before_the_shared_normalizer_load_with_the_same_strengths():
+    """Before 2026-11-30 the model kept ``mean``/``std`` buffers and divided by std alone; such a
+    state dict, inside a parent module as in a planner's checkpoint, loads strictly and gives the
+    strengths of the old formula (std taken down by the normalizer's eps)."""
+    from policies.attributes import AttributeStrengthModel
+
+    torch.manual_seed(0)
+    model = AttributeStrengthModel(observation_dim=4, attributes=2, hidden=8, members=2)
+    mean, std = torch.randn(4), torch.tensor([0.004, 0.02, 1.0, 3.0])  # small stds: eps 1e-3 matters
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("normalizer.")}
+    old.update(mean=mean, std=std)
+    windows = torch.randn(5, 6, 4) * std + mean
+    x = (windows - mean) / std
+    pairs = torch.cat([x[:, :-1], x[:, 1:] - x[:, :-1]], dim=-1).transpose(1, 2)
+    expected = torch.stack([net["head"](net["conv"](pairs).mean(-1)) for net in model.nets])
+
+    parent = torch.nn.Module()
+    parent.attribute_model = AttributeStrengthModel(observation_dim=4, attributes=2, hidden=8, members=2)
+    parent.load_state_dict({f"attribute_model.{k}": v for k, v in old.items()}, strict=True)
+    torch.testing.assert_close(parent.attribute_model.member_strengths(windows), expected, rtol=1e-5, atol=1e-5)
+    # a current state dict is left alone
+    model.fit_normalizer(windows.reshape(-1, 4))
+    parent.load_state_dict({f"attribute_model.{k}": v for k, v in model.state_dict().items()}, strict=True)
+    torch.testing.assert_close(parent.attribute_model.normalizer.std, model.normalizer.std)
+
+
 def test_abstained_attribute_labels_add_nothing_to_the_loss_or_the_accuracy():
     """A VLM abstain (NaN) is left out per attribute, never read as 'the first is stronger'."""
     strengths = torch.tensor([[[0.0, 1.0], [2.0, 0.0]], [[1.0, 0.0], [0.0, 3.0]], [[0.0, 0.0], [1.0, 1.0]]])
