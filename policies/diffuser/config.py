@@ -28,7 +28,7 @@ class DiffuserConfig:
       (classifier-free guidance); the plan whose attributes (the attribute strength model's)
       best match the asked ones is kept (Dong et al. 2024). Needs no reward.
 
-    Defaults are the CPU preset (horizon 16, U-Net 32/64/128, 10 DDIM steps, 8 plans, a new
+    Defaults are the CPU preset (horizon 16, U-Net 32/64/128, 5 DDIM steps, 8 plans, a new
     plan every step); the GPU preset at the papers' scale is in ``conf/algo/diffuser.yaml``.
     """
 
@@ -45,8 +45,9 @@ class DiffuserConfig:
     """Hidden widths of the MLPs: the value head and the inverse-dynamics model. Default [256, 256]."""
     diffusion_steps: int = 100
     """K, steps of the DDPM training schedule (cosine, "squaredcos_cap_v2"). Default 100."""
-    sampling_steps: int = 10
-    """Denoising steps when planning (DDIM or DPM-Solver over the K-step schedule). Default 10."""
+    sampling_steps: int = 5
+    """Denoising steps when planning (DDIM or DPM-Solver over the K-step schedule). Default 5 (10
+    until 2026-12-01; on dressing 5 steps did as well as 10 for every planner, docs/RESULTS.md)."""
     sampler: str = "ddim"
     """``ddim`` (Song et al. 2021, eta 0) or ``dpm`` (DPM-Solver++ multistep, Lu et al. 2022). Default ddim."""
     prediction: str = "sample"
