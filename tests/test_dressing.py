@@ -86,6 +86,36 @@ def test_failure_modes_are_what_their_names_say(env):
     assert any(ep.terminations[-1] and ep.infos["unsafe"][-1] for ep in snag)
 
 
+def test_a_varied_expert_changes_its_style_within_the_episode_only_when_asked(env):
+    """One style per episode by default (the seed's draws, as before ``restyle_every`` existed);
+    with ``restyle_every=(8, 8)`` a new speed and height every 8 steps, each step's action the
+    expert's towards the current waypoints scaled by the current speed."""
+    from envs.dressing import VariedDressingExpert
+
+    fixed = VariedDressingExpert(env.action_space)
+    fixed.reset(5)
+    rng = np.random.default_rng(5)
+    assert fixed.style == (rng.uniform(0.3, 1.0), rng.uniform(-0.02, 0.04))
+
+    policy = VariedDressingExpert(env.action_space, restyle_every=(8, 8))
+    observation, _ = env.reset(seed=0)
+    policy.reset(0)
+    styles = []
+    for t in range(24):
+        action = policy.act(observation)
+        styles.append(policy.style)
+        unit = DressingExpert.act(policy, observation)  # the unscaled step towards the same waypoint
+        assert np.allclose(action, policy.style[0] * unit, atol=1e-6)
+        assert policy._waypoints[-1][2] == pytest.approx(policy._plan(observation)[-1][2])  # the path at this height
+        observation, *_ = env.step(action)
+    changes = [t for t in range(1, 24) if styles[t] != styles[t - 1]]
+    assert changes == [8, 16]
+    speeds, heights = np.array(styles).T
+    assert speeds.min() >= 0.3 and speeds.max() <= 1.0 and heights.min() >= -0.02 and heights.max() <= 0.04
+    with pytest.raises(ValueError, match="restyle_every"):
+        VariedDressingExpert(env.action_space, restyle_every=(0, 5))
+
+
 def test_random_actions_stay_finite_and_fail(env):
     for seed in range(5):
         ep = rollout(env, RandomPolicy(env.action_space), seed, KEYS)

@@ -143,29 +143,50 @@ class VariedDressingExpert(DressingExpert):
     ~ U(height)`` m (the opening carried higher above or lower along the arm; lower presses more
     on it).
 
+    With ``restyle_every=(lo, hi)`` a new style is drawn every ``U{lo..hi}`` steps within the
+    episode too. A style fixed per episode can be read off the states (where the opening is
+    carried, how the sleeve lags), so a learner conditioned on the style can ignore the condition;
+    changes within the episode make the condition the only way to predict what comes next.
+
     Args:
         action_space: the env's action space.
         speed: range of the step scale, each in (0, 1].
         height: range of the vertical shift of the path, m.
+        restyle_every: range of the steps between style draws within an episode (both >= 1), or
+            None for one style per episode.
 
     Raises:
-        ValueError: a speed range outside (0, 1] or with low > high.
+        ValueError: a speed range outside (0, 1] or with low > high; a bad ``restyle_every``.
     """
 
     def __init__(self, action_space: gym.spaces.Box | None = None, speed: tuple[float, float] = (0.3, 1.0),
-                 height: tuple[float, float] = (-0.02, 0.04)):
+                 height: tuple[float, float] = (-0.02, 0.04), restyle_every: tuple[int, int] | None = None):
         super().__init__(action_space)
         self.speed, self.height = tuple(float(v) for v in speed), tuple(float(v) for v in height)
         if not 0.0 < self.speed[0] <= self.speed[1] <= 1.0 or self.height[0] > self.height[1]:
             raise ValueError(f"speed={speed} (within (0, 1]) and height={height} (low <= high) expected")
+        self.restyle_every = None if restyle_every is None else tuple(int(v) for v in restyle_every)
+        if self.restyle_every is not None and not (len(self.restyle_every) == 2 and 1 <= self.restyle_every[0] <= self.restyle_every[1]):
+            raise ValueError(f"restyle_every={restyle_every}; expected None or (low, high) steps with 1 <= low <= high")
         self.style = (1.0, 0.0)
+        self._step, self._next_style = 0, None
+
+    def _draw_style(self) -> None:
+        self.style = (float(self._rng.uniform(*self.speed)), float(self._rng.uniform(*self.height)))
+        self._next_style = (None if self.restyle_every is None
+                            else self._step + int(self._rng.integers(self.restyle_every[0], self.restyle_every[1] + 1)))
 
     def reset(self, seed: int | None = None) -> None:
         super().reset(seed)
-        self.style = (float(self._rng.uniform(*self.speed)), float(self._rng.uniform(*self.height)))
+        self._step = 0
+        self._draw_style()
 
     def offset(self, observation: np.ndarray) -> np.ndarray:
         return np.array([0.0, 0.0, self.style[1]])
 
     def act(self, observation: np.ndarray) -> np.ndarray:
+        if self._next_style is not None and self._step >= self._next_style:
+            self._draw_style()
+            self._waypoints = None  # the path again at the new height; the waypoint reached so far is kept
+        self._step += 1
         return (self.style[0] * super().act(observation)).astype(np.float32)
