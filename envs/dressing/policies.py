@@ -144,9 +144,10 @@ class VariedDressingExpert(DressingExpert):
     on it).
 
     With ``restyle_every=(lo, hi)`` a new style is drawn every ``U{lo..hi}`` steps within the
-    episode too. A style fixed per episode can be read off the states (where the opening is
-    carried, how the sleeve lags), so a learner conditioned on the style can ignore the condition;
-    changes within the episode make the condition the only way to predict what comes next.
+    episode too. A style fixed per episode can be read off the states (one observation predicts
+    the previous action), so a learner conditioned on the style can ignore the condition. On
+    dressing, changes within the episode did not cure that: one step after a change the state
+    shows the new speed (docs/RESULTS.md, AlignDiff). Default None: one style per episode.
 
     Args:
         action_space: the env's action space.
