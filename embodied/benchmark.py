@@ -53,6 +53,20 @@ def row_label(algo: str, reward: str, labeler: str | None) -> str:
     return name
 
 
+def apply_learner_overrides(cfg: DictConfig) -> DictConfig:
+    """Write ``suite.learner_overrides.<algo.name>`` into ``algo.learner`` (in place; returns ``cfg``).
+
+    The suite's overrides are a dict that command-line ``++suite.learner_overrides.iql={...}``
+    merges into, not replaces: ``{preset: kitchen}`` plus ``{temperature: 3.0}`` gives both, and
+    :class:`policies.iql.IQLConfig` then refuses the pair (pass ``preset: null`` with explicit
+    values) instead of letting the preset win silently.
+    """
+    overrides = OmegaConf.select(cfg, f"suite.learner_overrides.{cfg.algo.name}", default=None) or {}
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, f"algo.learner.{key}", value, merge=False)
+    return cfg
+
+
 def run_job(cfg: DictConfig, folder: Path) -> dict[str, Any]:
     """One benchmark job: train (unless ``algo=expert``), evaluate, write ``folder/result.json``.
 
@@ -77,9 +91,7 @@ def run_job(cfg: DictConfig, folder: Path) -> dict[str, Any]:
         policy, _ = make_policy(cfg.task, str(cfg.algo.name))
         metrics = evaluate_stage(cfg, policy)
     else:
-        overrides = OmegaConf.select(cfg, f"suite.learner_overrides.{cfg.algo.name}", default=None) or {}
-        for key, value in overrides.items():
-            OmegaConf.update(cfg, f"algo.learner.{key}", value, merge=False)
+        apply_learner_overrides(cfg)
         report = train(cfg, folder)
         metrics, checkpoint = report["eval"], report["checkpoint"]
         reward_report = {k: v for k, v in report["reward"].items() if k not in ("source", "labeler")}

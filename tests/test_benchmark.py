@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from embodied.benchmark import aggregate, bootstrap_interval, render_table
+from embodied.benchmark import aggregate, apply_learner_overrides, bootstrap_interval, render_table
 from embodied.evaluation import evaluate_metaworld
 from envs.metaworld_adapter import MetaWorldExpert, official_evaluation, suite_tasks, task_names
 from tests.conftest import run_module
@@ -75,6 +75,28 @@ def test_task_list_suite_needs_tasks():
     assert cfg.hydra.sweeper.params.seed == "4,5"
     with pytest.raises(Exception, match="suite.tasks"):
         OmegaConf.to_container(_compose_benchmark(["suite=tasks"]).suite, throw_on_missing=True)
+
+
+def _learner(cfg):
+    from hydra.utils import instantiate
+
+    return instantiate(apply_learner_overrides(cfg).algo.learner)
+
+
+def test_a_preset_and_an_explicit_temperature_together_are_refused_not_silently_resolved():
+    # The suite's default {preset: kitchen} merges with a command-line temperature: the preset
+    # used to overwrite it, so a "beta 3" arm silently ran beta 0.5.
+    kitchen = _learner(_compose_benchmark(["algo=iql"]))
+    assert (kitchen.expectile, kitchen.temperature) == (0.7, 0.5)
+    from hydra.errors import InstantiationException
+
+    with pytest.raises(InstantiationException, match="preset='kitchen'.*temperature"):
+        _learner(_compose_benchmark(["algo=iql", "++suite.learner_overrides.iql={temperature: 3.0}"]))
+    beta3 = _learner(_compose_benchmark(["algo=iql", "++suite.learner_overrides.iql={preset: null, temperature: 3.0, "
+                                         "actor_cosine_decay: false}"]))
+    assert (beta3.preset, beta3.expectile, beta3.temperature, beta3.actor_cosine_decay) == (None, 0.7, 3.0, False)
+    plain = _learner(_compose_benchmark(["algo=iql", "++suite.learner_overrides.iql={preset: null}"]))
+    assert (plain.expectile, plain.temperature) == (0.7, 3.0)  # the paper's locomotion setting
 
 
 def test_submitit_slurm_launcher_config_composes():

@@ -26,10 +26,12 @@ class IQLConfig:
     """gamma, per step. Default 0.99."""
     tau: float = 0.005
     """Soft target-update rate of the Q target networks. Default 0.005."""
-    expectile: float = 0.7
-    """tau of the expectile loss L2^tau (paper Eq. 5), in (0, 1). Default 0.7."""
-    temperature: float = 3.0
-    """beta, inverse temperature of the advantage weights exp(beta A) (Eq. 7). Default 3.0."""
+    expectile: float | None = None
+    """tau of the expectile loss L2^tau (paper Eq. 5), in (0, 1). None (default): the preset's,
+    else 0.7 (the paper's locomotion setting)."""
+    temperature: float | None = None
+    """beta, inverse temperature of the advantage weights exp(beta A) (Eq. 7). None (default):
+    the preset's, else 3.0 (the paper's locomotion setting)."""
     max_weight: float = 100.0
     """Clip of the advantage weights exp(beta A). Default 100."""
     log_std_min: float = -5.0
@@ -49,7 +51,8 @@ class IQLConfig:
     the task is the argmax of the observation's last ``task_heads`` entries (a one-hot). 0: one
     head. Default 0."""
     preset: str | None = None
-    """``locomotion``, ``antmaze`` or ``kitchen`` overrides expectile and temperature."""
+    """``locomotion``, ``antmaze`` or ``kitchen``: sets expectile and temperature, which must then
+    be left None (a preset and an explicit value together raise, so neither silently wins)."""
     compile: bool = False
     """Compile the three losses' forward and backward with ``torch.compile`` (inductor). Pays
     a one-off compile (tens of s) for faster steps, mostly on a GPU. Default False."""
@@ -57,10 +60,19 @@ class IQLConfig:
     name: str = field(default="iql", init=False)
 
     def __post_init__(self) -> None:
+        """Resolves the preset. Raises ValueError on an unknown preset, on a preset given together
+        with an explicit expectile or temperature, and on values out of range."""
         if self.preset is not None:
             if self.preset not in PRESETS:
                 raise ValueError(f"preset={self.preset!r}; expected one of {sorted(PRESETS)} or None")
+            explicit = {key: getattr(self, key) for key in PRESETS[self.preset] if getattr(self, key) is not None}
+            if explicit:
+                raise ValueError(f"preset={self.preset!r} sets {PRESETS[self.preset]}, and {explicit} was given too; "
+                                 "expected one of them: preset=null with explicit values, or the preset alone")
             for key, value in PRESETS[self.preset].items():
+                setattr(self, key, value)
+        for key, value in PRESETS["locomotion"].items():  # the paper's default setting
+            if getattr(self, key) is None:
                 setattr(self, key, value)
         if self.task_heads < 0:
             raise ValueError(f"task_heads={self.task_heads}; expected >= 0")
