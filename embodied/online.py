@@ -604,12 +604,14 @@ def train_online(cfg: DictConfig, run_dir: str | Path, progress: bool | None = N
             learner = make_learner(instantiate(cfg.algo.learner), observation_dim, action_dim, device)
             if not learner.needs_reward:
                 raise ValueError(f"algo={cfg.algo.name}: the online loop trains a learner from rewards (algo=sac)")
+            finished = False
             try:
                 sampler = OnlineSampler(envs, learner, settings, int(cfg.seed), device, feedback, frame_reward)
                 report = _run(cfg, settings, paths, learner, sampler, generator, device, progress)
+                finished = True
             finally:
-                if feedback is not None:
-                    feedback.close()
+                if feedback is not None:  # a finished run lets the round in flight end (FeedbackWorker.close)
+                    feedback.close(timeout=None if finished else 5.0)
         finally:
             envs.close()
     return report

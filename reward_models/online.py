@@ -372,13 +372,21 @@ class FeedbackWorker:
         """Rounds submitted and not finished."""
         return self._pending
 
-    def close(self) -> None:
-        """Stop the background thread (waits up to 5 s for a round in progress; its answers so far
-        are saved, the rest are asked on the next resume)."""
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the background thread once the rounds submitted so far are done.
+
+        Args:
+            timeout: seconds to wait for them; None (default) waits until they are done. The end
+                of a run waits: a thread still fitting with torch while the interpreter exits
+                aborts the process ("terminate called without an active exception", exit code
+                134) after the run has finished. An interrupted run waits a few seconds only:
+                the answers so far are saved, the rest are asked on the next resume.
+        """
         if self._thread is not None:
             self._jobs.put(None)
-            self._thread.join(timeout=5)
-            self._thread = None
+            self._thread.join(timeout=timeout)
+            if not self._thread.is_alive():  # else still finishing: close() may be called again
+                self._thread = None
 
 
 __all__ = ["EpisodePool", "FeedbackResult", "FeedbackWorker", "RunningStd", "Segment", "cut_segment", "load_round",

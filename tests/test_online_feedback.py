@@ -122,6 +122,24 @@ def test_a_slow_labeler_never_stalls_the_learner(compose_config, tmp_path):
         sampler.feedback.close()
 
 
+def test_closing_the_worker_lets_the_round_in_flight_finish(compose_config, tmp_path):
+    """At a run's end the labeling thread must not outlive close(): a thread still fitting with
+    torch at interpreter exit aborted finished Meta-World runs with exit code 134. The round here
+    takes about 6 s, longer than the 5 s close() used to wait."""
+    sampler = _sampler(compose_config, tmp_path, SlowTeacher("oracle", delay=0.3), asynchronous=True, max_feedback=20)
+    g = torch.Generator().manual_seed(0)
+    try:
+        while sampler.rounds_submitted == 0:
+            sampler.sample(32, g)
+        assert sampler.feedback.pending == 1
+    finally:
+        sampler.envs.close()
+        sampler.feedback.close()
+    assert sampler.feedback._thread is None  # stopped
+    assert sampler.feedback.rounds_done == [0] and sampler.feedback.pending == 0
+    assert len(sampler.feedback.labels) == 20
+
+
 def test_a_failing_labeler_surfaces_in_the_learner(compose_config, tmp_path):
     class Broken(ScriptedTeacher):
         def answers(self, *args, **kwargs):
