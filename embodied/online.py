@@ -686,10 +686,19 @@ def row_label(report: Mapping[str, Any]) -> str:
     return {"gt": "SAC, true reward", "clip": "SAC, CLIP reward"}.get(str(report.get("reward")), str(report.get("reward")))
 
 
-def _eval_curve(metrics_jsonl: Path) -> list[tuple[float, float]]:
+def _eval_curve(metrics_jsonl: Path, key: str = "success_rate") -> list[tuple[float, float]]:
     rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines()] if metrics_jsonl.exists() else []
-    return [(float(r["eval/env_steps"]), float(r["eval/success_rate"])) for r in rows
-            if "eval/env_steps" in r and "eval/success_rate" in r]
+    return [(float(r["eval/env_steps"]), float(r[f"eval/{key}"])) for r in rows
+            if "eval/env_steps" in r and f"eval/{key}" in r]
+
+
+def _curve_over_seeds(curves: list[list[tuple[float, float]]]) -> list[list[float]]:
+    """``[[env_steps, mean, min, max], ...]`` over the seeds evaluated at each env step."""
+    points = []
+    for step in sorted({s for curve in curves for s, _ in curve}):  # seeds share online.eval_every
+        values = [v for curve in curves for s, v in curve if s == step]
+        points.append([step, float(np.mean(values)), float(np.min(values)), float(np.max(values))])
+    return points
 
 
 def aggregate(folder: str | Path, wall_time_s: float | None = None) -> dict[str, Any]:
@@ -698,9 +707,14 @@ def aggregate(folder: str | Path, wall_time_s: float | None = None) -> dict[str,
     and ``results_curves.png`` (success against env steps, one panel per task: the mean over
     seeds and the range).
 
+    The final evaluation's true return (``return``) is compared with SAC's as well: where SAC on
+    the true reward does not succeed within the run's env steps, success shares say nothing.
+
     Returns:
         ``{"tasks": {task: {row: {"seeds", "final", "final_mean", "final_std", "share_of_sac",
-        "queries", "curve": [[env_steps, mean, min, max], ...]}}}, "runs", "wall_time_s"}``.
+        "return", "return_mean", "return_std", "return_share_of_sac", "queries",
+        "curve": [[env_steps, mean, min, max], ...], "return_curve": [...]}}}, "runs",
+        "wall_time_s"}`` (success rates in [0, 1]; returns in the task's reward units).
 
     Raises:
         FileNotFoundError: no finished online run under ``folder``.
@@ -721,24 +735,25 @@ def aggregate(folder: str | Path, wall_time_s: float | None = None) -> dict[str,
     tasks: dict[str, dict[str, Any]] = {}
     for run, report in runs:
         task = report.get("env_task") or report["task"]
-        row = tasks.setdefault(task, {}).setdefault(row_label(report), {"seeds": [], "final": [], "queries": [], "curves": []})
+        row = tasks.setdefault(task, {}).setdefault(row_label(report), {"seeds": [], "final": [], "return": [], "queries": [],
+                                                                         "curves": [], "return_curves": []})
         row["seeds"].append(int(report["seed"]))
         row["final"].append(float(report["eval"].get("success_rate", float("nan"))))
+        row["return"].append(float(report["eval"].get("return_mean", float("nan"))))
         row["queries"].append(float(report["eval"].get("queries", 0.0)))
         row["curves"].append(_eval_curve(run / "metrics.jsonl"))
+        row["return_curves"].append(_eval_curve(run / "metrics.jsonl", "return_mean"))
     for rows in tasks.values():
         sac = rows.get("SAC, true reward")
         sac_final = float(np.mean(sac["final"])) if sac else float("nan")
+        sac_return = float(np.mean(sac["return"])) if sac else float("nan")
         for row in rows.values():
             row["final_mean"], row["final_std"] = float(np.mean(row["final"])), float(np.std(row["final"]))
             row["share_of_sac"] = row["final_mean"] / sac_final if sac_final > 0 else float("nan")
-            steps = sorted({s for curve in row["curves"] for s, _ in curve})
-            points = []
-            for step in steps:  # seeds evaluated at the same env steps (same online.eval_every)
-                values = [v for curve in row["curves"] for s, v in curve if s == step]
-                points.append([step, float(np.mean(values)), float(np.min(values)), float(np.max(values))])
-            row["curve"] = points
-            del row["curves"]
+            row["return_mean"], row["return_std"] = float(np.mean(row["return"])), float(np.std(row["return"]))
+            row["return_share_of_sac"] = row["return_mean"] / sac_return if sac_return > 0 else float("nan")
+            row["curve"] = _curve_over_seeds(row.pop("curves"))
+            row["return_curve"] = _curve_over_seeds(row.pop("return_curves"))
     summary = {"tasks": tasks, "runs": len(runs), "wall_time_s": wall_time_s}
     write_json_atomic(folder / "results.json", summary)
     write_text_atomic(folder / "results.md", render_table(summary) + "\n")
@@ -747,13 +762,15 @@ def aggregate(folder: str | Path, wall_time_s: float | None = None) -> dict[str,
 
 
 def render_table(summary: Mapping[str, Any]) -> str:
-    """``results.md``: final success per task and row, mean ± std over seeds, and as a share of
-    SAC on the true reward."""
-    lines = ["| task | row | final success | share of SAC (true reward) | queries | seeds |", "|---|---|---|---|---|---|"]
+    """``results.md``: final success and true return per task and row, mean ± std over seeds,
+    and each as a share of SAC on the true reward."""
+    lines = ["| task | row | final success | share of SAC's success | final return | share of SAC's return | queries | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    share = lambda value: "–" if math.isnan(value) else f"{100 * value:.0f} %"  # noqa: E731
     for task, rows in summary["tasks"].items():
         for label, row in rows.items():
-            share = "–" if math.isnan(row["share_of_sac"]) else f"{100 * row['share_of_sac']:.0f} %"
-            lines.append(f"| {task} | {label} | {row['final_mean']:.2f} ± {row['final_std']:.2f} | {share} | "
+            lines.append(f"| {task} | {label} | {row['final_mean']:.2f} ± {row['final_std']:.2f} | {share(row['share_of_sac'])} | "
+                         f"{row['return_mean']:.0f} ± {row['return_std']:.0f} | {share(row['return_share_of_sac'])} | "
                          f"{np.mean(row['queries']):.0f} | {len(row['seeds'])} |")
     wall = summary.get("wall_time_s")
     lines.append("")
@@ -763,28 +780,30 @@ def render_table(summary: Mapping[str, Any]) -> str:
 
 
 def plot_sweep_curves(summary: Mapping[str, Any], path: Path) -> Path:
-    """Success against env steps, one panel per task, one line (mean over seeds) and band (range)
-    per row."""
+    """Success (top) and true return (bottom) against env steps, a column per task, one line
+    (mean over seeds) and band (range) per row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = list(summary["tasks"])
-    figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.2), dpi=100, squeeze=False)
-    for axis, task in zip(axes[0], tasks):
-        for label, row in summary["tasks"][task].items():
-            if not row["curve"]:
-                continue
-            steps, mean, low, high = (np.asarray(c) for c in zip(*row["curve"]))
-            axis.plot(steps, mean, marker="o", markersize=3, label=f"{label} ({len(row['seeds'])} seeds)")
-            axis.fill_between(steps, low, high, alpha=0.2)
-        axis.set_title(task, fontsize=9)
-        axis.set_xlabel("env steps", fontsize=8)
-        axis.set_ylabel("success rate", fontsize=8)
-        axis.set_ylim(-0.02, 1.02)
-        axis.tick_params(labelsize=7)
-        axis.legend(fontsize=7)
+    figure, axes = plt.subplots(2, len(tasks), figsize=(4.2 * len(tasks), 6.0), dpi=100, squeeze=False)
+    for column, task in enumerate(tasks):
+        for axis, key, ylabel in ((axes[0][column], "curve", "success rate"), (axes[1][column], "return_curve", "return (true reward)")):
+            for label, row in summary["tasks"][task].items():
+                if not row.get(key):
+                    continue
+                steps, mean, low, high = (np.asarray(c) for c in zip(*row[key]))
+                axis.plot(steps, mean, marker="o", markersize=3, label=f"{label} ({len(row['seeds'])} seeds)")
+                axis.fill_between(steps, low, high, alpha=0.2)
+            axis.set_title(task, fontsize=9)
+            axis.set_xlabel("env steps", fontsize=8)
+            axis.set_ylabel(ylabel, fontsize=8)
+            if key == "curve":
+                axis.set_ylim(-0.02, 1.02)
+            axis.tick_params(labelsize=7)
+            axis.legend(fontsize=7)
     figure.tight_layout()
     return save_figure(figure, path)
 

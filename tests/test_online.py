@@ -151,11 +151,13 @@ def test_aggregate_groups_runs_by_task_and_row_and_compares_with_sac(tmp_path):
     def run(name, reward, seed, finals, labeler=None, task="drawer-open-v3"):
         folder = tmp_path / name
         folder.mkdir()
-        rows = [{"step": i, "eval/env_steps": 1000.0 * (i + 1), "eval/success_rate": v} for i, v in enumerate(finals)]
+        rows = [{"step": i, "eval/env_steps": 1000.0 * (i + 1), "eval/success_rate": v, "eval/return_mean": 1000 * v + 100}
+                for i, v in enumerate(finals)]
         (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
         (folder / "metrics.json").write_text(json.dumps({
             "task": "metaworld", "env_task": task, "algo": "sac", "seed": seed, "reward": reward, "labeler": labeler,
-            "online": {}, "eval": {"success_rate": finals[-1], "queries": 100.0 if labeler else 0.0}}))
+            "online": {}, "eval": {"success_rate": finals[-1], "return_mean": 1000 * finals[-1] + 100,
+                                   "queries": 100.0 if labeler else 0.0}}))
 
     run("a", "gt", 0, [0.0, 0.6, 0.8])
     run("b", "gt", 1, [0.2, 0.4, 1.0])
@@ -170,9 +172,12 @@ def test_aggregate_groups_runs_by_task_and_row_and_compares_with_sac(tmp_path):
     assert drawer["SAC, true reward"]["final_mean"] == pytest.approx(0.9)
     assert drawer["PEBBLE, oracle"]["share_of_sac"] == pytest.approx(0.7 / 0.9)
     assert drawer["PEBBLE, oracle"]["curve"][1] == pytest.approx([2000.0, 0.3, 0.2, 0.4])
+    # final returns 700 and 900 against SAC's 900 and 1100
+    assert drawer["PEBBLE, oracle"]["return_share_of_sac"] == pytest.approx(800 / 1000)
+    assert drawer["PEBBLE, oracle"]["return_curve"][1] == pytest.approx([2000.0, 400.0, 300.0, 500.0])
     table = render_table(summary)
-    assert "| drawer-open-v3 | PEBBLE, oracle | 0.70 ± 0.10 | 78 % | 100 | 2 |" in table
-    assert "| button-press-topdown-v3 | PEBBLE, mistake | 0.20 ± 0.00 | – |" in table
+    assert "| drawer-open-v3 | PEBBLE, oracle | 0.70 ± 0.10 | 78 % | 800 ± 100 | 80 % | 100 | 2 |" in table
+    assert "| button-press-topdown-v3 | PEBBLE, mistake | 0.20 ± 0.00 | – | 300 ± 0 | – |" in table
     assert (tmp_path / "results_curves.png").exists() and (tmp_path / "results.md").exists()
 
 
