@@ -795,7 +795,8 @@ def plot_sweep_curves(summary: Mapping[str, Any], path: Path) -> Path:
                 if not row.get(key):
                     continue
                 steps, mean, low, high = (np.asarray(c) for c in zip(*row[key]))
-                axis.plot(steps, mean, marker="o", markersize=3, label=f"{label} ({len(row['seeds'])} seeds)")
+                seeds = len(row["seeds"])
+                axis.plot(steps, mean, marker="o", markersize=3, label=f"{label} ({seeds} seed{'' if seeds == 1 else 's'})")
                 axis.fill_between(steps, low, high, alpha=0.2)
             axis.set_title(task, fontsize=9)
             axis.set_xlabel("env steps", fontsize=8)
