@@ -2,7 +2,8 @@
 # Issue 16, item 1 (docs/RESULTS.md, "Online RL from feedback on Meta-World"): drawer-open-v3 and button-press-topdown-v3, SAC (true reward) / PEBBLE oracle / PEBBLE mistake,
 # seeds 0-2, 100k env steps. Resumable: finished runs (their metrics.json copied into
 # docs/results/online_item1/<name>/) are skipped; unfinished ones resume from their checkpoint.
-# JOBS runs in parallel (default 2), one torch thread each.
+# JOBS runs in parallel (default 2), one torch thread each. RUNS="drawer-open_oracle_seed1 ..." runs only
+# those. Never edit this file while it runs (bash reads it as it goes).
 cd /work/main
 . .venv/bin/activate
 export MUJOCO_GL=osmesa HYDRA_FULL_ERROR=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -18,6 +19,7 @@ jobs_list() {
 one() {
   task=$1; row=$2; seed=$3
   name=${task%-v3}_${row}_seed${seed}
+  [ -n "$RUNS" ] && [[ " $RUNS " != *" $name "* ]] && return 0
   [ -f "$KEEP/$name/metrics.json" ] && { echo "skip $name"; return 0; }
   if [ "$row" = gt ]; then extra="online.reward=gt"; else extra="online.reward=pebble labeler=$row"; fi
   start=$(date +%s)
@@ -33,5 +35,5 @@ one() {
   echo "done $name rc=$rc $(( $(date +%s) - start )) s"
 }
 export -f one
-export KEEP
+export KEEP RUNS
 jobs_list | xargs -P "${JOBS:-2}" -L 1 bash -c 'one $0 $1 $2'
