@@ -253,11 +253,12 @@ def test_aligndiff_guides_towards_the_asked_attributes_and_replans_when_they_cha
     # w = 0 is the unconditional model: the zero condition (no attribute asked); w = 1 the conditional one
     unconditional = _manual_ddim(learner, state, 6, lambda x, k: learner.ema(x, k, torch.zeros_like(y)))
     conditional = _manual_ddim(learner, state, 6, lambda x, k: learner.ema(x, k, y))
-    # (both branches run in one batch: float32 sums in another order, up to 1e-5 here)
+    # (both branches run in one batch: float32 sums in another order, through 5 DDIM steps: up to
+    # 1e-5 on an AVX2 CPU, 1.4e-4 on an AVX-512 one; the two models' plans differ by 1.3)
     assert torch.allclose(learner.plan(state, guidance=0.0, generator=_generator(5), keep_all=True, condition=condition),
-                          unconditional, atol=1e-4)
+                          unconditional, atol=1e-3)
     assert torch.allclose(learner.plan(state, guidance=1.0, generator=_generator(5), keep_all=True, condition=condition),
-                          conditional, atol=1e-4)
+                          conditional, atol=1e-3)
     assert not torch.allclose(unconditional, conditional, atol=1e-2)
     # the plan kept is the one whose predicted attributes are nearest the asked ones, over the mask
     learner.attribute_model.forward = lambda states: torch.stack([states[:, :, 0].mean(1), states[:, :, 1].mean(1)], -1)
