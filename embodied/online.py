@@ -701,7 +701,7 @@ def _curve_over_seeds(curves: list[list[tuple[float, float]]]) -> list[list[floa
     return points
 
 
-def aggregate(folder: str | Path, wall_time_s: float | None = None) -> dict[str, Any]:
+def aggregate(folder: str | Path, wall_time_s: float | None = None, late: int = 3) -> dict[str, Any]:
     """Gather the finished online runs under ``folder`` (each a ``metrics.json`` with its
     ``metrics.jsonl``) by task and row (:func:`row_label`) into ``results.json``, ``results.md``
     and ``results_curves.png`` (success against env steps, one panel per task: the mean over
@@ -709,18 +709,28 @@ def aggregate(folder: str | Path, wall_time_s: float | None = None) -> dict[str,
 
     The final evaluation's true return (``return``) is compared with SAC's as well: where SAC on
     the true reward does not succeed within the run's env steps, success shares say nothing.
+    Success at the end of a run swings between neighbouring evaluations, so ``late`` is each
+    run's mean success over its last ``late`` evaluations during training (10 episodes each at
+    the online preset), averaged over seeds, and compared with SAC's too.
+
+    Args:
+        late: how many of the last evaluations of each run's curve make its late success (>= 1).
 
     Returns:
         ``{"tasks": {task: {row: {"seeds", "final", "final_mean", "final_std", "share_of_sac",
-        "return", "return_mean", "return_std", "return_share_of_sac", "queries",
-        "curve": [[env_steps, mean, min, max], ...], "return_curve": [...]}}}, "runs",
-        "wall_time_s"}`` (success rates in [0, 1]; returns in the task's reward units).
+        "late", "late_mean", "late_share_of_sac", "return", "return_mean", "return_std",
+        "return_share_of_sac", "queries", "curve": [[env_steps, mean, min, max], ...],
+        "return_curve": [...]}}}, "runs", "late_evaluations", "wall_time_s"}`` (success rates in
+        [0, 1]; returns in the task's reward units).
 
     Raises:
         FileNotFoundError: no finished online run under ``folder``.
+        ValueError: ``late`` < 1.
     """
     from embodied.io import write_json_atomic, write_text_atomic
 
+    if late < 1:
+        raise ValueError(f"late={late}: expected at least 1 evaluation to average")
     folder = Path(folder)
     runs = []
     for path in sorted(folder.rglob("metrics.json")):
@@ -735,26 +745,30 @@ def aggregate(folder: str | Path, wall_time_s: float | None = None) -> dict[str,
     tasks: dict[str, dict[str, Any]] = {}
     for run, report in runs:
         task = report.get("env_task") or report["task"]
-        row = tasks.setdefault(task, {}).setdefault(row_label(report), {"seeds": [], "final": [], "return": [], "queries": [],
-                                                                         "curves": [], "return_curves": []})
+        row = tasks.setdefault(task, {}).setdefault(row_label(report), {"seeds": [], "final": [], "late": [], "return": [],
+                                                                         "queries": [], "curves": [], "return_curves": []})
         row["seeds"].append(int(report["seed"]))
         row["final"].append(float(report["eval"].get("success_rate", float("nan"))))
         row["return"].append(float(report["eval"].get("return_mean", float("nan"))))
         row["queries"].append(float(report["eval"].get("queries", 0.0)))
         row["curves"].append(_eval_curve(run / "metrics.jsonl"))
+        row["late"].append(float(np.mean([v for _, v in row["curves"][-1][-late:]])) if row["curves"][-1] else float("nan"))
         row["return_curves"].append(_eval_curve(run / "metrics.jsonl", "return_mean"))
     for rows in tasks.values():
         sac = rows.get("SAC, true reward")
         sac_final = float(np.mean(sac["final"])) if sac else float("nan")
         sac_return = float(np.mean(sac["return"])) if sac else float("nan")
+        sac_late = float(np.mean(sac["late"])) if sac else float("nan")
         for row in rows.values():
             row["final_mean"], row["final_std"] = float(np.mean(row["final"])), float(np.std(row["final"]))
             row["share_of_sac"] = row["final_mean"] / sac_final if sac_final > 0 else float("nan")
+            row["late_mean"] = float(np.mean(row["late"]))
+            row["late_share_of_sac"] = row["late_mean"] / sac_late if sac_late > 0 else float("nan")
             row["return_mean"], row["return_std"] = float(np.mean(row["return"])), float(np.std(row["return"]))
             row["return_share_of_sac"] = row["return_mean"] / sac_return if sac_return > 0 else float("nan")
             row["curve"] = _curve_over_seeds(row.pop("curves"))
             row["return_curve"] = _curve_over_seeds(row.pop("return_curves"))
-    summary = {"tasks": tasks, "runs": len(runs), "wall_time_s": wall_time_s}
+    summary = {"tasks": tasks, "runs": len(runs), "late_evaluations": late, "wall_time_s": wall_time_s}
     write_json_atomic(folder / "results.json", summary)
     write_text_atomic(folder / "results.md", render_table(summary) + "\n")
     plot_sweep_curves(summary, folder / "results_curves.png")
@@ -762,14 +776,17 @@ def aggregate(folder: str | Path, wall_time_s: float | None = None) -> dict[str,
 
 
 def render_table(summary: Mapping[str, Any]) -> str:
-    """``results.md``: final success and true return per task and row, mean ± std over seeds,
-    and each as a share of SAC on the true reward."""
-    lines = ["| task | row | final success | share of SAC's success | final return | share of SAC's return | queries | seeds |",
-             "|---|---|---|---|---|---|---|---|"]
+    """``results.md``: final success, late success (mean of the last evaluations) and true
+    return per task and row, mean ± std over seeds, and each as a share of SAC on the true reward."""
+    late = summary.get("late_evaluations", 3)
+    lines = ["| task | row | final success | share of SAC's success | success, last "
+             f"{late} evaluations | share of SAC's | final return | share of SAC's return | queries | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     share = lambda value: "–" if math.isnan(value) else f"{100 * value:.0f} %"  # noqa: E731
     for task, rows in summary["tasks"].items():
         for label, row in rows.items():
             lines.append(f"| {task} | {label} | {row['final_mean']:.2f} ± {row['final_std']:.2f} | {share(row['share_of_sac'])} | "
+                         f"{row['late_mean']:.2f} | {share(row['late_share_of_sac'])} | "
                          f"{row['return_mean']:.0f} ± {row['return_std']:.0f} | {share(row['return_share_of_sac'])} | "
                          f"{np.mean(row['queries']):.0f} | {len(row['seeds'])} |")
     wall = summary.get("wall_time_s")

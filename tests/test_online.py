@@ -175,9 +175,16 @@ def test_aggregate_groups_runs_by_task_and_row_and_compares_with_sac(tmp_path):
     # final returns 700 and 900 against SAC's 900 and 1100
     assert drawer["PEBBLE, oracle"]["return_share_of_sac"] == pytest.approx(800 / 1000)
     assert drawer["PEBBLE, oracle"]["return_curve"][1] == pytest.approx([2000.0, 400.0, 300.0, 500.0])
+    # late success, the last 3 evaluations: SAC (0.0+0.6+0.8)/3 and (0.2+0.4+1.0)/3, mean 0.5;
+    # PEBBLE-oracle 0.8/3 and 1.2/3, mean 1/3
+    assert drawer["SAC, true reward"]["late_mean"] == pytest.approx(0.5)
+    assert drawer["PEBBLE, oracle"]["late_share_of_sac"] == pytest.approx((1 / 3) / 0.5)
     table = render_table(summary)
-    assert "| drawer-open-v3 | PEBBLE, oracle | 0.70 ± 0.10 | 78 % | 800 ± 100 | 80 % | 100 | 2 |" in table
-    assert "| button-press-topdown-v3 | PEBBLE, mistake | 0.20 ± 0.00 | – | 300 ± 0 | – |" in table
+    assert "| drawer-open-v3 | PEBBLE, oracle | 0.70 ± 0.10 | 78 % | 0.33 | 67 % | 800 ± 100 | 80 % | 100 | 2 |" in table
+    assert "| button-press-topdown-v3 | PEBBLE, mistake | 0.20 ± 0.00 | – | 0.07 | – | 300 ± 0 | – |" in table
+    assert aggregate(tmp_path, late=1)["tasks"]["drawer-open-v3"]["PEBBLE, oracle"]["late_mean"] == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="late=0"):
+        aggregate(tmp_path, late=0)
     assert (tmp_path / "results_curves.png").exists() and (tmp_path / "results.md").exists()
 
 
