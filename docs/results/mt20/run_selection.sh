@@ -2,7 +2,7 @@
 # Issue 20: IQL's setting chosen on MT10 only (docs/RESULTS.md, "Choosing IQL's Meta-World setting on MT10").
 # Each arm is one benchmark sweep over the MT10 tasks (row: IQL on the learned reward, oracle
 # labels), seeds in SEEDS (default 0). The jobs' result.json files are kept in
-# docs/results/mt20/mt10_<arm>/ (committed), and copied back before a sweep, so a new machine
+# docs/results/mt20/mt10_<arm>/ as each job finishes (commit them), and copied back before a sweep, so a new machine
 # resumes where the last one stopped. Usage: ARMS="kitchen nodecay" SEEDS="0 1" JOBS=2 run_selection.sh
 # Never edit this file while it runs (bash reads it as it goes).
 cd /work/main
@@ -17,6 +17,13 @@ declare -A SETTING=(
 )
 declare -A STEPS=([kitchen]=5000 [nodecay]=5000 [b3_nodecay]=5000 [b10_nodecay]=5000)
 ALGOS=${ALGOS:-iql}
+keep() {  # copy every finished job's result.json of arm $1 into the repository
+  for result in outputs/mw20/mt10_$1/*/result.json; do
+    [ -f "$result" ] || continue
+    job=$(basename "$(dirname "$result")")
+    [ -f "$KEEP/mt10_$1/$job/result.json" ] || { mkdir -p "$KEEP/mt10_$1/$job" && cp "$result" "$KEEP/mt10_$1/$job/"; }
+  done
+}
 for arm in ${ARMS:-kitchen nodecay b3_nodecay b10_nodecay}; do
   for seed in ${SEEDS:-0}; do
     sweep=outputs/mw20/mt10_$arm
@@ -26,12 +33,12 @@ for arm in ${ARMS:-kitchen nodecay b3_nodecay b10_nodecay}; do
     start=$(date +%s)
     python -m embodied.benchmark suite=mt10 "suite.seeds=[$seed]" "suite.algos=[$algos]" \
       "++suite.learner_overrides.iql=${SETTING[$arm]}" "++suite.learner_overrides.iql_gt=${SETTING[$arm]}" \
-      trainer.steps=${STEPS[$arm]} hydra.sweep.dir=$sweep hydra.launcher.n_jobs=${JOBS:-2} > "$sweep/sweep_seed$seed.log" 2>&1
+      trainer.steps=${STEPS[$arm]} hydra.sweep.dir=$sweep hydra.launcher.n_jobs=${JOBS:-2} > "$sweep/sweep_seed$seed.log" 2>&1 &
+    pid=$!
+    while kill -0 $pid 2>/dev/null; do keep "$arm"; sleep 30; done   # each job's result as soon as it lands
+    wait $pid
     echo "$arm seed $seed rc=$? $(( $(date +%s) - start )) s"
-    for result in "$sweep"/*/result.json; do
-      job=$(basename "$(dirname "$result")")
-      mkdir -p "$KEEP/mt10_$arm/$job" && cp "$result" "$KEEP/mt10_$arm/$job/"
-    done
+    keep "$arm"
     [ -f "$sweep/results.md" ] && cp "$sweep/results.md" "$KEEP/mt10_$arm/"
   done
 done
