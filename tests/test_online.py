@@ -211,3 +211,26 @@ def test_async_copies_step_in_their_own_processes(compose_config):
         assert sampler.env_steps == 6 and batch["observation"].shape == (8, 6)  # 3 vector steps before update 1
     finally:
         envs.close()
+
+
+def test_the_bpref_preset_has_bpref_metaworld_scale():
+    """``+experiment=bpref_metaworld``: B-Pref's button-press run_PEBBLE.sh (1M env steps, SAC
+    3x256 at batch 512, 50 queries every 5,000 steps after 9,000 unsupervised ones, 10,000 in
+    all), and the CPU preset it is compared with stays at a tenth of it."""
+    from hydra.utils import instantiate
+
+    from embodied.online import read_online
+
+    overrides = ["+task=metaworld", "online.reward=pebble", "labeler=oracle"]
+    cfg = compose_online([*overrides, "+experiment=bpref_metaworld"])
+    settings = read_online(cfg)
+    assert (settings.env_steps, settings.learning_starts) == (1_000_000, 1000)
+    feedback = settings.feedback
+    assert (feedback.unsupervised_steps, feedback.interval, feedback.queries, feedback.max_feedback) == (9000, 5000, 50, 10_000)
+    rounds = (settings.env_steps - settings.learning_starts - feedback.unsupervised_steps) // feedback.interval
+    assert 9_900 <= min(feedback.max_feedback, rounds * feedback.queries) <= 10_000  # the budget is reached
+    assert cfg.trainer.batch_size == 512 and cfg.device == "cuda"
+    assert instantiate(cfg.algo.learner).hidden_dims == [256, 256, 256]
+    assert list(cfg.reward_model.hidden_dims) == [256, 256, 256]
+    cpu = read_online(compose_online(overrides))
+    assert (cpu.env_steps, cpu.feedback.max_feedback) == (100_000, 10_000)
