@@ -710,8 +710,9 @@ def aggregate(folder: str | Path, wall_time_s: float | None = None, late: int = 
     The final evaluation's true return (``return``) is compared with SAC's as well: where SAC on
     the true reward does not succeed within the run's env steps, success shares say nothing.
     Success at the end of a run swings between neighbouring evaluations, so ``late`` is each
-    run's mean success over its last ``late`` evaluations during training (10 episodes each at
-    the online preset), averaged over seeds, and compared with SAC's too.
+    run's mean success over its last ``late`` evaluations (the final one included; 10 episodes
+    each during training and 20 at the end at the online preset), averaged over seeds, and
+    compared with SAC's too.
 
     Args:
         late: how many of the last evaluations of each run's curve make its late success (>= 1).
