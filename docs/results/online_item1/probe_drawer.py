@@ -21,12 +21,15 @@ for run in sys.argv[1:]:
     env = make_env(cfg.task)
     for ep in range(3):
         obs, _ = env.reset(seed=1000 + ep)
+        policy.reset(seed=1000 + ep)
         infos, ret = [], 0.0
-        for t in range(500):
-            obs, r, term, trunc, info = env.step(policy.act(obs) if hasattr(policy, "act") else policy(obs))
-            ret += r; infos.append(info)
+        for _ in range(500):
+            obs, reward, term, trunc, info = env.step(policy.act(obs))
+            ret += reward
+            infos.append(info)
             if term or trunc:
                 break
         keys = [k for k in ("success", "near_object", "grasp_success", "grasp_reward", "in_place_reward", "obj_to_target") if k in infos[-1]]
         print(run.split("/")[-1], ep, f"return {ret:.0f}", {k: round(float(np.mean([i[k] for i in infos[-100:]])), 3) for k in keys},
               "min obj_to_target", round(min(float(i.get("obj_to_target", np.nan)) for i in infos), 3))
+    env.close()
