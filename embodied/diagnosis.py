@@ -8,8 +8,12 @@ the rewards it trained on:
   the mean weight, the share of the total actor weight it carries, the share of its transitions
   at the weight cap; overall the effective sample size of the weights ``(sum w)^2 / sum w^2`` as
   a share of the transitions (1: every transition counts alike, as in BC);
-- **value fit** (Eq. 5): the share of negative residuals ``Q_hat - V`` (about ``1 - tau`` once V
-  is the tau-expectile of Q_hat);
+- **value fit** (Eq. 5): the expectile balance, the gradient of the expectile loss
+  ``L_2^tau(u) = |tau - 1(u < 0)| u^2`` in V, ``E[|tau - 1(u<0)| u] / E[|tau - 1(u<0)| |u|]`` over the
+  residuals ``u = Q_hat(s, a) - V(s)``: in [-1, 1], 0 once V is the tau-expectile of Q_hat over the
+  data, positive while V sits below it. The share of negative residuals is reported beside it; it
+  is *not* ``1 - tau`` at the optimum (that holds for the tau-quantile, not the expectile): a
+  skewed residual distribution puts more or fewer of them below V;
 - **critic fit** (Eq. 6): the RMS of the TD error against the standard deviation of its target,
   and the fraction of the target's variance it explains;
 - **actor fit**: the mean log-likelihood of the dataset's actions per behaviour (a filtering
@@ -54,6 +58,25 @@ def transition_diagnostics(learner: Any, data: EpisodeData, rewards: torch.Tenso
     return {key: np.concatenate(values) for key, values in parts.items()}
 
 
+def expectile_balance(residual: np.ndarray, expectile: float) -> float:
+    """How far V is from the expectile of Q_hat over the data: the gradient of IQL's value loss
+    (Eq. 5, ``L_2^tau(u) = |tau - 1(u < 0)| u^2``) in V, normalised,
+    ``E[|tau - 1(u<0)| u] / E[|tau - 1(u<0)| |u|]``.
+
+    Args:
+        residual: ``(N,)`` float, ``u = Q_hat(s, a) - V(s)`` per transition.
+        expectile: tau in (0, 1).
+
+    Returns:
+        A float in [-1, 1]: 0 when V is the tau-expectile (the loss is at its minimum in a shared
+        shift of V), positive when V sits below it, negative above; 0 for all-zero residuals.
+    """
+    residual = np.asarray(residual, dtype=np.float64)
+    coefficient = np.where(residual < 0, 1.0 - expectile, expectile)  # |tau - 1(u < 0)|
+    scale = float(np.sum(coefficient * np.abs(residual)))
+    return float(np.sum(coefficient * residual) / scale) if scale > 0 else 0.0
+
+
 def diagnose(learner: Any, data: EpisodeData, rewards: torch.Tensor, episodes: Sequence) -> dict[str, Any]:
     """The diagnosis of the module docstring for a trained learner on its training data.
 
@@ -64,7 +87,7 @@ def diagnose(learner: Any, data: EpisodeData, rewards: torch.Tensor, episodes: S
         episodes: the episodes of ``data``, in order; ``episode.policy`` names the behaviour.
 
     Returns:
-        ``{"effective_sample_share", "negative_residual_share", "expectile", "td_rmse",
+        ``{"effective_sample_share", "expectile_balance", "negative_residual_share", "expectile", "td_rmse",
         "target_std", "td_explained_variance", "by_behaviour": {name: {...}}}``.
     """
     values = transition_diagnostics(learner, data, rewards)
@@ -84,11 +107,13 @@ def diagnose(learner: Any, data: EpisodeData, rewards: torch.Tensor, episodes: S
             "capped_share": float((weight[rows] >= cap * (1 - 1e-6)).mean()),
             "log_prob_mean": float(values["log_prob"][rows].mean()),
         }
+    tau = float(learner.config.expectile)
     target_std = float(values["target"].std())
     td_rmse = float(np.sqrt(np.mean(values["td_error"] ** 2)))
     return {"effective_sample_share": float(total ** 2 / (len(weight) * np.sum(weight ** 2))) if total > 0 else float("nan"),
+            "expectile_balance": expectile_balance(advantage, tau),
             "negative_residual_share": float((advantage < 0).mean()),
-            "expectile": float(learner.config.expectile),
+            "expectile": tau,
             "td_rmse": td_rmse, "target_std": target_std,
             "td_explained_variance": float(1.0 - np.var(values["td_error"]) / max(np.var(values["target"]), 1e-12)),
             "by_behaviour": by_behaviour}
@@ -101,8 +126,9 @@ def diagnosis_lines(diagnosis: dict[str, Any] | None) -> list[str]:
     lines = ["## Diagnosis: who carries the actor's weight", "",
              f"Advantage weights exp(beta A) (IQL Eq. 7) over every transition of the dataset. Effective sample share "
              f"of the weights {diagnosis['effective_sample_share']:.3f} (1: every transition alike, as in BC). Value "
-             f"fit: {diagnosis['negative_residual_share']:.3f} of the residuals Q - V are negative (about "
-             f"{1 - diagnosis['expectile']:.2f} expected at expectile {diagnosis['expectile']}). Critic: TD error RMS "
+             f"fit at expectile {diagnosis['expectile']}: balance {diagnosis.get('expectile_balance', float('nan')):+.3f} "
+             f"(0 once V is the expectile of Q over the data; positive: V below it), "
+             f"{diagnosis['negative_residual_share']:.3f} of the residuals Q - V negative. Critic: TD error RMS "
              f"{diagnosis['td_rmse']:.3g} against a target std of {diagnosis['target_std']:.3g} (explained variance "
              f"{diagnosis['td_explained_variance']:.3f}).", "",
              "| behaviour | transitions | advantage (mean) | weight (mean) | share of the weight | at the cap | log pi(a|s) |",
@@ -113,4 +139,4 @@ def diagnosis_lines(diagnosis: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
-__all__ = ["diagnose", "diagnosis_lines", "transition_diagnostics"]
+__all__ = ["diagnose", "diagnosis_lines", "expectile_balance", "transition_diagnostics"]

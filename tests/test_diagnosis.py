@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from embodied.diagnosis import diagnose, diagnosis_lines, transition_diagnostics
+from embodied.diagnosis import diagnose, diagnosis_lines, expectile_balance, transition_diagnostics
 from policies import make_learner
 from policies.data import EpisodeData, TransitionSampler
 from policies.iql import IQLConfig, IQLLearner
@@ -61,6 +61,25 @@ def test_the_diagnosis_shows_the_expert_carrying_the_weight_after_training():
     w = values["weight"]
     assert diagnosis["effective_sample_share"] == pytest.approx(w.sum() ** 2 / (len(w) * (w ** 2).sum()))
     assert diagnosis["negative_residual_share"] == pytest.approx(float((values["advantage"] < 0).mean()))
+    assert diagnosis["expectile_balance"] == pytest.approx(expectile_balance(values["advantage"], 0.7))
     assert "| expert | 0.250 |" in "\n".join(diagnosis_lines(diagnosis))
     with pytest.raises(ValueError, match="one per transition"):
         diagnose(learner, data, data.rewards[:-1], episodes)
+
+
+def test_the_expectile_balance_is_zero_at_the_expectile_and_not_at_the_quantile():
+    """Eq. 5's minimiser m of E|tau - 1(q < m)| (q - m)^2 balances tau E[(q-m)+] = (1-tau) E[(q-m)-];
+    on a skewed sample its share of negative residuals is far from 1 - tau."""
+    q = np.random.default_rng(0).exponential(1.0, 20000)
+    tau = 0.7
+    lo, hi = float(q.min()), float(q.max())
+    for _ in range(100):  # bisection on the loss's derivative, increasing in m
+        m = (lo + hi) / 2
+        slope = np.sum(np.where(q < m, 1 - tau, tau) * (m - q))
+        lo, hi = (m, hi) if slope < 0 else (lo, m)
+    assert expectile_balance(q - m, tau) == pytest.approx(0.0, abs=1e-9)
+    assert abs(float((q - m < 0).mean()) - (1 - tau)) > 0.2  # the quantile rule does not hold here
+    quantile = float(np.quantile(q, 1 - tau))
+    assert expectile_balance(q - quantile, tau) > 0.1   # V at the 0.3-quantile sits below the expectile
+    assert expectile_balance(q - q.max(), tau) == pytest.approx(-1.0)
+    assert expectile_balance(np.zeros(4), tau) == 0.0
