@@ -186,6 +186,8 @@ def diagnosis_table(results: list[dict[str, Any]], comparisons: list[dict[str, A
                 "effective_sample_share": mean([r["diagnosis"]["effective_sample_share"] for r in jobs]),
                 "expert_transition_share": mean([e["transition_share"] for e in expert if e]),
                 "expert_weight_share": mean([e["weight_share"] for e in expert if e]),
+                "expectile_balance": mean([r["diagnosis"]["expectile_balance"] for r in jobs
+                                           if "expectile_balance" in r["diagnosis"]]),
                 "td_explained_variance": mean([r["diagnosis"]["td_explained_variance"] for r in jobs]),
             })
     return out
@@ -273,13 +275,15 @@ def render_table(summary: dict[str, Any]) -> str:
     if summary.get("diagnosis"):
         lines += ["", "Diagnosis of the tasks where the feedback-trained row is below BC (means over seeds): the "
                   "learned reward's quality, the effective sample share of IQL's advantage weights (1 = BC), the "
-                  "expert's share of the transitions and of the actor's weight, and the critic's explained variance.", "",
+                  "expert's share of the transitions and of the actor's weight, the value's expectile balance (0: V is "
+                  "the expectile of Q over the data; positive: below it) and the critic's explained variance.", "",
                   "| task | row | held-out accuracy | Spearman with true reward | effective sample share | "
-                  "expert transitions | expert weight | critic explained variance |", "|---|---|---|---|---|---|---|---|"]
+                  "expert transitions | expert weight | expectile balance | critic explained variance |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for d in summary["diagnosis"]:
             lines.append(f"| {d['task']} | {d['row']} | {d['heldout_accuracy']:.3f} | {d['spearman_true_reward']:.3f} | "
                          f"{d['effective_sample_share']:.3f} | {d['expert_transition_share']:.3f} | "
-                         f"{d['expert_weight_share']:.3f} | {d['td_explained_variance']:.3f} |")
+                         f"{d['expert_weight_share']:.3f} | {d['expectile_balance']:+.3f} | {d['td_explained_variance']:.3f} |")
     timing = f"{summary['jobs']} jobs, {summary['job_time_s']:.0f} s of job time"
     if summary.get("wall_time_s") is not None:
         timing += f", {summary['wall_time_s']:.0f} s wall time"

@@ -141,6 +141,7 @@ def test_aggregate_pairs_rows_by_task_and_diagnoses_where_iql_loses_to_bc(tmp_pa
         for seed in (0, 1):
             iql = 0.3 if i == 0 else 0.8  # below BC on task0 only
             diagnosis = {"effective_sample_share": 0.9 + 0.02 * seed, "td_explained_variance": 0.5,
+                         "expectile_balance": 0.1 * seed,
                          "by_behaviour": {"expert": {"transition_share": 0.3, "weight_share": 0.4}}}
             _write_result(tmp_path, task, "iql", "learned", seed, iql, diagnosis=diagnosis,
                           reward_model={"heldout_accuracy": 0.7, "spearman_true_reward": 0.2 + 0.2 * seed})
@@ -154,6 +155,7 @@ def test_aggregate_pairs_rows_by_task_and_diagnoses_where_iql_loses_to_bc(tmp_pa
     assert row["task"] == "task0-v3" and row["seeds"] == 2
     assert row["spearman_true_reward"] == pytest.approx(0.3) and row["effective_sample_share"] == pytest.approx(0.91)
     assert row["expert_weight_share"] == pytest.approx(0.4) and row["heldout_accuracy"] == pytest.approx(0.7)
+    assert row["expectile_balance"] == pytest.approx(0.05)
     table = (tmp_path / "results.md").read_text()
     assert "| IQL, learned reward (oracle) | BC | 6 | +0.117 |" in table and "| task0-v3 |" in table.split("Diagnosis")[1]
 
