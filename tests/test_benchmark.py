@@ -216,3 +216,15 @@ def test_one_seed_is_written_in_the_singular(tmp_path):
     _write_result(tmp_path, "reach-v3", "iql", "learned", 0, 1.0)
     table = render_table(aggregate(tmp_path, tasks=["reach-v3"]))
     assert "(1 seed)" in table and "(1 seeds)" not in table
+
+
+def test_the_gpu_preset_trains_iql_at_the_paper_scale_with_its_cosine_schedule():
+    # docs/benchmark.md's paper-scale command: 1M updates on cuda, the kitchen preset with the
+    # paper's cosine decay of the actor's learning rate, compiled losses; BC keeps its own learner.
+    cfg = _compose_benchmark(["algo=iql", "suite=mt50_minus_mt10", "+experiment=benchmark_gpu"])
+    iql = _learner(cfg)
+    assert (cfg.device, cfg.trainer.steps, cfg.trainer.batch_size) == ("cuda", 1_000_000, 256)
+    assert (iql.expectile, iql.temperature, iql.actor_cosine_decay, iql.compile) == (0.7, 0.5, True, True)
+    assert len(cfg.suite.tasks) == 40
+    bc = _learner(_compose_benchmark(["algo=bc", "suite=mt50_minus_mt10", "+experiment=benchmark_gpu"]))
+    assert bc.learning_rate == 3.0e-4
