@@ -47,13 +47,14 @@ def arm_rows(root: Path) -> dict[str, dict]:
 def main(root: str = "docs/results/mt20") -> None:
     rows = arm_rows(Path(root))
     short = [t.removesuffix("-v3") for t in MT10]
-    print("| setting | " + " | ".join(short) + " | mean (per seed) | ESS share | expert weight |")
-    print("|---|" + "---|" * (len(MT10) + 3))
+    print("| setting | " + " | ".join(short) + " | mean (per seed) | ESS share | expert weight | expectile balance |")
+    print("|---|" + "---|" * (len(MT10) + 4))
     for arm, row in rows.items():
         cells = [f"{row['tasks'][t]:.2f}" if t in row["tasks"] else "–" for t in MT10]
         seeds = ", ".join(f"s{s} {v:.3f}" for s, v in row["per_seed"].items())
         mean = f"**{np.mean(list(row['per_seed'].values())):.3f}** ({seeds})" if row["per_seed"] else f"({row['jobs']} jobs)"
-        print(f"| {arm} | " + " | ".join(cells) + f" | {mean} | {row['ess']:.3f} | {row['expert_weight']:.3f} |")
+        balance = "–" if np.isnan(row["balance"]) else f"{row['balance']:+.3f}"
+        print(f"| {arm} | " + " | ".join(cells) + f" | {mean} | {row['ess']:.3f} | {row['expert_weight']:.3f} | {balance} |")
 
 
 if __name__ == "__main__":
