@@ -51,12 +51,13 @@ def datasets_root(tmp_path_factory, monkeypatch) -> Path:
 
 @pytest.fixture
 def compose_config():
-    """``compose_config(overrides) -> DictConfig`` through Hydra's compose API (no run folder)."""
+    """``compose_config(overrides, config_name="config") -> DictConfig`` through Hydra's compose
+    API (no run folder)."""
 
-    def _compose(overrides: list[str]):
+    def _compose(overrides: list[str], config_name: str = "config"):
         GlobalHydra.instance().clear()
         with initialize_config_module(config_module="conf", version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
+            return compose(config_name=config_name, overrides=overrides)
 
     yield _compose
     GlobalHydra.instance().clear()

@@ -125,7 +125,11 @@ def test_reward_model_configs_instantiate(compose_config, reward_model):
 
 @pytest.mark.parametrize("experiment", _options("experiment"))
 def test_experiment_presets_compose_and_validate(compose_config, experiment):
-    cfg = compose_config(["+task=dressing", f"+experiment={experiment}"])
+    # benchmark_*: presets of the Meta-World benchmark (conf/benchmark.yaml); the others of the main job
+    if experiment.startswith("benchmark_"):
+        cfg = compose_config(["suite=mt10", f"+experiment={experiment}"], config_name="benchmark")
+    else:
+        cfg = compose_config(["+task=dressing", f"+experiment={experiment}"])
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     assert OmegaConf.to_object(cfg.trainer).steps >= 1 and OmegaConf.to_object(cfg.eval).episodes >= 1
     if experiment == "gpu_full":
