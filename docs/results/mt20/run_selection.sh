@@ -14,8 +14,11 @@ declare -A SETTING=(
   [nodecay]="{preset: kitchen, actor_cosine_decay: false}"
   [b3_nodecay]="{preset: null, expectile: 0.7, temperature: 3.0, actor_cosine_decay: false}"
   [b10_nodecay]="{preset: null, expectile: 0.7, temperature: 10.0, actor_cosine_decay: false}"
+  [u20k]="{preset: kitchen, actor_cosine_decay: false}"
+  [b3_u20k]="{preset: null, expectile: 0.7, temperature: 3.0, actor_cosine_decay: false}"
 )
-declare -A STEPS=([kitchen]=5000 [nodecay]=5000 [b3_nodecay]=5000 [b10_nodecay]=5000)
+# u20k, b3_u20k: the update budget, 4x the CPU preset's (the second round of selection, 2026-12-01)
+declare -A STEPS=([kitchen]=5000 [nodecay]=5000 [b3_nodecay]=5000 [b10_nodecay]=5000 [u20k]=20000 [b3_u20k]=20000)
 ALGOS=${ALGOS:-iql}
 keep() {  # copy every finished job's result.json of arm $1 into the repository
   for result in outputs/mw20/mt10_$1/*/result.json; do
