@@ -291,7 +291,9 @@ def render_table(summary: dict[str, Any]) -> str:
 
 
 def plot_results(summary: dict[str, Any], path: Path) -> Path:
-    """``results.png``: success rate per task, a bar per row with the std over seeds."""
+    """``results.png``: success rate per task, a bar per row with the std over seeds. Up to 12
+    tasks the tasks run along x; more (MT50, the 40 tasks of the report) run down y, so the
+    figure stays readable instead of growing thousands of pixels wide."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -299,19 +301,33 @@ def plot_results(summary: dict[str, Any], path: Path) -> Path:
 
     tasks, names = [*summary["tasks"], "mean"], list(summary["rows"])
     width = 0.8 / len(names)
-    figure, axis = plt.subplots(figsize=(max(6.0, 0.9 * len(tasks) * max(1, len(names)) / 2), 3.6), dpi=100)
+    labels = [t.removesuffix("-v3") for t in tasks]
     x = np.arange(len(tasks))
+    vertical = len(tasks) <= 13
+    size = (max(6.0, 0.9 * len(tasks) * max(1, len(names)) / 2), 3.6) if vertical else (7.5, 1.0 + 0.1 * len(tasks) * len(names))
+    figure, axis = plt.subplots(figsize=size, dpi=100)
     for i, name in enumerate(names):
         row = summary["rows"][name]
         stats = [row["tasks"].get(t) for t in summary["tasks"]] + [row]
         means = [s["mean"] if s else np.nan for s in stats]
         stds = [s["std"] if s else 0.0 for s in stats]
-        axis.bar(x + (i - (len(names) - 1) / 2) * width, means, width, yerr=stds, label=name, capsize=2)
-    axis.set_xticks(x, [t.removesuffix("-v3") for t in tasks], rotation=35, ha="right", fontsize=8)
-    axis.set_ylabel("success rate")
-    axis.set_ylim(0, 1.05)
-    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    axis.set_title(f"Meta-World, {summary['protocol']} protocol", fontsize=10)
+        offset = x + (i - (len(names) - 1) / 2) * width
+        if vertical:
+            axis.bar(offset, means, width, yerr=stds, label=name, capsize=2)
+        else:
+            axis.barh(offset, means, width, xerr=stds, label=name, capsize=1.5)
+    if vertical:
+        axis.set_xticks(x, labels, rotation=35, ha="right", fontsize=8)
+        axis.set_ylabel("success rate")
+        axis.set_ylim(0, 1.05)
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    else:
+        axis.set_yticks(x, labels, fontsize=7)
+        axis.set_ylim(len(tasks) - 0.5, -0.5)  # the first task at the top, the mean at the bottom
+        axis.set_xlabel("success rate")
+        axis.set_xlim(0, 1.05)
+        axis.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
+    axis.set_title(f"Meta-World, {summary['protocol']} protocol", fontsize=10, pad=30 if not vertical else 6)
     figure.tight_layout()
     return save_figure(figure, path)
 

@@ -181,6 +181,19 @@ def test_aggregate_means_and_stds_over_seeds(tmp_path):
     assert render_table(summary) == table
 
 
+def test_the_plot_of_a_40_task_report_runs_tasks_down_the_page(tmp_path):
+    # MT50 minus MT10: 40 tasks x 4 rows along x made a 7,380-pixel-wide strip nobody could read
+    tasks = [f"task{i}-v3" for i in range(40)]
+    for task in tasks:
+        for algo, reward in (("iql", "learned"), ("iql_gt", "gt"), ("bc", "none"), ("expert", "none")):
+            _write_result(tmp_path, task, algo, reward, 0, 0.5)
+    aggregate(tmp_path, tasks=tasks)
+    from PIL import Image
+
+    width, height = Image.open(tmp_path / "results.png").size
+    assert width <= 1000 and height > width
+
+
 def test_aggregate_refuses_an_empty_sweep(tmp_path):
     with pytest.raises(FileNotFoundError, match="no finished benchmark job"):
         aggregate(tmp_path)
