@@ -303,7 +303,7 @@ def plot_results(summary: dict[str, Any], path: Path) -> Path:
     width = 0.8 / len(names)
     labels = [t.removesuffix("-v3") for t in tasks]
     x = np.arange(len(tasks))
-    vertical = len(tasks) <= 13
+    vertical = len(summary["tasks"]) <= 12  # tasks along x; more run down y
     size = (max(6.0, 0.9 * len(tasks) * max(1, len(names)) / 2), 3.6) if vertical else (7.5, 1.0 + 0.1 * len(tasks) * len(names))
     figure, axis = plt.subplots(figsize=size, dpi=100)
     for i, name in enumerate(names):
