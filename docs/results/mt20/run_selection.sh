@@ -16,9 +16,12 @@ declare -A SETTING=(
   [b10_nodecay]="{preset: null, expectile: 0.7, temperature: 10.0, actor_cosine_decay: false}"
   [u20k]="{preset: kitchen, actor_cosine_decay: false}"
   [b3_u20k]="{preset: null, expectile: 0.7, temperature: 3.0, actor_cosine_decay: false}"
+  [b0_u20k]="{preset: null, expectile: 0.7, temperature: 0.0, actor_cosine_decay: false}"
 )
 # u20k, b3_u20k: the update budget, 4x the CPU preset's (the second round of selection, 2026-12-01)
-declare -A STEPS=([kitchen]=5000 [nodecay]=5000 [b3_nodecay]=5000 [b10_nodecay]=5000 [u20k]=20000 [b3_u20k]=20000)
+# b0_u20k: not a candidate but a check (2026-12-02): beta 0 makes IQL's actor plain behaviour cloning
+# with IQL's Gaussian NLL loss, so u20k - b0_u20k is what the advantage weights add over that loss.
+declare -A STEPS=([kitchen]=5000 [nodecay]=5000 [b3_nodecay]=5000 [b10_nodecay]=5000 [u20k]=20000 [b3_u20k]=20000 [b0_u20k]=20000)
 ALGOS=${ALGOS:-iql}
 keep() {  # copy every finished job's result.json of arm $1 into the repository
   for result in outputs/mw20/mt10_$1/*/result.json; do
