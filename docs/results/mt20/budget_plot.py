@@ -13,9 +13,7 @@ have the row at both budgets count, so the two points of a line are over the sam
 
 from __future__ import annotations
 
-import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -23,26 +21,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from cross_budget import success_by_task  # noqa: E402  (this folder is on sys.path when run as a script)
 
 ROOT = Path(__file__).parent
 ROWS = {"iql": "IQL, learned reward (β 0.5)", "iql_gt": "IQL, true reward (β 0.5)", "bc": "BC"}
-#: suite -> budget -> folders that hold that budget's jobs
+#: suite -> budget -> the folder that holds that budget's jobs
 FOLDERS = {
-    "MT10 (selection)": {5000: ["mt10_nodecay"], 20000: ["mt10_u20k"]},
-    "40 report tasks": {5000: ["mt40"], 20000: ["mt40_u20k"]},
+    "MT10 (selection)": {5000: "mt10_nodecay", 20000: "mt10_u20k"},
+    "40 report tasks": {5000: "mt40", 20000: "mt40_u20k"},
 }
 
 
-def success(folders: list[str], algo: str, seeds: set[int] | None) -> dict[str, float]:
-    """Per task, the mean success rate of row ``algo`` over ``seeds`` (all if None)."""
-    runs: dict[str, dict[int, float]] = defaultdict(dict)
-    for folder in folders:
-        for path in sorted((ROOT / folder).glob(f"*_{algo}_seed*/result.json")):
-            result = json.loads(path.read_text())
-            seed = int(result["seed"])
-            if result["algo"] == algo and (seeds is None or seed in seeds):
-                runs[result["task"]].setdefault(seed, float(result["eval"]["success_rate"]))
-    return {task: float(np.mean(list(v.values()))) for task, v in runs.items()}
+def success(folder: str, algo: str, seeds: set[int] | None) -> dict[str, float]:
+    """Per task, the mean success rate of row ``algo`` in ``folder`` over ``seeds`` (all if None)."""
+    return {task: mean for task, (mean, _) in success_by_task(ROOT / folder, algo, seeds).items()}
 
 
 def main(out: str = str(ROOT / "budget.png"), seeds: str | None = None) -> None:
@@ -58,7 +50,7 @@ def main(out: str = str(ROOT / "budget.png"), seeds: str | None = None) -> None:
             ax.plot(list(budgets), means, marker="o", label=f"{label} ({len(tasks)} tasks)")
             print(f"{suite} | {label} | " + " | ".join(f"{b}: {m:.3f}" for b, m in zip(budgets, means)))
         if suite.startswith("MT10"):
-            b0 = success(["mt10_b0_u20k"], "iql", keep)
+            b0 = success("mt10_b0_u20k", "iql", keep)
             if b0:
                 ax.plot([20000], [np.mean(list(b0.values()))], marker="s", linestyle="none", color="black",
                         label=f"IQL at β 0: Gaussian BC ({len(b0)} tasks)")
