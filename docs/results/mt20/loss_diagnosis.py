@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from cross_budget import success_by_task  # this folder is on sys.path when run as a script
 
 MEASURES = {
     "held-out accuracy": lambda r: r["reward_model"]["heldout_accuracy"],
@@ -33,16 +34,15 @@ MEASURES = {
 
 
 def main(folder: str) -> None:
-    success: dict[tuple[str, str], list[float]] = defaultdict(list)
+    iql, bc = success_by_task(Path(folder), "iql"), success_by_task(Path(folder), "bc")
     measures: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for path in sorted(Path(folder).glob("*/result.json")):
         r = json.loads(path.read_text())
-        success[(r["task"], r["algo"])].append(float(r["eval"]["success_rate"]))
         if r["algo"] == "iql" and r.get("diagnosis"):
             for name, get in MEASURES.items():
                 measures[r["task"]][name].append(float(get(r)))
-    tasks = sorted(t for t in measures if (t, "bc") in success)
-    lost = [t for t in tasks if np.mean(success[(t, "iql")]) < np.mean(success[(t, "bc")])]
+    tasks = sorted(t for t in measures if t in bc)
+    lost = [t for t in tasks if iql[t][0] < bc[t][0]]
     rest = [t for t in tasks if t not in lost]
     print(f"{folder}: learned-reward IQL below BC on {len(lost)} of {len(tasks)} tasks: {', '.join(lost)}\n")
     if not lost or not rest:
